@@ -1,0 +1,35 @@
+"""Feature and label column names, defined once and imported everywhere.
+
+The seed's notebook and app each kept their own lists, in different orders, which silently
+broke inference. Here the order of every tuple is the order of the model's input tensors.
+"""
+
+from __future__ import annotations
+
+CUSTOMER_ID = "customer_id"
+ITEM = "menu_item_name"
+TIMESTAMP = "event_timestamp"
+LABEL = "label"
+
+# The seed's 9 label-encoded features and 5 dense features, in the seed's order.
+SEED_SPARSE: tuple[str, ...] = (
+    "menu_item_name", "menu_type", "truck_brand_name", "item_category", "item_subcategory",
+    "city", "country", "gender", "marital_status",
+)
+SEED_DENSE: tuple[str, ...] = (
+    "sale_price_usd", "age",
+    "avg_yearly_purchase_amount", "avg_monthly_purchase_amount", "avg_weekly_purchase_amount",
+)
+
+# tastyrec adds customer attributes the seed left out and history features that make it personal.
+SPARSE: tuple[str, ...] = SEED_SPARSE + ("favourite_brand", "children_count")
+DENSE: tuple[str, ...] = SEED_DENSE + (
+    "order_count",              # customer's orders before the timestamp
+    "days_since_last_order",    # recency of the customer
+    "item_purchase_count",      # times this customer bought this item before the timestamp
+    "days_since_item_purchase",  # recency of this item for this customer (large when never)
+    "brand_spend_share",        # share of the customer's spend at this item's brand
+)
+# Multi-hot bags: the set of items / brands the customer bought before the timestamp.
+# Each is a list of strings; the model embeds them with an EmbeddingBag.
+MULTI_HOT: tuple[str, ...] = ("history_items", "history_brands")
