@@ -1,0 +1,57 @@
+"""Workspace paths and settings. No side effects at import time: nothing is created here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+DEFAULT_HOME = "./.tastyrec"
+
+# The synthetic data set covers these dates; the last WINDOW_DAYS form the final (test) window.
+DATA_START = date(2020, 1, 1)
+DATA_END = date(2022, 12, 31)  # inclusive
+WINDOW_DAYS = 91
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folder ("home") that holds everything one tastyrec installation writes."""
+
+    home: Path
+
+    @classmethod
+    def from_env(cls, home: str | os.PathLike | None = None) -> "Workspace":
+        """Resolve the home from the argument, then TASTYREC_HOME, then ./.tastyrec."""
+        chosen = home or os.environ.get("TASTYREC_HOME") or DEFAULT_HOME
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def feature_repo(self) -> Path:
+        return self.home / "feature_repo"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def stage(self) -> Path:
+        return self.home / "stage"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.home / "checkpoints"
+
+    def ensure(self) -> "Workspace":
+        """Create the home folder (called by commands that write, never at import)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self

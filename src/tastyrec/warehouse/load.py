@@ -1,0 +1,259 @@
+"""Build the warehouse: DDL, the synthetic data set or the seed's CSV stage layout, views.
+
+A warehouse is always built into a new file next to the old one and swapped in at the end
+(os.replace), so a failure at any point leaves the existing warehouse exactly as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from tastyrec.config import DATA_END, WINDOW_DAYS, Workspace
+from tastyrec.warehouse.synthetic import generate
+
+# schema.table, in load order
+RAW_TABLES: tuple[str, ...] = (
+    "raw_pos.country", "raw_pos.franchise", "raw_pos.location", "raw_pos.menu", "raw_pos.truck",
+    "raw_customer.customer_loyalty", "raw_pos.order_header", "raw_pos.order_detail",
+)
+# primary keys of the dimension tables (the seed declares none; these are what the data implies)
+DIMENSION_KEYS: dict[str, str] = {
+    "raw_pos.country": "city_id", "raw_pos.franchise": "franchise_id", "raw_pos.location": "location_id",
+    "raw_pos.menu": "menu_item_id", "raw_pos.truck": "truck_id", "raw_customer.customer_loyalty": "customer_id",
+}
+NULL_STRINGS = ["NULL", "null", ""]
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+class WarehouseError(Exception):
+    """A warehouse could not be built; the existing one (if any) is unchanged."""
+
+
+class CsvError(WarehouseError):
+    """A CSV file was refused as a whole."""
+
+    def __init__(self, path: Path, line: int | None, reason: str):
+        self.path, self.line, self.reason = path, line, reason
+        where = f"{path}, line {line}" if line else str(path)
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class SetupResult:
+    home: str
+    warehouse: str
+    source: str
+    seconds: float
+    row_counts: dict[str, int]
+
+
+def _sql(name: str) -> str:
+    return resources.files("tastyrec.warehouse").joinpath("sql").joinpath(name).read_text()
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with this project's resource settings."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("SET memory_limit = '3GB'")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+@contextmanager
+def _building(ws: Workspace, force: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a fresh warehouse file that replaces the current one only on success."""
+    final = ws.warehouse
+    if final.exists() and not force:
+        raise WarehouseError(f"a warehouse already exists at {final}; pass --force to rebuild it "
+                             "(saved recommendations are carried over)")
+    ws.ensure()
+    tmp = final.with_name(final.name + ".building")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    con = connect(tmp)
+    try:
+        for name in ("01_schemas.sql", "02_raw_tables.sql"):
+            con.execute(_sql(name))
+        yield con
+        con.execute(_sql("03_views.sql"))
+        con.execute(_sql("04_ml_tables.sql"))
+        if final.exists():  # keep saved campaigns across a rebuild
+            con.execute(f"ATTACH '{_quote_path(final)}' AS previous (READ_ONLY)")
+            has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' "
+                              "AND schema_name = 'ml' AND table_name = 'recommendations'").fetchone()[0]
+            if has:
+                con.execute("INSERT INTO ml.recommendations SELECT * FROM previous.ml.recommendations")
+            con.execute("DETACH previous")
+        con.execute("CHECKPOINT")
+        con.close()
+        os.replace(tmp, final)
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+
+
+def row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows in every base table of the warehouse, by schema.table."""
+    tables = con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+                         "WHERE database_name = current_database() ORDER BY 1").fetchall()
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for (t,) in tables}
+
+
+def _finish(ws: Workspace, source: str, started: float) -> SetupResult:
+    con = connect(ws.warehouse, read_only=True)
+    try:
+        counts = row_counts(con)
+    finally:
+        con.close()
+    return SetupResult(home=str(ws.home), warehouse=str(ws.warehouse), source=source,
+                       seconds=round(time.perf_counter() - started, 2), row_counts=counts)
+
+
+def setup_synthetic(ws: Workspace, customers: int = 20_000, seed: int = 42, force: bool = False,
+                    progress: Progress | None = None) -> SetupResult:
+    """Generate the synthetic Tasty Bytes data set into a new warehouse."""
+    if customers < 1:
+        raise WarehouseError("--customers must be at least 1")
+    started = time.perf_counter()
+    with _building(ws, force) as con:
+        con.execute(_sql("05_synth.sql"))
+        dims, chunks = generate(customers, seed)
+        for table, frame in dims.tables.items():
+            con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+        done = 0
+        for frames in chunks:
+            for table, frame in frames.items():
+                con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+            done += frames["raw_customer.customer_loyalty"].num_rows
+            if progress:
+                progress("customers", done, customers)
+        window_start = DATA_END - timedelta(days=WINDOW_DAYS - 1)
+        con.executemany("INSERT INTO synth.info VALUES (?, ?)", [
+            ["seed", str(seed)], ["customers", str(customers)],
+            ["window_start", window_start.isoformat()], ["window_end", DATA_END.isoformat()]])
+    return _finish(ws, f"synthetic(customers={customers}, seed={seed})", started)
+
+
+def _stage_files(root: Path, table: str) -> list[Path]:
+    folder = root.joinpath(*table.split("."))
+    if not folder.is_dir():
+        raise CsvError(folder, None, f"missing table folder for {table}")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith((".csv", ".csv.gz")))
+    if not files:
+        raise CsvError(folder, None, f"no .csv or .csv.gz files for {table}")
+    return files
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", newline="") if path.name.endswith(".gz") else open(path, newline="")
+
+
+def _check_header(path: Path, expected: list[str]) -> None:
+    with _open_text(path) as f:
+        header = next(csv.reader(f), None)
+    if header is None:
+        raise CsvError(path, 1, "empty file: a header row is required")
+    if [h.strip().lower() for h in header] != expected:
+        raise CsvError(path, 1, f"header {header} does not match the columns {expected}")
+
+
+def _duplicate_line(files: list[Path], key_index: int) -> tuple[Path, int, str] | None:
+    """The first row whose key was already seen in an earlier row (dimension tables are small)."""
+    seen: set[str] = set()
+    for path in files:
+        with _open_text(path) as f:
+            reader = csv.reader(f)
+            next(reader)
+            for row in reader:
+                key = row[key_index]
+                if key in seen:
+                    return path, reader.line_num, key
+                seen.add(key)
+    return None
+
+
+def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
+                   progress: Progress | None = None) -> SetupResult:
+    """Load the seed's stage layout (raw_pos/<table>/*.csv[.gz], raw_customer/...) into a new warehouse."""
+    started = time.perf_counter()
+    source = Path(source)
+    if not source.is_dir():
+        raise CsvError(source, None, "not a folder")
+    plan = {table: _stage_files(source, table) for table in RAW_TABLES}  # refuse before touching anything
+    total = sum(len(files) for files in plan.values())
+    with _building(ws, force) as con:
+        done = 0
+        for table, files in plan.items():
+            columns = con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name || '.' || table_name = ? ORDER BY column_index", [table]).fetchall()
+            names = [c for c, _ in columns]
+            # JSON is read as text and cast on insert; every other column is parsed as its type
+            spec = {c: ("VARCHAR" if t == "JSON" else t) for c, t in columns}
+            for path in files:
+                _check_header(path, names)
+                con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+                con.execute(
+                    f"INSERT INTO {table} SELECT * FROM read_csv($path, header = true, columns = $spec, "
+                    "auto_detect = false, nullstr = $nulls, allow_quoted_nulls = false, quote = '\"', "
+                    "escape = '\"', store_rejects = true)",
+                    {"path": str(path), "spec": spec, "nulls": NULL_STRINGS})
+                bad = con.execute("SELECT line, column_name, error_type, error_message FROM reject_errors "
+                                  "ORDER BY line LIMIT 1").fetchone()
+                if bad:
+                    line, column, kind, message = bad
+                    raise CsvError(path, int(line), f"{kind} in column {column}: {message}"
+                                   if kind == "CAST" else f"{kind}: {message}")
+                done += 1
+                if progress:
+                    progress("files", done, total)
+            key = DIMENSION_KEYS.get(table)
+            if key:
+                dup = con.execute(f"SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1 LIMIT 1").fetchone()
+                if dup:
+                    found = _duplicate_line(files, names.index(key))
+                    path, line, value = found if found else (files[0], None, str(dup[0]))
+                    raise CsvError(path, line, f"duplicate primary key {key} = {value} in {table}")
+        con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    return _finish(ws, f"csv({source})", started)
+
+
+def export_csv(ws: Workspace, target: Path, progress: Progress | None = None) -> dict[str, str]:
+    """Write every raw table in the seed's stage layout (gzip CSV with a header row)."""
+    if not ws.warehouse.exists():
+        raise WarehouseError(f"no warehouse at {ws.warehouse}; run `tastyrec setup` first")
+    target = Path(target)
+    written = {}
+    con = connect(ws.warehouse, read_only=True)
+    try:
+        for done, table in enumerate(RAW_TABLES, start=1):
+            folder = target.joinpath(*table.split("."))
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{table.split('.')[1]}.csv.gz"
+            con.execute(f"COPY (SELECT * FROM {table}) TO '{_quote_path(path)}' "
+                        "(FORMAT csv, HEADER true, COMPRESSION gzip)")
+            written[table] = str(path)
+            if progress:
+                progress("tables", done, len(RAW_TABLES))
+    finally:
+        con.close()
+    return written
+
+
+def _quote_path(path: Path) -> str:
+    # COPY ... TO and ATTACH take no bound parameters; the path is ours, but quote it all the same
+    return str(path).replace("'", "''")

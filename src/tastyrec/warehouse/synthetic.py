@@ -1,0 +1,436 @@
+"""The synthetic Tasty Bytes data set, reproducible from its seed and generated in chunks.
+
+The planted purchase model (documented in the README, "The synthetic data"):
+
+For loyalty customer c and non-beverage item i of brand b(i), the utility is
+
+    u[c, i] = pop[i]                                   item popularity (+ category effect)
+            + FAV * [b(i) == favourite_brand[c]]       affinity to the favourite brand
+            + demo[c, style(b(i))]                     age group, gender, marital status, children
+            - price_sens[c] * zprice[i]                price sensitivity
+            + z[c] . v[i]                              latent taste only the customer's history shows
+            + habit[c] * log1p(n[c, i])                repeat-purchase habit (n = past orders with i)
+            = -inf when no truck of b(i) serves the customer's city.
+
+An order first picks a brand with a nested logit, P(b) ~ sum_{i in b} exp(u[c, i]), then
+1 + Poisson(EXTRA_LINES) non-beverage lines within the brand with P(i | b) = softmax(u[c, b]),
+and a beverage with probability BEVERAGE_P. Customers order as a Poisson process from
+their sign-up date with a personal rate. Non-loyalty orders follow item popularity only.
+
+The true propensity of the final window, P(c buys i at least once in the window), is computed
+from each customer's state at the window start and written to `synth.true_propensity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tastyrec.config import DATA_END, DATA_START, WINDOW_DAYS
+from tastyrec.warehouse.catalog import BEVERAGES, BRANDS, COUNTRIES, FIRST_NAMES, LAST_NAMES, TRUCK_MAKES
+
+CHUNK_CUSTOMERS = 10_000  # fixed: results depend on the seed and N only, not on memory
+STYLES = ("sweet", "hearty", "fresh", "comfort", "adventurous")
+FAV = 1.3
+HABIT_MEAN = 0.9
+LATENT_DIM = 4
+LATENT_SCALE = 0.55
+EXTRA_LINES = 0.5
+MAX_LINES = 4
+BEVERAGE_P = 0.45
+ORDER_EVERY_DAYS = 21.0  # mean days between a loyalty customer's orders
+NON_LOYALTY_SHARE = 0.5  # non-loyalty orders per loyalty order
+EPOCH = np.datetime64("1970-01-01")
+
+
+@dataclass
+class Dimensions:
+    """The small tables, plus the arrays the purchase model needs."""
+
+    tables: dict[str, pa.Table]
+    item_ids: np.ndarray          # (I,) menu_item_id of the non-beverage items
+    item_names: np.ndarray        # (I,)
+    item_brand: np.ndarray        # (I,) brand index
+    item_price: np.ndarray        # (I,) sale price
+    item_pop: np.ndarray          # (I,) base utility
+    item_latent: np.ndarray       # (I, LATENT_DIM)
+    bev_ids: np.ndarray           # (B, 3) menu_item_id of each brand's beverages
+    bev_price: np.ndarray         # (3,)
+    brand_style: np.ndarray       # (B,) style index
+    city_brands: np.ndarray       # (C, B) bool: a truck of the brand serves the city
+    city_trucks: list[list[np.ndarray]]  # [city][brand] -> truck ids
+    city_locations: list[np.ndarray]     # [city] -> location ids
+    city_weight: np.ndarray       # (C,) share of customers
+    city_names: np.ndarray
+    city_country: np.ndarray
+    city_language: np.ndarray
+
+
+def _days(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
+
+
+def build_dimensions(seed: int) -> Dimensions:
+    """Countries, cities, menus, franchises, trucks and locations, from the seed."""
+    rng = np.random.default_rng([seed, 0])
+    country_rows, city_names, city_country, city_lang, city_pop = [], [], [], [], []
+    for k, (country, iso, currency, language, cities) in enumerate(COUNTRIES, start=1):
+        for city, _region, population in cities:
+            city_id = len(city_names) + 1
+            country_rows.append((k, country, currency, iso, city_id, city, str(population)))
+            city_names.append(city)
+            city_country.append(country)
+            city_lang.append(language)
+            city_pop.append(population)
+    country = pd.DataFrame(country_rows, columns=[
+        "country_id", "country", "iso_currency", "iso_country", "city_id", "city", "city_population"])
+    region_of = {c[0]: c[1] for _, _, _, _, cs in COUNTRIES for c in cs}
+    iso_of = {name: iso for name, iso, *_ in COUNTRIES}
+
+    menu_rows, item_ids, item_names, item_brand, item_price, item_pop = [], [], [], [], [], []
+    bev_ids = np.zeros((len(BRANDS), len(BEVERAGES)), dtype=np.int64)
+    brand_style = np.array([STYLES.index(style) for _, _, style, _ in BRANDS])
+    category_effect = {"Main": 0.3, "Snack": -0.3, "Dessert": -0.1}
+    next_id = 10
+    for b, (menu_type, brand, _style, items) in enumerate(BRANDS):
+        for k, item in enumerate(items + BEVERAGES):
+            cost = round(item.price * rng.uniform(0.3, 0.55), 2)
+            health = ('{"menu_item_health_metrics": [{"is_dairy_free_flag": "%s", "is_nut_free_flag": "Y"}]}'
+                      % ("N" if item.category == "Dessert" else "Y"))
+            menu_rows.append((next_id, b + 1, menu_type, brand, next_id, item.name, item.category,
+                              item.subcategory, cost, item.price, health))
+            if item.category == "Beverage":
+                bev_ids[b, k - len(items)] = next_id
+            else:
+                item_ids.append(next_id)
+                item_names.append(item.name)
+                item_brand.append(b)
+                item_price.append(item.price)
+                item_pop.append(rng.normal(0.0, 0.5) + category_effect[item.category])
+            next_id += 1
+    menu = pd.DataFrame(menu_rows, columns=[
+        "menu_id", "menu_type_id", "menu_type", "truck_brand_name", "menu_item_id", "menu_item_name",
+        "item_category", "item_subcategory", "cost_of_goods_usd", "sale_price_usd",
+        "menu_item_health_metrics_obj"])
+    assert len(set(item_names)) == len(item_names), "non-beverage item names must be unique"
+
+    # Each city is served by 9 to 13 of the 15 brands, one or two trucks each.
+    n_cities, n_brands = len(city_names), len(BRANDS)
+    brand_weight = rng.uniform(0.5, 1.5, n_brands)
+    city_brands = np.zeros((n_cities, n_brands), dtype=bool)
+    franchise_rows = [(1, "Tasty", "Bytes", "Denver", "United States", "corporate@tastybytes.example", "555-0100")]
+    truck_rows, location_rows = [], []
+    city_trucks: list[list[np.ndarray]] = []
+    city_locations: list[np.ndarray] = []
+    truck_id = 1
+    for c in range(n_cities):
+        k = rng.integers(9, 14)
+        chosen = rng.choice(n_brands, size=k, replace=False, p=brand_weight / brand_weight.sum())
+        city_brands[c, chosen] = True
+        name, ctry = city_names[c], city_country[c]
+        franchisees = []
+        for _ in range(rng.integers(2, 5)):
+            fid = len(franchise_rows) + 1
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            franchise_rows.append((fid, first, last, name, ctry, f"{first}.{last}{fid}@franchise.example".lower(),
+                                   f"{rng.integers(200, 999)}-{rng.integers(100, 999)}-{rng.integers(1000, 9999)}"))
+            franchisees.append(fid)
+        per_brand = []
+        for b in range(n_brands):
+            ids = []
+            if city_brands[c, b]:
+                for _ in range(1 + int(city_pop[c] > 3_000_000)):
+                    franchised = rng.random() < 0.4
+                    fid = int(rng.choice(franchisees)) if franchised else 1
+                    make, model = TRUCK_MAKES[rng.integers(len(TRUCK_MAKES))]
+                    opened = DATA_START - timedelta(days=int(rng.integers(30, 1500)))
+                    truck_rows.append((truck_id, b + 1, name, region_of[name], region_of[name], ctry, iso_of[ctry],
+                                       int(franchised), int(rng.integers(2005, 2020)), make, model,
+                                       int(rng.random() < 0.2), fid, opened))
+                    ids.append(truck_id)
+                    truck_id += 1
+            per_brand.append(np.array(ids, dtype=np.int64))
+        city_trucks.append(per_brand)
+        first_loc = len(location_rows) + 1
+        for j in range(25):
+            lid = first_loc + j
+            placekey = f"zz{lid:03d}-{rng.integers(100, 999)}@{rng.integers(100, 999)}-{rng.integers(100, 999)}"
+            location_rows.append((lid, placekey, f"{name} Stop {j + 1}", name, region_of[name], iso_of[ctry], ctry))
+        city_locations.append(np.arange(first_loc, first_loc + 25, dtype=np.int64))
+
+    franchise = pd.DataFrame(franchise_rows, columns=[
+        "franchise_id", "first_name", "last_name", "city", "country", "e_mail", "phone_number"])
+    truck = pd.DataFrame(truck_rows, columns=[
+        "truck_id", "menu_type_id", "primary_city", "region", "iso_region", "country", "iso_country_code",
+        "franchise_flag", "year", "make", "model", "ev_flag", "franchise_id", "truck_opening_date"])
+    location = pd.DataFrame(location_rows, columns=[
+        "location_id", "placekey", "location", "city", "region", "iso_country_code", "country"])
+    weight = np.sqrt(np.array(city_pop, dtype=float))
+    return Dimensions(
+        tables={"raw_pos.country": country, "raw_pos.franchise": franchise, "raw_pos.location": location,
+                "raw_pos.menu": menu, "raw_pos.truck": truck},
+        item_ids=np.array(item_ids), item_names=np.array(item_names), item_brand=np.array(item_brand),
+        item_price=np.array(item_price), item_pop=np.array(item_pop),
+        item_latent=rng.normal(0.0, LATENT_SCALE, (len(item_ids), LATENT_DIM)),
+        bev_ids=bev_ids, bev_price=np.array([b.price for b in BEVERAGES]), brand_style=brand_style,
+        city_brands=city_brands, city_trucks=city_trucks, city_locations=city_locations,
+        city_weight=weight / weight.sum(), city_names=np.array(city_names),
+        city_country=np.array(city_country), city_language=np.array(city_lang))
+
+
+def _pick(rng: np.random.Generator, options: list[str], p: list[float], n: int) -> np.ndarray:
+    return np.array(options, dtype=object)[rng.choice(len(options), size=n, p=p)]
+
+
+def _demographic_effects(age: np.ndarray, gender: np.ndarray, married: np.ndarray,
+                         kids: np.ndarray) -> np.ndarray:
+    """(n, len(STYLES)) utility shift of each brand style for each customer."""
+    young, old = (age < 30).astype(float), (age >= 50).astype(float)
+    female = (gender == "Female").astype(float)
+    #               sweet hearty fresh comfort adventurous
+    effect = (np.outer(young, [0.3, -0.3, 0.2, 0.2, 0.5])
+              + np.outer(old, [-0.2, 0.5, -0.1, 0.2, -0.5])
+              + np.outer(female, [0.3, -0.4, 0.5, 0.0, 0.1])
+              + np.outer(married, [0.0, 0.3, 0.0, 0.1, 0.0])
+              + np.outer(kids, [0.7, 0.0, -0.2, 0.5, -0.4]))
+    return effect
+
+
+def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: int, n: int,
+                   first_order_id: int, first_detail_id: int) -> dict[str, pa.Table]:
+    """Customers [first_customer_id, +n), their orders, non-loyalty orders and the truth."""
+    rng = np.random.default_rng([seed, 1, chunk])
+    np.seterr(divide="ignore")  # log(0) = -inf is how an unavailable brand is ruled out
+    n_items, n_brands = len(dims.item_ids), len(BRANDS)
+    start_day, end_day = _days(DATA_START), _days(DATA_END) + 1  # [start, end) in days since epoch
+    window_start = end_day - WINDOW_DAYS
+
+    # ---- customers -------------------------------------------------------------------------
+    ids = np.arange(first_customer_id, first_customer_id + n, dtype=np.int64)
+    city = rng.choice(len(dims.city_names), size=n, p=dims.city_weight)
+    gender = _pick(rng, ["Male", "Female", "Undisclosed"], [0.48, 0.48, 0.04], n)
+    marital = _pick(rng, ["Single", "Married", "Divorced", "Undisclosed"], [0.4, 0.45, 0.1, 0.05], n)
+    age = np.clip(rng.normal(38, 13, n), 18, 80).astype(int)
+    married = marital == "Married"
+    n_kids = np.where(married | (age > 30), rng.poisson(np.where(married, 1.6, 0.5)), 0)
+    children = np.where(n_kids >= 5, "5+", n_kids.astype(str)).astype(object)
+    children[rng.random(n) < 0.05] = "Undisclosed"
+    birthday = np.datetime64(DATA_END) - (age * 365.25 + rng.integers(0, 365, n)).astype("timedelta64[D]")
+    signup = start_day - 400 + rng.integers(0, (window_start - 60) - (start_day - 400), n)
+
+    demo = _demographic_effects(age, gender, married, n_kids > 0)           # (n, styles)
+    price_sens = np.clip(0.25 + 0.35 * (n_kids > 0) + 0.25 * (age < 25) + rng.normal(0, 0.2, n), 0, None)
+    latent = rng.normal(0.0, 1.0, (n, LATENT_DIM))
+    habit = HABIT_MEAN * rng.gamma(4.0, 0.25, n)
+    available = dims.city_brands[city][:, dims.item_brand]                  # (n, I)
+    zprice = (dims.item_price - dims.item_price.mean()) / dims.item_price.std()
+    base = (dims.item_pop[None, :] + demo[:, dims.brand_style[dims.item_brand]]
+            - price_sens[:, None] * zprice[None, :] + latent @ dims.item_latent.T)
+    # favourite brand: mostly the brand the customer likes best among those in their city
+    brand_pref = np.log(np.exp(base) @ (dims.item_brand[:, None] == np.arange(n_brands)).astype(float))
+    brand_pref = np.where(dims.city_brands[city], brand_pref, -np.inf)
+    gumbel = rng.gumbel(size=(n, n_brands))
+    fav = np.argmax(brand_pref + gumbel, axis=1)
+    anywhere = rng.random(n) < 0.15
+    fav[anywhere] = rng.integers(0, n_brands, anywhere.sum())
+    base = base + FAV * (dims.item_brand[None, :] == fav[:, None])
+    base = np.where(available, base, -np.inf)
+
+    first = rng.choice(FIRST_NAMES, n)
+    last = rng.choice(LAST_NAMES, n)
+    customers = pd.DataFrame({
+        "customer_id": ids, "first_name": first, "last_name": last,
+        "city": dims.city_names[city], "country": dims.city_country[city],
+        "postal_code": rng.integers(10000, 99999, n).astype(str),
+        "preferred_language": dims.city_language[city], "gender": gender,
+        "favourite_brand": np.array([BRANDS[b][1] for b in fav]), "marital_status": marital,
+        "children_count": children,
+        "sign_up_date": (EPOCH + signup.astype("timedelta64[D]")).astype("datetime64[D]"),
+        "birthday_date": birthday.astype("datetime64[D]"),
+        "e_mail": [f"{f}.{l}{i}@example.com".lower() for f, l, i in zip(first, last, ids)],
+        "phone_number": [f"{a}-{b}-{c}" for a, b, c in rng.integers([200, 100, 1000], [999, 999, 9999], (n, 3))],
+    })
+
+    # ---- loyalty orders: a Poisson process per customer ------------------------------------
+    rate = rng.gamma(2.0, 0.5, n) / ORDER_EVERY_DAYS                        # orders per day
+    active_from = np.maximum(signup, start_day)
+    n_orders = rng.poisson(rate * (end_day - active_from))
+    owner = np.repeat(np.arange(n), n_orders)
+    order_day = active_from[owner] + rng.random(owner.size) * (end_day - active_from[owner])
+    order_idx = np.lexsort((order_day, owner))
+    owner, order_day = owner[order_idx], order_day[order_idx]
+    seq = np.arange(owner.size) - np.repeat(np.cumsum(n_orders) - n_orders, n_orders)  # order number j
+    before_window = np.bincount(owner, weights=order_day < window_start, minlength=n).astype(int)
+
+    counts = np.zeros((n, n_items))     # orders containing the item so far
+    snapshot = np.zeros((n, n_items))   # counts at the window start
+    brand_of_order = np.zeros(owner.size, dtype=np.int64)
+    lines = np.full((owner.size, MAX_LINES), -1, dtype=np.int64)
+    brand_matrix = (dims.item_brand[:, None] == np.arange(n_brands)).astype(float)  # (I, B)
+    for j in range(int(n_orders.max(initial=0)) + 1):
+        snap = before_window == j
+        snapshot[snap] = counts[snap]
+        rows = np.flatnonzero(seq == j)
+        if rows.size == 0:
+            continue
+        cust = owner[rows]
+        u = base[cust] + habit[cust, None] * np.log1p(counts[cust])        # (A, I)
+        expu = np.exp(u - u.max(axis=1, keepdims=True))
+        brand_w = expu @ brand_matrix                                         # (A, B)
+        brand = np.argmax(np.log(brand_w) + rng.gumbel(size=brand_w.shape), axis=1)
+        within = expu * (dims.item_brand[None, :] == brand[:, None])
+        cdf = np.cumsum(within / within.sum(axis=1, keepdims=True), axis=1)
+        n_lines = np.minimum(1 + rng.poisson(EXTRA_LINES, rows.size), MAX_LINES)
+        draws = (cdf[:, None, :] < rng.random((rows.size, MAX_LINES, 1))).sum(axis=2)   # (A, L)
+        draws = np.minimum(draws, n_items - 1)
+        draws[np.arange(MAX_LINES)[None, :] >= n_lines[:, None]] = -1
+        brand_of_order[rows] = brand
+        lines[rows] = draws
+        bought = np.zeros((rows.size, n_items), dtype=bool)
+        a_idx, l_idx = np.nonzero(draws >= 0)
+        bought[a_idx, draws[a_idx, l_idx]] = True
+        counts[cust] += bought
+    done = before_window == n_orders
+    snapshot[done] = counts[done]
+
+    # ---- the truth of the final window ----------------------------------------------------
+    u = base + habit[:, None] * np.log1p(snapshot)
+    expu = np.exp(u - u.max(axis=1, keepdims=True))
+    p_brand = (expu @ brand_matrix) / expu.sum(axis=1, keepdims=True)        # (n, B)
+    brand_total = (expu @ brand_matrix)[:, dims.item_brand]
+    q = np.divide(expu, brand_total, out=np.zeros_like(expu), where=brand_total > 0)  # P(i | its brand)
+    in_order = p_brand[:, dims.item_brand] * (1 - (1 - q) * np.exp(-EXTRA_LINES * q))
+    exposure = end_day - np.maximum(window_start, signup)
+    propensity = 1 - np.exp(-(rate * exposure)[:, None] * in_order)
+    truth = pd.DataFrame({
+        "customer_id": np.repeat(ids, n_items),
+        "menu_item_name": np.tile(dims.item_names, n),
+        "propensity": propensity.reshape(-1),
+    })
+
+    loyalty = _orders(rng, dims, owner_city=city[owner], customer_id=ids[owner], order_day=order_day,
+                      brand=brand_of_order, lines=lines)
+    # ---- non-loyalty orders: popularity only, anywhere ------------------------------------
+    m = int(round(owner.size * NON_LOYALTY_SHARE))
+    nl_city = rng.choice(len(dims.city_names), size=m, p=dims.city_weight)
+    avail = dims.city_brands[nl_city][:, dims.item_brand]
+    expu = np.where(avail, np.exp(dims.item_pop)[None, :], 0.0)
+    brand_w = expu @ brand_matrix
+    nl_brand = np.argmax(np.log(brand_w) + rng.gumbel(size=brand_w.shape), axis=1)
+    within = expu * (dims.item_brand[None, :] == nl_brand[:, None])
+    cdf = np.cumsum(within / within.sum(axis=1, keepdims=True), axis=1)
+    n_lines = np.minimum(1 + rng.poisson(EXTRA_LINES, m), MAX_LINES)
+    nl_lines = np.minimum((cdf[:, None, :] < rng.random((m, MAX_LINES, 1))).sum(axis=2), n_items - 1)
+    nl_lines[np.arange(MAX_LINES)[None, :] >= n_lines[:, None]] = -1
+    walk_in = _orders(rng, dims, owner_city=nl_city, customer_id=np.full(m, -1),
+                      order_day=start_day + rng.random(m) * (end_day - start_day), brand=nl_brand, lines=nl_lines)
+
+    walk_in[1]["order_id"] += owner.size  # detail rows point at header positions
+    header = {k: np.concatenate([loyalty[0][k], walk_in[0][k]]) for k in loyalty[0]}
+    detail = {k: np.concatenate([loyalty[1][k], walk_in[1][k]]) for k in loyalty[1]}
+    # ids in time order within the chunk, as a POS system would hand them out
+    order = np.argsort(header["order_ts"], kind="stable")
+    new_id = np.empty(order.size, dtype=np.int64)
+    new_id[order] = first_order_id + np.arange(order.size)
+    header = {k: v[order] for k, v in header.items()}
+    header["order_id"] = new_id[order]
+    detail["order_id"] = new_id[detail["order_id"]]
+    by_id = np.lexsort((detail["line_number"], detail["order_id"]))
+    detail = {k: v[by_id] for k, v in detail.items()}
+    detail["order_detail_id"] = first_detail_id + np.arange(by_id.size, dtype=np.int64)
+    customer_id = header["customer_id"]
+    header["customer_id"] = pa.array(customer_id, mask=customer_id < 0)
+    return {"raw_customer.customer_loyalty": pa.Table.from_pandas(customers, preserve_index=False),
+            "raw_pos.order_header": _table(header, HEADER_COLUMNS),
+            "raw_pos.order_detail": _table(detail, DETAIL_COLUMNS),
+            "synth.true_propensity": pa.Table.from_pandas(truth, preserve_index=False)}
+
+
+HEADER_COLUMNS = ("order_id", "truck_id", "location_id", "customer_id", "discount_id", "shift_id",
+                  "shift_start_time", "shift_end_time", "order_channel", "order_ts", "served_ts",
+                  "order_currency", "order_amount", "order_tax_amount", "order_discount_amount", "order_total")
+DETAIL_COLUMNS = ("order_detail_id", "order_id", "menu_item_id", "discount_id", "line_number", "quantity",
+                  "unit_price", "price", "order_item_discount_amount")
+
+
+def _table(columns: dict[str, np.ndarray], names: tuple[str, ...]) -> pa.Table:
+    """An Arrow table in the warehouse's column order; columns not generated are NULL."""
+    n = len(next(iter(columns.values())))
+    return pa.table({k: columns[k] if k in columns else pa.nulls(n, pa.string()) for k in names})
+
+
+def _orders(rng: np.random.Generator, dims: Dimensions, owner_city: np.ndarray, customer_id: np.ndarray,
+            order_day: np.ndarray, brand: np.ndarray, lines: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Header and detail columns; order_id here is the row position (renumbered by the caller)."""
+    m = order_day.size
+    truck = np.empty(m, dtype=np.int64)
+    location = np.empty(m, dtype=np.int64)
+    for c in np.unique(owner_city):
+        in_city = owner_city == c
+        for b in np.unique(brand[in_city]):
+            rows = np.flatnonzero(in_city & (brand == b))
+            trucks = dims.city_trucks[c][b]
+            truck[rows] = trucks[rng.integers(0, trucks.size, rows.size)]
+        locs = dims.city_locations[c]
+        location[in_city] = locs[rng.integers(0, locs.size, in_city.sum())]
+    day = np.floor(order_day).astype(np.int64)
+    pm = rng.random(m) < 0.55
+    minute = np.where(pm, 15 * 60, 8 * 60) + rng.integers(0, 6 * 60, m)
+    seconds = day * 86400 + minute * 60 + rng.integers(0, 60, m)
+    order_ts = (EPOCH + seconds.astype("timedelta64[s]")).astype("datetime64[us]")
+    served = order_ts + (rng.integers(180, 900, m) * 1_000_000).astype("timedelta64[us]")
+
+    # lines: one row per distinct item (duplicates become quantity), plus an optional beverage
+    o_idx, l_idx = np.nonzero(lines >= 0)
+    item = lines[o_idx, l_idx]
+    key = o_idx * 1000 + item
+    uniq, first_pos, qty = np.unique(key, return_index=True, return_counts=True)
+    d_order, d_item = uniq // 1000, uniq % 1000
+    d_menu_id = dims.item_ids[d_item]
+    d_price = dims.item_price[d_item]
+    has_bev = rng.random(m) < BEVERAGE_P
+    bev_kind = rng.integers(0, len(BEVERAGES), m)
+    b_order = np.flatnonzero(has_bev)
+    d_order = np.concatenate([d_order, b_order])
+    d_menu_id = np.concatenate([d_menu_id, dims.bev_ids[brand[b_order], bev_kind[b_order]]])
+    d_price = np.concatenate([d_price, dims.bev_price[bev_kind[b_order]]])
+    qty = np.concatenate([qty, 1 + (rng.random(b_order.size) < 0.2)])
+    by_order = np.lexsort((d_menu_id, d_order))
+    d_order, d_menu_id, d_price, qty = d_order[by_order], d_menu_id[by_order], d_price[by_order], qty[by_order]
+    line_number = np.arange(d_order.size) - np.searchsorted(d_order, d_order)
+    price = np.round(d_price * qty, 4)
+    amount = np.bincount(d_order, weights=price, minlength=m).round(4)
+
+    header = {
+        "order_id": np.arange(m, dtype=np.int64), "truck_id": truck, "location_id": location.astype(float),
+        "customer_id": customer_id.astype(np.int64), "shift_id": day * 2 + pm,
+        "shift_start_time": np.where(pm, "15:00:00", "08:00:00"),
+        "shift_end_time": np.where(pm, "21:00:00", "14:00:00"),
+        "order_channel": np.where(rng.random(m) < 0.3, "Mobile App", "Walk-Up"), "order_ts": order_ts,
+        "served_ts": served, "order_currency": np.full(m, "USD"), "order_amount": amount, "order_total": amount,
+    }
+    detail = {"order_id": d_order, "menu_item_id": d_menu_id, "line_number": line_number + 1,
+              "quantity": qty, "unit_price": d_price, "price": price}
+    return header, detail
+
+
+def generate(n_customers: int, seed: int) -> tuple[Dimensions, Iterator[dict[str, pa.Table]]]:
+    """The dimensions now, and an iterator over chunks of customers with their facts."""
+    dims = build_dimensions(seed)
+
+    def chunks() -> Iterator[dict[str, pa.Table]]:
+        order_id, detail_id = 1, 1
+        for chunk, start in enumerate(range(0, n_customers, CHUNK_CUSTOMERS)):
+            n = min(CHUNK_CUSTOMERS, n_customers - start)
+            frames = generate_chunk(dims, seed, chunk, first_customer_id=start + 1, n=n,
+                                    first_order_id=order_id, first_detail_id=detail_id)
+            order_id += len(frames["raw_pos.order_header"])
+            detail_id += len(frames["raw_pos.order_detail"])
+            yield frames
+
+    return dims, chunks()

@@ -1,0 +1,293 @@
+"""The warehouse: seed schema, views, determinism, the planted purchase model, CSV exchange."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tastyrec.cli import app
+from tastyrec.config import Workspace
+from tastyrec.warehouse.load import (RAW_TABLES, CsvError, WarehouseError, connect, export_csv,
+                                     setup_from_csv, setup_synthetic)
+
+from conftest import SEED, SMALL_CUSTOMERS
+
+# The seed's setup.sql, column for column (Snowflake types mapped to DuckDB's).
+SEED_COLUMNS = {
+    "raw_pos.country": "country_id BIGINT, country VARCHAR, iso_currency VARCHAR, iso_country VARCHAR, "
+                       "city_id BIGINT, city VARCHAR, city_population VARCHAR",
+    "raw_pos.franchise": "franchise_id BIGINT, first_name VARCHAR, last_name VARCHAR, city VARCHAR, "
+                         "country VARCHAR, e_mail VARCHAR, phone_number VARCHAR",
+    "raw_pos.location": "location_id BIGINT, placekey VARCHAR, location VARCHAR, city VARCHAR, region VARCHAR, "
+                        "iso_country_code VARCHAR, country VARCHAR",
+    "raw_pos.menu": "menu_id BIGINT, menu_type_id BIGINT, menu_type VARCHAR, truck_brand_name VARCHAR, "
+                    "menu_item_id BIGINT, menu_item_name VARCHAR, item_category VARCHAR, item_subcategory VARCHAR, "
+                    "cost_of_goods_usd DECIMAL(38,4), sale_price_usd DECIMAL(38,4), menu_item_health_metrics_obj JSON",
+    "raw_pos.truck": "truck_id BIGINT, menu_type_id BIGINT, primary_city VARCHAR, region VARCHAR, iso_region VARCHAR, "
+                     "country VARCHAR, iso_country_code VARCHAR, franchise_flag BIGINT, year BIGINT, make VARCHAR, "
+                     "model VARCHAR, ev_flag BIGINT, franchise_id BIGINT, truck_opening_date DATE",
+    "raw_pos.order_header": "order_id BIGINT, truck_id BIGINT, location_id DOUBLE, customer_id BIGINT, "
+                            "discount_id VARCHAR, shift_id BIGINT, shift_start_time TIME, shift_end_time TIME, "
+                            "order_channel VARCHAR, order_ts TIMESTAMP, served_ts VARCHAR, order_currency VARCHAR, "
+                            "order_amount DECIMAL(38,4), order_tax_amount VARCHAR, order_discount_amount VARCHAR, "
+                            "order_total DECIMAL(38,4)",
+    "raw_pos.order_detail": "order_detail_id BIGINT, order_id BIGINT, menu_item_id BIGINT, discount_id VARCHAR, "
+                            "line_number BIGINT, quantity DECIMAL(5,0), unit_price DECIMAL(38,4), "
+                            "price DECIMAL(38,4), order_item_discount_amount VARCHAR",
+    "raw_customer.customer_loyalty": "customer_id BIGINT, first_name VARCHAR, last_name VARCHAR, city VARCHAR, "
+                                     "country VARCHAR, postal_code VARCHAR, preferred_language VARCHAR, "
+                                     "gender VARCHAR, favourite_brand VARCHAR, marital_status VARCHAR, "
+                                     "children_count VARCHAR, sign_up_date DATE, birthday_date DATE, "
+                                     "e_mail VARCHAR, phone_number VARCHAR",
+}
+ORDERS_V = ("order_id truck_id order_ts order_detail_id line_number truck_brand_name menu_type primary_city "
+            "region country franchise_flag franchise_id franchisee_first_name franchisee_last_name location_id "
+            "customer_id first_name last_name e_mail phone_number children_count gender marital_status "
+            "menu_item_id menu_item_name quantity unit_price price order_amount order_tax_amount "
+            "order_discount_amount order_total").split()
+
+
+def columns(con, relation: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {relation}").fetchall()]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tables(ws: Workspace, names=RAW_TABLES) -> dict:
+    con = connect(ws.warehouse, read_only=True)
+    try:
+        return {t: con.execute(f"SELECT * FROM {t}").to_arrow_table() for t in names}
+    finally:
+        con.close()
+
+
+def test_raw_tables_match_the_seed_schema(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    for table, spec in SEED_COLUMNS.items():
+        expected = [tuple(c.strip().split(" ", 1)) for c in spec.split(", ")]
+        assert columns(con, table) == expected, table
+
+
+def test_views_and_ml_tables_have_the_seed_shape(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    assert [c for c, _ in columns(con, "harmonized.orders_v")] == ORDERS_V
+    assert [c for c, _ in columns(con, "analytics.orders_v")] == ["date"] + ORDERS_V
+    assert columns(con, "analytics.loyalty_purchased_items") == [
+        ("customer_id", "BIGINT"), ("menu_item_name", "VARCHAR"), ("purchased", "INTEGER")]
+    assert [c for c, _ in columns(con, "ml.customer_features")] == [
+        "customer_id", "city", "country", "gender", "marital_status", "age"]
+    assert [c for c, _ in columns(con, "ml.menu_item_features")] == [
+        "menu_type", "truck_brand_name", "menu_item_name", "item_category", "item_subcategory", "sale_price_usd"]
+    # every order line reaches the views (no line lost in the joins)
+    assert con.execute("SELECT count(*) FROM analytics.orders_v").fetchone() == \
+        con.execute("SELECT count(*) FROM raw_pos.order_detail").fetchone()
+
+
+def test_dimensions_look_like_tasty_bytes(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    brands, cities, countries = con.execute(
+        "SELECT count(DISTINCT truck_brand_name), (SELECT count(DISTINCT city) FROM raw_pos.country), "
+        "(SELECT count(DISTINCT country) FROM raw_pos.country) FROM raw_pos.menu").fetchone()
+    assert (brands, cities, countries) == (15, 30, 15)
+    items, non_beverage = con.execute("SELECT count(*), count(*) FILTER (item_category <> 'Beverage') "
+                                  "FROM raw_pos.menu").fetchone()
+    assert 90 <= items <= 110 and 50 <= non_beverage <= 60
+    loyalty, walk_in = con.execute("SELECT count(customer_id), count(*) - count(customer_id) "
+                               "FROM raw_pos.order_header").fetchone()
+    assert loyalty > 0 and walk_in > 0
+    span = con.execute("SELECT date_diff('day', min(order_ts), max(order_ts)) FROM raw_pos.order_header").fetchone()[0]
+    assert span > 2 * 365
+
+
+def test_loyalty_purchased_items_is_customers_times_items(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    n, customers, items, bought = con.execute(
+        "SELECT count(*), count(DISTINCT customer_id), count(DISTINCT menu_item_name), sum(purchased) "
+        "FROM analytics.loyalty_purchased_items").fetchone()
+    non_beverage = con.execute("SELECT count(DISTINCT menu_item_name) FROM raw_pos.menu "
+                           "WHERE item_category <> 'Beverage'").fetchone()[0]
+    assert (customers, items) == (SMALL_CUSTOMERS, non_beverage)
+    assert n == SMALL_CUSTOMERS * non_beverage
+    direct = con.execute("SELECT count(DISTINCT (customer_id, menu_item_name)) FROM analytics.orders_v "
+                     "WHERE customer_id IS NOT NULL AND menu_item_name IN "
+                     "(SELECT menu_item_name FROM raw_pos.menu WHERE item_category <> 'Beverage')").fetchone()[0]
+    assert bought == direct
+
+
+def test_same_seed_gives_identical_tables(small_ws, tmp_path):
+    again = Workspace.from_env(tmp_path / "again")
+    setup_synthetic(again, customers=SMALL_CUSTOMERS, seed=SEED)
+    names = RAW_TABLES + ("synth.true_propensity",)
+    first, second = tables(small_ws, names), tables(again, names)
+    for name in names:
+        assert first[name].equals(second[name]), name
+    other = Workspace.from_env(tmp_path / "other")
+    setup_synthetic(other, customers=SMALL_CUSTOMERS, seed=SEED + 1)
+    assert not tables(other, ["raw_pos.order_header"])["raw_pos.order_header"].equals(
+        first["raw_pos.order_header"])
+
+
+def test_customers_buy_their_favourite_brand_more_often(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    favourite, uniform = con.execute("""
+        WITH o AS (SELECT DISTINCT oh.order_id, oh.customer_id, m.truck_brand_name
+                   FROM raw_pos.order_header oh JOIN raw_pos.order_detail od USING (order_id)
+                   JOIN raw_pos.menu m USING (menu_item_id) WHERE oh.customer_id IS NOT NULL),
+             city_brands AS (SELECT primary_city AS city, count(DISTINCT menu_type_id) AS n
+                             FROM raw_pos.truck GROUP BY 1)
+        SELECT avg((o.truck_brand_name = c.favourite_brand)::INT), avg(1.0 / cb.n)
+        FROM o JOIN raw_customer.customer_loyalty c USING (customer_id)
+        JOIN city_brands cb ON cb.city = c.city""").fetchone()
+    assert favourite > 3 * uniform
+
+
+def test_customers_buy_from_trucks_in_their_own_city(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    elsewhere, brand_mismatch = con.execute("""
+        SELECT count(*) FILTER (t.primary_city <> c.city), count(*) FILTER (m.menu_type_id <> t.menu_type_id)
+        FROM raw_pos.order_header oh JOIN raw_pos.order_detail od USING (order_id)
+        JOIN raw_pos.truck t USING (truck_id) JOIN raw_pos.menu m USING (menu_item_id)
+        JOIN raw_customer.customer_loyalty c ON c.customer_id = oh.customer_id""").fetchone()
+    assert elsewhere == 0 and brand_mismatch == 0
+
+
+def test_repeat_habit_and_truth_are_visible(small_ws):
+    con = connect(small_ws.warehouse, read_only=True)
+    start = con.execute("SELECT value::DATE FROM synth.info WHERE key = 'window_start'").fetchone()[0]
+    # items bought before the final window are bought again in it far more often than new ones
+    again, new, auc = con.execute("""
+        WITH lines AS (SELECT DISTINCT customer_id, menu_item_name, date >= ? AS in_window
+                       FROM analytics.orders_v WHERE customer_id IS NOT NULL),
+             pairs AS (SELECT t.customer_id, t.menu_item_name, t.propensity,
+                              bool_or(l.in_window IS NOT NULL AND NOT l.in_window) AS before,
+                              bool_or(coalesce(l.in_window, false)) AS after
+                       FROM synth.true_propensity t LEFT JOIN lines l USING (customer_id, menu_item_name)
+                       GROUP BY ALL)
+        SELECT avg(after::INT) FILTER (before), avg(after::INT) FILTER (NOT before),
+               -- AUC of the true propensity for the window's purchases (Mann-Whitney)
+               (sum(r) FILTER (after) - count(*) FILTER (after) * (count(*) FILTER (after) + 1) / 2)
+               / (count(*) FILTER (after) * count(*) FILTER (NOT after))
+        FROM (SELECT *, rank() OVER (ORDER BY propensity) AS r FROM pairs)""", [start]).fetchone()
+    assert again > 3 * new
+    assert auc > 0.8
+    unavailable = con.execute("""
+        SELECT max(t.propensity) FROM synth.true_propensity t
+        JOIN raw_customer.customer_loyalty c USING (customer_id)
+        JOIN raw_pos.menu m ON m.menu_item_name = t.menu_item_name
+        WHERE m.menu_type_id NOT IN (SELECT menu_type_id FROM raw_pos.truck WHERE primary_city = c.city)""").fetchone()[0]
+    assert unavailable == 0
+
+
+def test_setup_refuses_an_existing_warehouse_unless_forced(tmp_path):
+    ws = Workspace.from_env(tmp_path / "home")
+    setup_synthetic(ws, customers=50, seed=1)
+    with pytest.raises(WarehouseError, match="--force"):
+        setup_synthetic(ws, customers=50, seed=1)
+    con = connect(ws.warehouse)
+    con.execute("INSERT INTO ml.recommendations VALUES ('r1', now()::TIMESTAMP, '1', NULL, 1, 1, 'Italian', 0.5)")
+    con.close()
+    setup_synthetic(ws, customers=60, seed=2, force=True)
+    con = connect(ws.warehouse, read_only=True)
+    assert con.execute("SELECT count(*) FROM raw_customer.customer_loyalty").fetchone()[0] == 60
+    assert con.execute("SELECT run_id FROM ml.recommendations").fetchall() == [("r1",)]
+
+
+def test_csv_round_trip_gives_identical_tables(small_ws, tmp_path):
+    export_csv(small_ws, tmp_path / "stage")
+    loaded = Workspace.from_env(tmp_path / "loaded")
+    result = setup_from_csv(loaded, tmp_path / "stage")
+    first, second = tables(small_ws), tables(loaded)
+    for name in RAW_TABLES:
+        assert first[name].equals(second[name]), name
+    assert result.row_counts["ml.customer_features"] == SMALL_CUSTOMERS
+
+
+@pytest.fixture(scope="module")
+def stage(small_ws, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("stage")
+    export_csv(small_ws, path)
+    return path
+
+
+def rewrite(path: Path, edit) -> None:
+    """Apply `edit` to the list of lines of a .csv.gz file."""
+    with gzip.open(path, "rt", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    with gzip.open(path, "wt", newline="") as f:
+        f.writelines(edit(lines))
+
+
+def replace_field(lines, line_no: int, column: int, value: str):
+    fields = lines[line_no - 1].rstrip("\n").split(",")
+    fields[column] = value
+    lines[line_no - 1] = ",".join(fields) + "\n"
+    return lines
+
+
+MALFORMED = {
+    "wrong column count": ("raw_pos/order_header/order_header.csv.gz",
+                           lambda ls: ls[:5] + [ls[5].rstrip("\n") + ",extra\n"] + ls[6:], 6, "TOO MANY COLUMNS"),
+    "bad number": ("raw_pos/order_detail/order_detail.csv.gz",
+                   lambda ls: replace_field(ls, 10, 6, "twelve"), 10, "unit_price"),
+    "bad date": ("raw_customer/customer_loyalty/customer_loyalty.csv.gz",
+                 lambda ls: replace_field(ls, 4, 11, "2021-02-30"), 4, "sign_up_date"),
+    "duplicate key": ("raw_pos/menu/menu.csv.gz", lambda ls: ls + [ls[3]], None, "duplicate primary key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_file_is_refused_whole_and_nothing_changes(case, stage, small_ws, tmp_path):
+    relative, edit, line, reason = MALFORMED[case]
+    bad = tmp_path / "bad"
+    shutil.copytree(stage, bad)
+    rewrite(bad / relative, edit)
+    ws = Workspace.from_env(tmp_path / "home")
+    setup_synthetic(ws, customers=40, seed=3)
+    before = sha(ws.warehouse)
+    with pytest.raises(CsvError) as caught:
+        setup_from_csv(ws, bad, force=True)
+    error = caught.value
+    assert error.path == bad / relative
+    assert reason in str(error)
+    if case == "duplicate key":
+        with gzip.open(bad / relative, "rt") as f:
+            line = sum(1 for _ in f)  # the appended duplicate is the last line
+    assert error.line == line
+    assert sha(ws.warehouse) == before
+    assert not list(ws.home.glob("*.building*"))
+
+
+def test_missing_table_folder_is_refused(stage, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(stage, bad)
+    shutil.rmtree(bad / "raw_pos" / "truck")
+    ws = Workspace.from_env(tmp_path / "home")
+    with pytest.raises(CsvError, match="missing table folder for raw_pos.truck"):
+        setup_from_csv(ws, bad)
+    assert not ws.warehouse.exists()
+
+
+def test_cli_reports_a_bad_file_with_exit_status_1(stage, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(stage, bad)
+    rewrite(bad / "raw_pos/order_detail/order_detail.csv.gz", lambda ls: replace_field(ls, 3, 5, "x"))
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "setup", "--from-csv", str(bad)])
+    assert result.exit_code == 1
+    assert "order_detail.csv.gz, line 3" in result.output.replace("\n", "")
+
+
+def test_setup_json_and_commands_not_built_yet(tmp_path):
+    import json
+    runner = CliRunner()
+    result = runner.invoke(app, ["--home", str(tmp_path), "setup", "--customers", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["row_counts"]["raw_customer.customer_loyalty"] == 30
+    assert payload["home"] == str(tmp_path.resolve()) and payload["seconds"] >= 0
