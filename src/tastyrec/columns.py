@@ -33,3 +33,12 @@ DENSE: tuple[str, ...] = SEED_DENSE + (
 # Multi-hot bags: the set of items / brands the customer bought before the timestamp.
 # Each is a list of strings; the model embeds them with an EmbeddingBag.
 MULTI_HOT: tuple[str, ...] = ("history_items", "history_brands")
+
+BRAND = "truck_brand_name"
+# What a missing history value means: no purchase yet. Days default to more than the data spans.
+NEVER_DAYS = 2000.0
+DENSE_DEFAULTS: dict[str, float] = {
+    "avg_yearly_purchase_amount": 0.0, "avg_monthly_purchase_amount": 0.0, "avg_weekly_purchase_amount": 0.0,
+    "order_count": 0.0, "days_since_last_order": NEVER_DAYS, "item_purchase_count": 0.0,
+    "days_since_item_purchase": NEVER_DAYS, "brand_spend_share": 0.0,
+}

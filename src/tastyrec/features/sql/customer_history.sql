@@ -1,0 +1,38 @@
+-- A customer's history before the snapshot, as aligned lists (one row per customer, so serving
+-- reads one online row per customer): the non-beverage items bought with how many orders held
+-- each and days since the last one, and the brands with their share of the customer's spend.
+-- The per-pair features (item_purchase_count, ...) are looked up in these lists by
+-- tastyrec.features.training.pair_features, for training and serving alike.
+WITH items AS (
+    SELECT s.ts, l.customer_id, l.menu_item_name,
+           count(DISTINCT l.order_id)::DOUBLE AS orders,
+           date_diff('day', max(l.order_ts), s.ts)::DOUBLE AS days
+    FROM snapshots s JOIN loyalty_lines l ON l.order_ts < s.ts AND l.is_food
+    GROUP BY s.ts, l.customer_id, l.menu_item_name
+),
+brands AS (
+    SELECT s.ts, l.customer_id, l.truck_brand_name, sum(l.price) AS spend
+    FROM snapshots s JOIN loyalty_lines l ON l.order_ts < s.ts
+    GROUP BY s.ts, l.customer_id, l.truck_brand_name
+),
+item_lists AS (
+    SELECT ts, customer_id,
+           list(menu_item_name ORDER BY menu_item_name) AS history_items,
+           list(orders ORDER BY menu_item_name) AS history_item_orders,
+           list(days ORDER BY menu_item_name) AS history_item_days
+    FROM items GROUP BY ts, customer_id
+),
+brand_lists AS (
+    SELECT ts, customer_id,
+           list(truck_brand_name ORDER BY truck_brand_name) AS history_brands,
+           list(share ORDER BY truck_brand_name) AS history_brand_shares
+    FROM (SELECT *, (spend / sum(spend) OVER (PARTITION BY ts, customer_id))::DOUBLE AS share FROM brands)
+    GROUP BY ts, customer_id
+)
+SELECT b.ts AS event_timestamp, b.customer_id,
+       coalesce(i.history_items, []::VARCHAR[]) AS history_items,
+       coalesce(i.history_item_orders, []::DOUBLE[]) AS history_item_orders,
+       coalesce(i.history_item_days, []::DOUBLE[]) AS history_item_days,
+       b.history_brands, b.history_brand_shares
+FROM brand_lists b LEFT JOIN item_lists i USING (ts, customer_id)
+ORDER BY b.ts, b.customer_id;

@@ -1,0 +1,15 @@
+-- The seed's average weekly / monthly / yearly spend (total / (periods between first and last
+-- order date + 1)), plus order count and recency; all from orders strictly before the snapshot.
+SELECT s.ts AS event_timestamp, o.customer_id,
+       round(sum(o.order_total) / (date_diff('year', min(o.order_ts)::DATE, max(o.order_ts)::DATE) + 1), 2)::DOUBLE
+           AS avg_yearly_purchase_amount,
+       round(sum(o.order_total) / (date_diff('month', min(o.order_ts)::DATE, max(o.order_ts)::DATE) + 1), 2)::DOUBLE
+           AS avg_monthly_purchase_amount,
+       round(sum(o.order_total) / (date_diff('week', min(o.order_ts)::DATE, max(o.order_ts)::DATE) + 1), 2)::DOUBLE
+           AS avg_weekly_purchase_amount,
+       count(*)::DOUBLE AS order_count,
+       date_diff('day', max(o.order_ts), s.ts)::DOUBLE AS days_since_last_order
+FROM snapshots s
+JOIN raw_pos.order_header o ON o.order_ts < s.ts AND o.customer_id IS NOT NULL
+GROUP BY s.ts, o.customer_id
+ORDER BY s.ts, o.customer_id;
