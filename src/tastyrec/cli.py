@@ -113,9 +113,20 @@ def export_csv(ctx: typer.Context, target: Annotated[Path, typer.Argument(help="
 
 
 @app.command()
-def features(as_json: JsonOpt = False) -> None:
+def features(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Compute feature tables, apply the Feast repo and materialise the online store."""
-    not_built("features")
+    from tastyrec.features.build import FeaturesError, build_features
+
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            result = build_features(ctx.obj, progress=progress)
+    except FeaturesError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(asdict(result)))
+        return
+    print_counts(result.rows, f"{result.repo} ({result.seconds} s)")
+    out.print("snapshots: " + ", ".join(result.snapshots))
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """Training sets from Feast's point-in-time joins, and the same features read online for serving.
 
-Both paths end in `finish_frame`: per-pair features from the history lists, defaults for "no
+Both paths end in `assemble`: per-pair features from the history lists, defaults for "no
 history yet", and the column order of columns.py. So a training row and a serving row of the
 same customer, item and snapshot are equal column for column.
 """
@@ -19,12 +19,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from tastyrec.columns import (BRAND, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, LABEL, MULTI_HOT, NEVER_DAYS,
+from tastyrec.columns import (CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, LABEL, MULTI_HOT,
                               SPARSE, TIMESTAMP)
 from tastyrec.config import WINDOW_DAYS, Workspace
 from tastyrec.features import definitions
-from tastyrec.features.build import _sql, feature_store, snapshot_times
+from tastyrec.features.build import TRAIN_WINDOWS, _sql, feature_store, snapshot_times
 
 SPLITS = ("train", "val", "test")
 KEYS = [CUSTOMER_ID, ITEM, TIMESTAMP]
@@ -44,24 +46,44 @@ class TrainingSet:
     seconds: float
 
 
-def finish_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pair features from the history lists, defaults for missing history, columns.py order."""
-    con = duckdb.connect()
-    try:
-        con.register("frame", frame)
-        out = con.execute(_sql("pair_features.sql").replace("$never", repr(NEVER_DAYS))).df()
-    finally:
-        con.close()
-    out = out.fillna({k: v for k, v in DENSE_DEFAULTS.items() if k in out})
-    for bag in MULTI_HOT:  # a customer with no history has no list: make it an empty one
-        out[bag] = [v if isinstance(v, (list, np.ndarray)) else [] for v in out[bag]]
-    extra = [LABEL] if LABEL in out else []
-    return out[KEYS + extra + FEATURES]
+# Per customer x item features, looked up in the customer's history lists (customer_history):
+# one definition for training sets and serving, so they cannot drift apart.
+PAIR_FEATURES = {
+    "item_purchase_count": "history_item_orders[list_position(history_items, menu_item_name)]",
+    "days_since_item_purchase": "history_item_days[list_position(history_items, menu_item_name)]",
+    "brand_spend_share": "history_brand_shares[list_position(history_brands, truck_brand_name)]",
+}
+
+
+def _assemble_sql(extra: list[str]) -> str:
+    """SELECT of KEYS + extra + FEATURES over the spine, customers and items (see assemble)."""
+    def expr(col: str) -> str:
+        if col in DENSE:
+            return f"coalesce({PAIR_FEATURES.get(col, col)}, {DENSE_DEFAULTS.get(col, 0.0)})::DOUBLE AS {col}"
+        if col in MULTI_HOT:  # a customer with no history yet has an empty bag
+            return f"coalesce({col}, []::VARCHAR[]) AS {col}"
+        return col
+    select = ", ".join(KEYS + extra + [expr(c) for c in FEATURES])
+    return (f"SELECT {select} FROM spine "
+            f"LEFT JOIN customers USING ({CUSTOMER_ID}, {TIMESTAMP}) LEFT JOIN items USING ({ITEM}, {TIMESTAMP}) "
+            f"ORDER BY {TIMESTAMP}, {CUSTOMER_ID}, {ITEM}")
+
+
+def assemble(con: duckdb.DuckDBPyConnection, spine, customers, items) -> duckdb.DuckDBPyRelation:
+    """Join spine rows (KEYS [+ label, split]) with customer- and item-level features as of their
+    timestamps, derive the pair features and put the columns in columns.py order."""
+    cursor = con.cursor()
+    for name, frame in (("spine", spine), ("customers", customers), ("items", items)):
+        cursor.register(name, frame)
+    extra = [c for c in (LABEL, "split") if c in spine.columns]
+    return cursor.execute(_assemble_sql(extra))
 
 
 def _spine(con, mode: str, seed: int, train_windows: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """(customer_id, menu_item_name, event_timestamp, label, split) rows and the cutoffs used."""
-    snapshots = snapshot_times(con, train_windows + 1)
+    if not 1 <= train_windows <= TRAIN_WINDOWS:
+        raise ValueError(f"train_windows must be 1..{TRAIN_WINDOWS} (the snapshots `tastyrec features` builds)")
+    snapshots = snapshot_times(con, train_windows)
     if mode == "time":
         cutoffs = [s.replace(tzinfo=None) for s in snapshots[:-1]]  # the last snapshot has no future
         sql = (_sql("spine_time.sql").replace("$candidates", _sql("candidates.sql").rstrip().rstrip(";"))
@@ -96,28 +118,34 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     if max_customers:
         keep = np.sort(spine[CUSTOMER_ID].unique())[:max_customers]
         spine = spine[spine[CUSTOMER_ID].isin(keep)]
-    frame = finish_frame(point_in_time(feature_store(ws), spine))
-    frame["split"] = spine["split"].to_numpy()  # finish_frame keeps the spine's row order
+    customers, items = point_in_time(feature_store(ws), spine)
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        table = assemble(con, spine, customers, items).fetch_arrow_table()
+    finally:
+        con.close()
     out_dir = ws.home / "datasets" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, rows, positives = {}, {}, {}
+    split = table.column("split")
     for name in SPLITS:
-        part = frame[frame["split"] == name].drop(columns="split")
-        part = part.sort_values(KEYS, kind="stable").reset_index(drop=True)
+        part = table.filter(pc.equal(split, name)).drop_columns(["split"])
         path = out_dir / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        part.to_parquet(tmp, index=False)
+        pq.write_table(part, tmp, row_group_size=256_000)
         os.replace(tmp, path)
-        paths[name], rows[name], positives[name] = str(path), len(part), int(part[LABEL].sum())
+        paths[name], rows[name] = str(path), part.num_rows
+        positives[name] = int(pc.sum(part.column(LABEL)).as_py() or 0)
     return TrainingSet(mode=mode, paths=paths, rows=rows, positives=positives, cutoffs=cutoffs,
                        seconds=round(time.perf_counter() - started, 2))
 
 
-def point_in_time(store, spine: pd.DataFrame) -> pd.DataFrame:
-    """The spine with every feature as of its event_timestamp, via Feast's point-in-time join.
+def point_in_time(store, spine: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customer and item features as of each spine timestamp, via Feast's point-in-time join.
 
     Features are per customer or per item, so Feast joins the distinct (customer, timestamp) and
-    (item, timestamp) rows (tens of thousands, not millions) and the result is joined back here.
+    (item, timestamp) rows (tens of thousands, not millions); `assemble` joins them back.
     """
     def historical(key: str, refs: list[str]) -> pd.DataFrame:
         entities = spine[[key, TIMESTAMP]].drop_duplicates().reset_index(drop=True)
@@ -127,8 +155,7 @@ def point_in_time(store, spine: pd.DataFrame) -> pd.DataFrame:
     customers, items = historical(CUSTOMER_ID, CUSTOMER_REFS), historical(ITEM, MENU_REFS)
     for part in (customers, items):  # Feast may hand timestamps back at another precision
         part[TIMESTAMP] = part[TIMESTAMP].astype(spine[TIMESTAMP].dtype)
-    return (spine.merge(customers, on=[CUSTOMER_ID, TIMESTAMP], how="left")
-            .merge(items, on=[ITEM, TIMESTAMP], how="left"))
+    return customers, items
 
 
 class OnlineFeatures:
@@ -151,19 +178,18 @@ class OnlineFeatures:
             con.close()
         items = sorted(candidates[ITEM].unique())
         menu = self.store.get_online_features(features=MENU_REFS, entity_rows=[{ITEM: i} for i in items]).to_df()
-        self.menu = menu.set_index(ITEM)
+        self.menu = menu.assign(**{TIMESTAMP: self.as_of}).set_index(ITEM, drop=False)
         self.candidates = candidates.groupby("city")[ITEM].apply(list).to_dict()
+        self.duckdb = duckdb.connect()  # reused: opening a connection costs more than the query
 
     def for_customers(self, customer_ids: list[int], items: list[str] | None = None) -> pd.DataFrame:
         """Features for each customer x (their city's candidate items, or `items`), training-set order."""
         customers = self.store.get_online_features(
             features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_df()
         known = customers["city"].notna()
-        customers = customers[known]
+        customers = customers[known].assign(**{TIMESTAMP: self.as_of})
         pairs = [(c, item) for c, city in zip(customers[CUSTOMER_ID], customers["city"])
-                 for item in (items if items is not None else self.candidates.get(city, []))]
-        frame = pd.DataFrame(pairs, columns=[CUSTOMER_ID, ITEM])
-        frame = frame.merge(customers, on=CUSTOMER_ID, how="left").join(self.menu, on=ITEM)
-        frame = frame[frame[BRAND].notna()]  # unknown item names are not candidates
-        frame[TIMESTAMP] = self.as_of
-        return finish_frame(frame.reset_index(drop=True))
+                 for item in (items if items is not None else self.candidates.get(city, []))
+                 if item in self.menu.index]  # unknown item names are not candidates
+        spine = pd.DataFrame(pairs, columns=[CUSTOMER_ID, ITEM]).assign(**{TIMESTAMP: self.as_of})
+        return assemble(self.duckdb, spine, customers, self.menu).df()

@@ -68,6 +68,7 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("SET memory_limit = '3GB'")
     con.execute("SET preserve_insertion_order = true")
+    con.execute("SET enable_progress_bar = false")  # progress is shown by the callers' Rich bars
     return con
 
 

@@ -1,0 +1,176 @@
+"""The feature store: Feast repo, online values, point-in-time correctness, training sets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tastyrec.cli import app
+from tastyrec.columns import CUSTOMER_ID, DENSE, ITEM, LABEL, MULTI_HOT, SPARSE, TIMESTAMP
+from tastyrec.config import Workspace
+from tastyrec.features import definitions
+from tastyrec.features.build import build_features, feature_store
+from tastyrec.features.training import OnlineFeatures, build_training_set
+from tastyrec.warehouse.load import connect
+
+
+def copy_home(src: Workspace, dst) -> Workspace:
+    ws = Workspace.from_env(dst)
+    ws.ensure()
+    shutil.copy(src.warehouse, ws.warehouse)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def feat_ws(small_ws, tmp_path_factory) -> Workspace:
+    ws = copy_home(small_ws, tmp_path_factory.mktemp("features"))
+    build_features(ws)
+    return ws
+
+
+def parquet(ws: Workspace, name: str) -> pd.DataFrame:
+    return pd.read_parquet(ws.feature_repo / "data" / f"{name}.parquet")
+
+
+def test_repo_applies_entities_and_views(feat_ws):
+    store = feature_store(feat_ws)
+    assert {e.name for e in store.list_entities()} >= {"customer", "menu_item"}
+    views = {v.name: v for v in store.list_feature_views()}
+    assert set(views) == set(definitions.VIEWS)
+    assert all(v.tags["version"] == "v1" and v.description for v in views.values())
+    yaml = (feat_ws.feature_repo / "feature_store.yaml").read_text()
+    assert "type: duckdb" in yaml and "type: sqlite" in yaml and "entity_key_serialization_version: 3" in yaml
+    ts = pq.read_schema(feat_ws.feature_repo / "data" / "purchase_features.parquet").field(TIMESTAMP).type
+    assert str(ts) == "timestamp[us, tz=UTC]"
+
+
+def test_online_values_equal_the_warehouse(feat_ws):
+    online = OnlineFeatures(feat_ws)
+    con = connect(feat_ws.warehouse, read_only=True)
+    sample = [c for (c,) in con.execute("SELECT customer_id FROM raw_customer.customer_loyalty "
+                                         "ORDER BY hash(customer_id) LIMIT 6").fetchall()]
+    rows = online.for_customers(sample)
+    # independent SQL over the raw tables (not the feature SQL): orders, spend and item counts
+    truth = con.execute("""
+        SELECT oh.customer_id, m.menu_item_name, count(DISTINCT oh.order_id) AS n
+        FROM raw_pos.order_header oh JOIN raw_pos.order_detail od USING (order_id)
+        JOIN raw_pos.menu m USING (menu_item_id)
+        WHERE oh.customer_id IN (SELECT unnest(?)) AND m.item_category <> 'Beverage' GROUP BY ALL""",
+                        [sample]).df()
+    merged = rows.merge(truth, on=[CUSTOMER_ID, ITEM], how="left").fillna({"n": 0})
+    assert (merged["item_purchase_count"] == merged["n"]).all()
+    orders = con.execute("""SELECT customer_id, count(*) AS n, sum(order_total)::DOUBLE AS total
+                            FROM raw_pos.order_header WHERE customer_id IN (SELECT unnest(?)) GROUP BY 1""",
+                         [sample]).df().set_index(CUSTOMER_ID)
+    per_customer = rows.groupby(CUSTOMER_ID).first()
+    for c in orders.index:
+        assert per_customer.loc[c, "order_count"] == orders.loc[c, "n"]
+        bought = set(truth.loc[truth[CUSTOMER_ID] == c, ITEM])
+        assert set(per_customer.loc[c, "history_items"]) == bought
+    city = con.execute("SELECT city FROM raw_customer.customer_loyalty WHERE customer_id = ?", [sample[0]]).fetchone()[0]
+    assert (rows.loc[rows[CUSTOMER_ID] == sample[0], "city"] == city).all()
+
+
+def test_training_rows_and_online_rows_agree_column_for_column(feat_ws):
+    # the random split's features are as of the serving snapshot, as online features are
+    result = build_training_set(feat_ws, mode="random")
+    training = pd.concat([pd.read_parquet(p) for p in result.paths.values()])
+    online = OnlineFeatures(feat_ws)
+    customers = sorted(training[CUSTOMER_ID].unique())[:5]
+    served = online.for_customers(customers)
+    assert list(served.columns) == [c for c in training.columns if c != LABEL]
+    assert list(served.columns[3:]) == [c for c in SPARSE + DENSE + MULTI_HOT if c != ITEM]
+    key = [CUSTOMER_ID, ITEM]
+    both = training.drop(columns=LABEL).merge(served, on=key, suffixes=("_t", "_s"))
+    assert len(both) == len(served) > 0
+    for col in served.columns:
+        if col in key:
+            continue
+        left, right = both[f"{col}_t"], both[f"{col}_s"]
+        if col in MULTI_HOT:
+            assert [list(v) for v in left] == [list(v) for v in right], col
+        elif col == TIMESTAMP:
+            assert (pd.to_datetime(left) == pd.to_datetime(right)).all()
+        else:
+            assert left.tolist() == right.tolist(), col
+
+
+def test_time_split_labels_come_from_the_window_after_the_cutoff(feat_ws):
+    result = build_training_set(feat_ws, mode="time", train_windows=2)
+    test = pd.read_parquet(result.paths["test"])
+    cutoff = datetime.fromisoformat(result.cutoffs["test"][0])
+    assert (test[TIMESTAMP].dt.tz_localize(None) == cutoff).all()
+    assert len(result.cutoffs["train"]) == 2 and result.rows["train"] > result.rows["test"]
+    con = connect(feat_ws.warehouse, read_only=True)
+    bought = con.execute("""
+        SELECT DISTINCT oh.customer_id, m.menu_item_name FROM raw_pos.order_header oh
+        JOIN raw_pos.order_detail od USING (order_id) JOIN raw_pos.menu m USING (menu_item_id)
+        WHERE oh.order_ts >= ? AND oh.order_ts < ? AND oh.customer_id IS NOT NULL
+          AND m.item_category <> 'Beverage'""", [cutoff, cutoff + timedelta(days=91)]).df()
+    positives = test.loc[test[LABEL] == 1, [CUSTOMER_ID, ITEM]]
+    assert len(positives) == len(bought.merge(test[[CUSTOMER_ID, ITEM]]))
+    # history features at the cutoff never count the window's purchases
+    assert (test["days_since_item_purchase"] >= 1).all()
+
+
+def test_a_late_order_never_changes_earlier_features(feat_ws, tmp_path):
+    ws = copy_home(feat_ws, tmp_path / "late")
+    build_features(ws)
+    before = build_training_set(ws, mode="time", train_windows=1)
+    test_before = pd.read_parquet(before.paths["test"])
+    cutoff = datetime.fromisoformat(before.cutoffs["test"][0])
+    customer, item = int(test_before[CUSTOMER_ID].iloc[0]), test_before[ITEM].iloc[0]
+    con = connect(ws.warehouse)
+    # a new order one hour after the cutoff, at a truck of the item's brand in the customer's city
+    con.execute("""
+        INSERT INTO raw_pos.order_header (order_id, truck_id, location_id, customer_id, order_ts,
+                                          order_currency, order_amount, order_total)
+        SELECT 999999999, t.truck_id, l.location_id, c.customer_id, ?, 'USD', 50, 50
+        FROM raw_customer.customer_loyalty c
+        JOIN raw_pos.truck t ON t.primary_city = c.city
+        JOIN raw_pos.menu m ON m.menu_type_id = t.menu_type_id AND m.menu_item_name = ?
+        JOIN raw_pos.location l ON l.city = c.city
+        WHERE c.customer_id = ? LIMIT 1""", [cutoff + timedelta(hours=1), item, customer])
+    con.execute("""INSERT INTO raw_pos.order_detail (order_detail_id, order_id, menu_item_id, line_number,
+                                                    quantity, unit_price, price)
+                   SELECT 999999999, 999999999, menu_item_id, 1, 5, 10, 50 FROM raw_pos.menu
+                   WHERE menu_item_name = ? LIMIT 1""", [item])
+    con.close()
+    build_features(ws)
+    after = build_training_set(ws, mode="time", train_windows=1)
+    test_after = pd.read_parquet(after.paths["test"])
+    features = [c for c in test_before.columns if c != LABEL]
+    pd.testing.assert_frame_equal(test_before[features], test_after[features])
+    row = (test_after[CUSTOMER_ID] == customer) & (test_after[ITEM] == item)
+    assert test_after.loc[row, LABEL].item() == 1  # the late order is a label, not a feature
+    online = OnlineFeatures(ws).for_customers([customer], items=[item])
+    assert online["days_since_item_purchase"].item() <= 91  # the serving snapshot does see it
+
+
+def test_rebuilding_is_idempotent(feat_ws, tmp_path):
+    ws = copy_home(feat_ws, tmp_path / "again")
+    first = build_features(ws)
+    tables = {name: parquet(ws, name) for name in definitions.VIEWS}
+    rows = OnlineFeatures(ws).for_customers([1, 2, 3])
+    second = build_features(ws)
+    assert first.rows == second.rows and first.snapshots == second.snapshots
+    for name in definitions.VIEWS:
+        pd.testing.assert_frame_equal(tables[name], parquet(ws, name))
+    pd.testing.assert_frame_equal(rows, OnlineFeatures(ws).for_customers([1, 2, 3]))
+    assert len(feature_store(ws).list_feature_views()) == len(definitions.VIEWS)
+
+
+def test_features_cli_json(feat_ws, tmp_path):
+    ws = copy_home(feat_ws, tmp_path / "cli")
+    result = CliRunner().invoke(app, ["--home", str(ws.home), "features", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(payload["rows"]) == set(definitions.VIEWS) and payload["seconds"] > 0
+    missing = CliRunner().invoke(app, ["--home", str(tmp_path / "empty"), "features"])
+    assert missing.exit_code == 1 and "tastyrec setup" in missing.output
