@@ -88,18 +88,31 @@ def write_feature_tables(ws: Workspace, progress: Progress | None = None) -> tup
     data = ws.feature_repo / "data"
     data.mkdir(parents=True, exist_ok=True)
     con = connect(ws.warehouse, read_only=True)
-    rows = {}
+    rows = dict.fromkeys(definitions.VIEWS, 0)
     try:
+        # the history lists of 222,000 customers need more than the 3 GB a warehouse connection gets
+        con.execute("SET memory_limit = '6GB'")
+        con.execute(f"SET temp_directory = '{ws.home / 'duckdb_tmp'}'")
+        con.execute("SET preserve_insertion_order = false")  # every feature query has its ORDER BY
         snapshots = snapshot_times(con)
-        con.execute(_sql("lines.sql"))
-        for done, name in enumerate(definitions.VIEWS, start=1):
-            table = _to_utc_micros(con.execute(_sql(f"{name}.sql")).fetch_arrow_table())
-            tmp = data / f".{name}.parquet.tmp"
-            pq.write_table(table, tmp, row_group_size=256_000)
-            os.replace(tmp, data / f"{name}.parquet")  # readers never see a half-written file
-            rows[name] = table.num_rows
+        writers = {name: None for name in definitions.VIEWS}
+        # One snapshot at a time: memory stays bounded by one snapshot's history (N = 222,000
+        # with all snapshots in one query needs more than the 3 GB DuckDB is given).
+        for done, ts in enumerate(snapshots, start=1):
+            con.execute("CREATE OR REPLACE TEMP TABLE snapshots AS SELECT ?::TIMESTAMP AS ts", [ts.replace(tzinfo=None)])
+            for name in definitions.VIEWS:
+                if name == "menu_features" and done > 1:
+                    continue  # the menu is static: written once
+                table = _to_utc_micros(con.execute(_sql(f"{name}.sql")).to_arrow_table())
+                if writers[name] is None:
+                    writers[name] = pq.ParquetWriter(data / f".{name}.parquet.tmp", table.schema)
+                writers[name].write_table(table, row_group_size=256_000)
+                rows[name] += table.num_rows
             if progress:
-                progress("feature tables", done, len(definitions.VIEWS))
+                progress("feature snapshots", done, len(snapshots))
+        for name, writer in writers.items():
+            writer.close()
+            os.replace(data / f".{name}.parquet.tmp", data / f"{name}.parquet")  # never half-written
     finally:
         con.close()
     return snapshots, rows

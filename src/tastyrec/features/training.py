@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -69,13 +70,18 @@ def _assemble_sql(extra: list[str]) -> str:
             f"ORDER BY {TIMESTAMP}, {CUSTOMER_ID}, {ITEM}")
 
 
-def assemble(con: duckdb.DuckDBPyConnection, spine, customers, items) -> duckdb.DuckDBPyRelation:
+def assemble(con: duckdb.DuckDBPyConnection, spine, customers, items=None) -> duckdb.DuckDBPyRelation:
     """Join spine rows (KEYS [+ label, split]) with customer- and item-level features as of their
-    timestamps, derive the pair features and put the columns in columns.py order."""
+    timestamps, derive the pair features and put the columns in columns.py order.
+
+    Frames may be pandas or Arrow. With items=None, a table `items` already in con is used.
+    """
     cursor = con.cursor()
     for name, frame in (("spine", spine), ("customers", customers), ("items", items)):
-        cursor.register(name, frame)
-    extra = [c for c in (LABEL, "split") if c in spine.columns]
+        if frame is not None:
+            cursor.register(name, frame)
+    names = spine.column_names if isinstance(spine, pa.Table) else list(spine.columns)
+    extra = [c for c in (LABEL, "split") if c in names]
     return cursor.execute(_assemble_sql(extra))
 
 
@@ -122,7 +128,7 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
-        table = assemble(con, spine, customers, items).fetch_arrow_table()
+        table = assemble(con, spine, customers, items).to_arrow_table()
     finally:
         con.close()
     out_dir = ws.home / "datasets" / mode
@@ -176,20 +182,30 @@ class OnlineFeatures:
             candidates = con.execute(_sql("candidates.sql")).df()
         finally:
             con.close()
-        items = sorted(candidates[ITEM].unique())
-        menu = self.store.get_online_features(features=MENU_REFS, entity_rows=[{ITEM: i} for i in items]).to_df()
-        self.menu = menu.assign(**{TIMESTAMP: self.as_of}).set_index(ITEM, drop=False)
+        self.items = sorted(candidates[ITEM].unique())
+        menu = self.store.get_online_features(features=MENU_REFS, entity_rows={ITEM: self.items}).to_df()
         self.candidates = candidates.groupby("city")[ITEM].apply(list).to_dict()
-        self.duckdb = duckdb.connect()  # reused: opening a connection costs more than the query
+        # one in-memory DuckDB for assembling rows, with the static menu as its `items` table:
+        # opening a connection or registering a frame per request costs more than the query
+        self.duckdb = duckdb.connect(config={"threads": 1})  # tiny queries: threads only add overhead
+        self.duckdb.register("menu", menu.assign(**{TIMESTAMP: self.as_of}))
+        self.duckdb.execute("CREATE TABLE items AS SELECT * FROM menu")
+        self.duckdb.unregister("menu")
 
     def for_customers(self, customer_ids: list[int], items: list[str] | None = None) -> pd.DataFrame:
-        """Features for each customer x (their city's candidate items, or `items`), training-set order."""
+        """Features for each customer x (their city's candidate items, or `items`), training-set order.
+
+        Unknown customers and unknown item names give no rows.
+        """
         customers = self.store.get_online_features(
-            features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_df()
-        known = customers["city"].notna()
-        customers = customers[known].assign(**{TIMESTAMP: self.as_of})
-        pairs = [(c, item) for c, city in zip(customers[CUSTOMER_ID], customers["city"])
-                 for item in (items if items is not None else self.candidates.get(city, []))
-                 if item in self.menu.index]  # unknown item names are not candidates
-        spine = pd.DataFrame(pairs, columns=[CUSTOMER_ID, ITEM]).assign(**{TIMESTAMP: self.as_of})
-        return assemble(self.duckdb, spine, customers, self.menu).df()
+            features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_arrow()
+        known = set(self.items)
+        pairs = [(c, item) for c, city in zip(customers.column(CUSTOMER_ID).to_pylist(),
+                                              customers.column("city").to_pylist()) if city is not None
+                 for item in (items if items is not None else self.candidates.get(city, [])) if item in known]
+        stamp = pa.array([self.as_of] * customers.num_rows, pa.timestamp("us", tz="UTC"))
+        customers = customers.append_column(TIMESTAMP, stamp)
+        spine = pa.table({CUSTOMER_ID: pa.array([c for c, _ in pairs], pa.int64()),
+                          ITEM: pa.array([i for _, i in pairs], pa.string()),
+                          TIMESTAMP: pa.array([self.as_of] * len(pairs), pa.timestamp("us", tz="UTC"))})
+        return assemble(self.duckdb, spine, customers).df()

@@ -2,8 +2,17 @@
 -- reads one online row per customer): the non-beverage items bought with how many orders held
 -- each and days since the last one, and the brands with their share of the customer's spend.
 -- The per-pair features (item_purchase_count, ...) are looked up in these lists by
--- tastyrec.features.training.pair_features, for training and serving alike.
-WITH items AS (
+-- tastyrec.features.training.assemble, for training and serving alike.
+WITH loyalty_lines AS (
+    -- loyalty order lines with their item and brand
+    SELECT oh.customer_id, oh.order_id, oh.order_ts, m.menu_item_name, m.truck_brand_name,
+           m.item_category <> 'Beverage' AS is_food, od.price::DOUBLE AS price
+    FROM raw_pos.order_header oh
+    JOIN raw_pos.order_detail od ON od.order_id = oh.order_id
+    JOIN raw_pos.menu m ON m.menu_item_id = od.menu_item_id
+    WHERE oh.customer_id IS NOT NULL
+),
+items AS (
     SELECT s.ts, l.customer_id, l.menu_item_name,
            count(DISTINCT l.order_id)::DOUBLE AS orders,
            date_diff('day', max(l.order_ts), s.ts)::DOUBLE AS days

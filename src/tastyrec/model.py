@@ -1,0 +1,276 @@
+"""The DLRM and the seed's published model, as pure nn.Modules that return logits.
+
+No loss and no sigmoid live here: training wraps the model with its loss (train.py), serving
+with candidates and ranking. Every model is rebuilt from a JSON-able config by `build_model`,
+the one loading path used by training, evaluation, the service, the app and the tests.
+
+Shapes: B = batch, F = sparse features, K = multi-hot features, L = bag width,
+D = embedding dimension, N = F + K + 1 vectors that interact (the +1 is the dense output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int], last_activation: bool) -> nn.Sequential:
+    """Linear layers through `sizes` with ReLU between them (and after the last if asked)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# tastyrec's DLRM (TorchRec layout: SparseArch, DenseArch, InteractionArch, OverArch)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DLRMConfig:
+    """Hyperparameters of `DLRM`; saved with the weights and used to rebuild it.
+
+    cardinalities: embedding rows per sparse feature (unknown bucket 0 included), tensor order.
+    bag_sizes: EmbeddingBag rows per multi-hot feature (padding 0 and unknown 1 included).
+    bottom_mlp: hidden sizes of the dense MLP; a last layer of width embedding_dim is added.
+    top_mlp: hidden sizes of the over MLP; a last layer of width 1 (the logit) is added.
+    """
+
+    cardinalities: dict[str, int]
+    bag_sizes: dict[str, int] = field(default_factory=dict)
+    n_dense: int = 10
+    embedding_dim: int = 16
+    bottom_mlp: list[int] = field(default_factory=lambda: [64, 32])
+    top_mlp: list[int] = field(default_factory=lambda: [128, 64])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DLRMConfig:
+        return cls(**d)
+
+    @property
+    def n_vectors(self) -> int:
+        """N: the dense output plus one embedding per sparse and per multi-hot feature."""
+        return 1 + len(self.cardinalities) + len(self.bag_sizes)
+
+
+class SparseArch(nn.Module):
+    """One table per sparse feature (no index collisions between features) and one
+    mean-pooled EmbeddingBag per multi-hot feature (padding index 0 is skipped)."""
+
+    def __init__(self, cardinalities: dict[str, int], bag_sizes: dict[str, int], dim: int) -> None:
+        super().__init__()
+        tables = {name: nn.Embedding(n, dim) for name, n in cardinalities.items()}
+        bags = {name: nn.EmbeddingBag(n, dim, mode="mean", padding_idx=0) for name, n in bag_sizes.items()}
+        # DLRM's uniform(+-1/sqrt(rows)) init: N(0, 1) vectors make the first dot products huge.
+        for weight in [t.weight for t in tables.values()] + [b.weight for b in bags.values()]:
+            bound = weight.shape[0] ** -0.5
+            nn.init.uniform_(weight, -bound, bound)
+        with torch.no_grad():
+            for bag in bags.values():
+                bag.weight[0].zero_()  # the padding row
+        self.embeddings = nn.ModuleDict(tables)
+        self.bags = nn.ModuleDict(bags)
+
+    def forward(self, sparse: torch.Tensor, bags: dict[str, torch.Tensor]) -> torch.Tensor:
+        """sparse (B, F) int64, bags name -> (B, L) int64  ->  (B, F + K, D)."""
+        vectors = [table(sparse[:, j]) for j, table in enumerate(self.embeddings.values())]  # F x (B, D)
+        vectors += [bag(bags[name]) for name, bag in self.bags.items()]  # K x (B, D); empty bag -> 0
+        return torch.stack(vectors, dim=1)
+
+
+class DenseArch(nn.Module):
+    """Bottom MLP: dense features to one vector of the embedding dimension."""
+
+    def __init__(self, n_dense: int, hidden: list[int], dim: int) -> None:
+        super().__init__()
+        self.mlp = mlp([n_dense, *hidden, dim], last_activation=True)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        """(B, n_dense) -> (B, D)."""
+        return self.mlp(dense)
+
+
+class InteractionArch(nn.Module):
+    """Pairwise dot products of the dense vector and every embedding (upper triangle, no
+    diagonal), concatenated after the dense vector: output (B, D + N(N-1)/2)."""
+
+    upper: torch.Tensor
+
+    def __init__(self, n_vectors: int) -> None:
+        super().__init__()
+        rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
+        # Positions of the upper triangle in the flattened (N * N) matrix: one index_select is
+        # cheaper (forward and backward) than indexing with a (rows, cols) pair.
+        self.register_buffer("upper", rows * n_vectors + cols, persistent=False)
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """dense (B, D), sparse (B, N - 1, D) -> (B, D + N(N-1)/2)."""
+        vectors = torch.cat([dense.unsqueeze(1), sparse], dim=1)  # (B, N, D)
+        dots = torch.bmm(vectors, vectors.transpose(1, 2)).flatten(1)  # (B, N * N)
+        return torch.cat([dense, dots.index_select(1, self.upper)], dim=1)
+
+    @staticmethod
+    def output_dim(n_vectors: int, dim: int) -> int:
+        return dim + n_vectors * (n_vectors - 1) // 2
+
+
+class OverArch(nn.Module):
+    """Top MLP: interaction features to one logit."""
+
+    def __init__(self, n_in: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.mlp = mlp([n_in, *hidden, 1], last_activation=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_in) -> (B,)."""
+        return self.mlp(x).squeeze(-1)
+
+
+class DLRM(nn.Module):
+    """Deep Learning Recommendation Model: per-feature embeddings, history bags, bottom MLP,
+    pairwise dot-product interaction, top MLP. Returns logits (B,)."""
+
+    def __init__(self, config: DLRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.embedding_dim
+        self.sparse_arch = SparseArch(config.cardinalities, config.bag_sizes, dim)
+        self.dense_arch = DenseArch(config.n_dense, config.bottom_mlp, dim)
+        self.inter_arch = InteractionArch(config.n_vectors)
+        self.over_arch = OverArch(InteractionArch.output_dim(config.n_vectors, dim), config.top_mlp)
+
+    def forward(
+        self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """sparse (B, F) int64, dense (B, n_dense) float32, bags name -> (B, L) -> logits (B,)."""
+        embedded = self.sparse_arch(sparse, bags or {})  # (B, F + K, D)
+        dense_out = self.dense_arch(dense)  # (B, D)
+        return self.over_arch(self.inter_arch(dense_out, embedded))
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's model, kept as a baseline
+# ---------------------------------------------------------------------------------------------
+SEED_NUM_EMBEDDINGS = 142  # the seed hard-coded this table size
+
+
+@dataclass
+class SeedDLRMConfig:
+    """Hyperparameters of `SeedDLRM`, defaulting to the seed notebook's values.
+
+    num_embeddings: rows of the one shared table; the seed used 142. It must exceed the largest
+    index of any sparse feature, so `model_config` raises it when a vocabulary is bigger.
+    """
+
+    n_sparse: int = 9
+    n_dense: int = 5
+    num_embeddings: int = SEED_NUM_EMBEDDINGS
+    embedding_dim: int = 128
+    bottom_mlp: list[int] = field(default_factory=lambda: [256, 128])
+    top_mlp: list[int] = field(default_factory=lambda: [128, 128])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SeedDLRMConfig:
+        return cls(**d)
+
+
+class SeedFeatureInteraction(nn.Module):
+    """The seed's `FeatureInteraction`: it treats every *scalar* of its input as a feature, so
+    its "dot products" are the products x_i * x_j of all pairs i <= j (diagonal included).
+
+    Like the seed, it builds the (B, M, M) outer product and keeps its upper triangle in
+    row-major order; an index_select of the flat triangle replaces the seed's boolean mask
+    (same values, same order, cheaper backward). Output (B, M(M+1)/2).
+    """
+
+    upper: torch.Tensor
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        rows, cols = torch.triu_indices(width, width, offset=0)
+        self.register_buffer("upper", rows * width + cols, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, M) -> (B, M(M+1)/2)."""
+        outer = torch.bmm(x.unsqueeze(2), x.unsqueeze(1))  # (B, M, M)
+        return outer.flatten(1).index_select(1, self.upper)
+
+
+class SeedDLRM(nn.Module):
+    """A port of the model in the Snowflake quickstart "Getting Started with Running Distributed
+    PyTorch Models on Snowflake" (notebook 2_EndtoEndML_Consumer.ipynb, class `DLRM`).
+
+    What it does, defects included, because it is the baseline to beat:
+    - ONE shared `nn.EmbeddingBag(142, 128, mode='sum')` over the 9 label-encoded features: the
+      9 embeddings are *summed* into a single 128-vector, and since every feature's codes start
+      at the same small integers, different features share rows (index 3 of `city` is index 3
+      of `gender`). Here code 0 is the unknown bucket of every feature (the seed had none).
+    - bottom MLP on the 5 dense features: 5 -> 256 -> 128, ReLU after both layers.
+    - `SeedFeatureInteraction` on the 256 scalars of [bottom output, summed embedding]:
+      256 * 257 / 2 = 32,896 pairwise products, concatenated with the bottom output (128).
+    - top MLP: 33,024 -> 128 -> 128 -> 1, ReLU between.
+    - PyTorch's default initialisation (N(0, 1) embeddings), as in the seed.
+    It returns logits (B,) (the seed returned (B, 1)) and ignores `bags`.
+    """
+
+    def __init__(self, config: SeedDLRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, bottom, top = config.embedding_dim, config.bottom_mlp, config.top_mlp
+        self.embeddings = nn.EmbeddingBag(config.num_embeddings, dim, mode="sum")
+        self.bottom_mlp = mlp([config.n_dense, *bottom], last_activation=True)
+        width = dim + bottom[-1]
+        self.layer_feature_interaction = SeedFeatureInteraction(width)
+        self.top_mlp = mlp([width * (width + 1) // 2 + bottom[-1], *top, 1], last_activation=False)
+
+    def forward(
+        self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """sparse (B, 9) int64, dense (B, 5) float32 -> logits (B,). `bags` is ignored."""
+        embedded = self.embeddings(sparse)  # (B, D): the 9 rows summed
+        bottom = self.bottom_mlp(dense)  # (B, 128)
+        interaction = self.layer_feature_interaction(torch.cat([bottom, embedded], dim=-1))  # (B, 32896)
+        return self.top_mlp(torch.cat([interaction, bottom], dim=-1)).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one way to build a model
+# ---------------------------------------------------------------------------------------------
+MODELS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "dlrm": lambda d: DLRM(DLRMConfig.from_dict(d)),
+    "seed-dlrm": lambda d: SeedDLRM(SeedDLRMConfig.from_dict(d)),
+}
+
+
+def build_model(kind: str, config_dict: dict[str, Any]) -> nn.Module:
+    """Rebuild a model of `kind` ('dlrm' or 'seed-dlrm') from its saved config dict."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(MODELS)}")
+    return MODELS[kind](config_dict)
+
+
+def model_config(
+    kind: str,
+    cardinalities: dict[str, int],
+    bag_sizes: dict[str, int],
+    n_dense: int,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A config dict for `kind` sized from a fitted preprocessor's facts, plus overrides."""
+    if kind == "dlrm":
+        return DLRMConfig(dict(cardinalities), dict(bag_sizes), n_dense, **overrides).to_dict()
+    if kind == "seed-dlrm":
+        rows = max([SEED_NUM_EMBEDDINGS, *cardinalities.values()])
+        return SeedDLRMConfig(len(cardinalities), n_dense, rows, **overrides).to_dict()
+    raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(MODELS)}")

@@ -1,0 +1,334 @@
+"""Preprocessing: turn a feature frame into model tensors, fitted on training rows only.
+
+A `Preprocessor` learns, from the training frame alone,
+
+- one ordinal vocabulary per sparse feature (index 0 = unknown, unseen or missing),
+- one vocabulary per multi-hot feature (index 0 = padding, 1 = unknown item),
+- a scaler per dense feature (NaN -> 0, log1p for heavy-tailed counts and amounts,
+  then scikit-learn's MinMaxScaler with ``clip=True`` so values unseen in training stay in [0, 1]).
+
+It is saved with the model as plain JSON (`to_dict` / `from_dict`) and reused unchanged at
+inference: nothing is ever refitted there. `transform` is vectorised (pandas hash lookups for
+sparse columns, pyarrow list flattening for bags), so a million rows take seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from sklearn.preprocessing import MinMaxScaler
+
+from tastyrec import columns as C
+
+PAD, UNKNOWN_ITEM = 0, 1  # reserved indices of every multi-hot vocabulary
+UNKNOWN = 0  # reserved index of every sparse vocabulary
+
+# Amounts, counts and recencies are heavy-tailed: without log1p a few big spenders squash
+# everyone else into the bottom percent of the [0, 1] range.
+LOG1P_DENSE: tuple[str, ...] = (
+    "avg_yearly_purchase_amount", "avg_monthly_purchase_amount", "avg_weekly_purchase_amount",
+    "order_count", "days_since_last_order", "item_purchase_count", "days_since_item_purchase",
+)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Which columns a model reads, in tensor order, and which dense ones get log1p."""
+
+    sparse: tuple[str, ...]
+    dense: tuple[str, ...]
+    multi_hot: tuple[str, ...]
+    log1p: tuple[str, ...]
+
+
+FEATURE_SETS: dict[str, FeatureSet] = {
+    "full": FeatureSet(C.SPARSE, C.DENSE, C.MULTI_HOT, tuple(c for c in C.DENSE if c in LOG1P_DENSE)),
+    # The seed's 9 + 5 features with the seed's plain min-max scaling (no log1p, no bags), so the
+    # baseline sees what the seed's model saw. The unknown bucket is kept: the seed crashed on
+    # categories unseen in training.
+    "seed": FeatureSet(C.SEED_SPARSE, C.SEED_DENSE, (), ()),
+}
+
+
+@dataclass
+class Batch:
+    """Model-ready tensors for N rows, built once and then only sliced.
+
+    sparse: int64 (N, n_sparse); dense: float32 (N, n_dense);
+    bags: name -> int64 (N, L) padded with 0; label: float32 (N,) or None.
+    """
+
+    sparse: torch.Tensor
+    dense: torch.Tensor
+    bags: dict[str, torch.Tensor] = field(default_factory=dict)
+    label: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.sparse.shape[0]
+
+    def take(self, index: torch.Tensor) -> Batch:
+        """Rows at `index` (a gather: one copy)."""
+        return Batch(
+            sparse=self.sparse[index],
+            dense=self.dense[index],
+            bags={name: bag[index] for name, bag in self.bags.items()},
+            label=None if self.label is None else self.label[index],
+        )
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows start:stop as views (no copy)."""
+        return Batch(
+            sparse=self.sparse[start:stop],
+            dense=self.dense[start:stop],
+            bags={name: bag[start:stop] for name, bag in self.bags.items()},
+            label=None if self.label is None else self.label[start:stop],
+        )
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device`."""
+        return Batch(
+            sparse=self.sparse.to(device),
+            dense=self.dense.to(device),
+            bags={name: bag.to(device) for name, bag in self.bags.items()},
+            label=None if self.label is None else self.label.to(device),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of tensors, the format of the files `train` reads."""
+        return {"sparse": self.sparse, "dense": self.dense, "bags": dict(self.bags), "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Batch:
+        return cls(sparse=d["sparse"], dense=d["dense"], bags=dict(d.get("bags") or {}), label=d.get("label"))
+
+    def save(self, path: str | Path) -> None:
+        """torch.save of `to_dict()`."""
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> Batch:
+        """Load a file written by `save`. mmap lets several training processes share the pages."""
+        return cls.from_dict(torch.load(path, mmap=mmap, weights_only=True))
+
+
+def _strings(series: pd.Series) -> np.ndarray:
+    """Values as an object array of str, missing values as None (so they never match a vocab)."""
+    s = series.astype("string")  # ints like children_count become "2"; NaN/None become <NA>
+    return s.to_numpy(dtype=object, na_value=None)
+
+
+def _encode(values: np.ndarray, vocab: pd.Index, offset: int, missing: int) -> np.ndarray:
+    """Hash lookup of each value in `vocab`: found -> position + offset, else `missing`."""
+    codes = vocab.get_indexer(values)  # -1 where not found (unseen or None)
+    return np.where(codes >= 0, codes + offset, missing).astype(np.int64)
+
+
+def _list_array(series: pd.Series) -> pa.ListArray:
+    """A column of lists / arrays of strings (None allowed) as one arrow list array."""
+    arr = pa.array(series, type=pa.list_(pa.string()), from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+class Preprocessor:
+    """Encoders and scalers fitted on training rows; see the module docstring.
+
+    feature_set: "full" (columns.SPARSE / DENSE / MULTI_HOT) or "seed" (the seed's 9 + 5).
+    max_bag_len: cap on L, the padded width of each bag tensor.
+    """
+
+    def __init__(self, feature_set: str = "full", max_bag_len: int = 64) -> None:
+        if feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown feature_set {feature_set!r}; choose from {sorted(FEATURE_SETS)}")
+        self.feature_set = feature_set
+        self.features = FEATURE_SETS[feature_set]
+        self.max_bag_len = max_bag_len
+        self.vocabs: dict[str, list[str]] = {}
+        self.bag_vocabs: dict[str, list[str]] = {}
+        self.bag_len: int = 1
+        self.scaler: MinMaxScaler | None = None
+
+    # ---- fitted facts the model config needs --------------------------------------------------
+    @property
+    def sparse(self) -> tuple[str, ...]:
+        return self.features.sparse
+
+    @property
+    def dense(self) -> tuple[str, ...]:
+        return self.features.dense
+
+    @property
+    def multi_hot(self) -> tuple[str, ...]:
+        return self.features.multi_hot
+
+    @property
+    def cardinalities(self) -> dict[str, int]:
+        """Embedding rows per sparse feature, unknown bucket included, in tensor order."""
+        return {name: len(self.vocabs[name]) + 1 for name in self.sparse}
+
+    @property
+    def bag_sizes(self) -> dict[str, int]:
+        """EmbeddingBag rows per multi-hot feature, padding and unknown included."""
+        return {name: len(self.bag_vocabs[name]) + 2 for name in self.multi_hot}
+
+    # ---- fit / transform ----------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame) -> Preprocessor:
+        """Learn vocabularies, bag width and scaling from training rows only."""
+        self._check_columns(df)
+        self.vocabs = {name: sorted(df[name].astype("string").dropna().unique()) for name in self.sparse}
+        longest = 1
+        for name in self.multi_hot:
+            arr = _list_array(df[name])
+            flat = pc.drop_null(arr.flatten())
+            self.bag_vocabs[name] = sorted(pc.unique(flat).to_pylist())
+            lengths = pc.fill_null(pc.list_value_length(arr), 0)
+            longest = max(longest, int(pc.max(lengths).as_py() or 0))
+        self.bag_len = max(1, min(longest, self.max_bag_len))
+        self.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(self._dense_raw(df))
+        return self
+
+    def transform(self, df: pd.DataFrame) -> Batch:
+        """Encode `df` with the fitted state; unseen categories -> 0, unknown bag items -> 1."""
+        if self.scaler is None:
+            raise RuntimeError("Preprocessor is not fitted")
+        self._check_columns(df)
+        n = len(df)
+        sparse = np.empty((n, len(self.sparse)), dtype=np.int64)  # (N, F)
+        for j, name in enumerate(self.sparse):
+            sparse[:, j] = _encode(_strings(df[name]), pd.Index(self.vocabs[name]), offset=1, missing=UNKNOWN)
+        dense = self.scaler.transform(self._dense_raw(df)).astype(np.float32)  # (N, n_dense)
+        bags = {name: torch.from_numpy(self._bag(df[name], name)) for name in self.multi_hot}
+        label = None
+        if C.LABEL in df.columns:
+            label = torch.from_numpy(df[C.LABEL].to_numpy(dtype=np.float32))  # (N,)
+        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(dense), bags=bags, label=label)
+
+    def fit_transform(self, df: pd.DataFrame) -> Batch:
+        return self.fit(df).transform(df)
+
+    def _check_columns(self, df: pd.DataFrame) -> None:
+        missing = [c for c in (*self.sparse, *self.dense, *self.multi_hot) if c not in df.columns]
+        if missing:
+            raise KeyError(f"frame lacks feature columns {missing}")
+
+    def _dense_raw(self, df: pd.DataFrame) -> np.ndarray:
+        """Dense columns as float64 (N, n_dense), NaN -> 0, log1p where heavy-tailed."""
+        x = df[list(self.dense)].to_numpy(dtype=np.float64, na_value=np.nan)
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        for j, name in enumerate(self.dense):
+            if name in self.features.log1p:
+                x[:, j] = np.log1p(np.clip(x[:, j], 0.0, None))  # counts/amounts are >= 0
+        return x
+
+    def _bag(self, series: pd.Series, name: str) -> np.ndarray:
+        """One multi-hot column as int64 (N, L): vocab index + 2, 1 if unknown, 0 padding.
+
+        Vectorised: flatten every list into one array, encode it once, and scatter each value
+        to (row, position-in-row); positions past L are dropped (the cap).
+        """
+        arr = _list_array(series)
+        n, width = len(arr), self.bag_len
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = arr.flatten()  # values of non-null lists only, in row order
+        # Arrow's hash lookup on the flat strings; null where unknown (or a null element).
+        found = pc.index_in(flat, value_set=pa.array(self.bag_vocabs[name], type=pa.string()))
+        codes = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = np.where(codes >= 0, codes + 2, UNKNOWN_ITEM)
+        rows = np.repeat(np.arange(n), lengths)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        pos = np.arange(len(codes)) - starts
+        keep = pos < width
+        out = np.full((n, width), PAD, dtype=np.int64)
+        out[rows[keep], pos[keep]] = codes[keep]
+        return out
+
+    # ---- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fitted state (saved next to the model weights)."""
+        if self.scaler is None:
+            raise RuntimeError("Preprocessor is not fitted")
+        return {
+            "feature_set": self.feature_set,
+            "features": dataclasses.asdict(self.features),
+            "max_bag_len": self.max_bag_len,
+            "bag_len": self.bag_len,
+            "vocabs": self.vocabs,
+            "bag_vocabs": self.bag_vocabs,
+            "dense_min": self.scaler.data_min_.tolist(),
+            "dense_max": self.scaler.data_max_.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        """Rebuild exactly the fitted preprocessor that `to_dict` described."""
+        prep = cls(d["feature_set"], max_bag_len=d["max_bag_len"])
+        # The saved column lists win over today's FEATURE_SETS: they are what the model was fed.
+        prep.features = FeatureSet(**{k: tuple(v) for k, v in d["features"].items()})
+        prep.bag_len = d["bag_len"]
+        prep.vocabs = {k: list(v) for k, v in d["vocabs"].items()}
+        prep.bag_vocabs = {k: list(v) for k, v in d["bag_vocabs"].items()}
+        # Fitting on the two rows [min, max] reproduces MinMaxScaler's min_ and scale_ exactly.
+        bounds = np.array([d["dense_min"], d["dense_max"]], dtype=np.float64)
+        prep.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(bounds)
+        return prep
+
+
+def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """A random frame with the column contract and a learnable label, for tests and benchmarks.
+
+    Not Tasty Bytes data (that comes from the warehouse generator): just the right columns,
+    dtypes, missing values and a planted signal (item x favourite brand, history, price).
+    """
+    rng = np.random.default_rng(seed)
+    n_items, n_brands = 60, 15
+    items = np.array([f"item_{i:02d}" for i in range(n_items)], dtype=object)
+    brands = np.array([f"brand_{b:02d}" for b in range(n_brands)], dtype=object)
+    item_idx = rng.integers(0, n_items, n)
+    brand_of_item = item_idx % n_brands
+    fav = rng.integers(0, n_brands, n)
+    hist_len = rng.integers(0, 12, n)
+    hist = rng.integers(0, n_items, (n, 12))
+    in_hist = (hist == item_idx[:, None]) & (np.arange(12)[None, :] < hist_len[:, None])
+    price = rng.uniform(2.0, 20.0, n)
+    logit = 2.0 * (brand_of_item == fav) + 1.5 * in_hist.any(axis=1) - 0.15 * price + 0.5
+    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+
+    def pick(values: list[str]) -> np.ndarray:
+        return np.array(values, dtype=object)[rng.integers(0, len(values), n)]
+
+    frame = {
+        C.ITEM: items[item_idx],
+        "menu_type": np.array([f"type_{b}" for b in range(n_brands)], dtype=object)[brand_of_item],
+        "truck_brand_name": brands[brand_of_item],
+        "item_category": pick(["Main", "Snack", "Dessert"]),
+        "item_subcategory": pick(["Hot Option", "Cold Option", "Warm Option"]),
+        "city": pick([f"city_{c}" for c in range(30)]),
+        "country": pick([f"country_{c}" for c in range(15)]),
+        "gender": pick(["Male", "Female", "Undisclosed"]),
+        "marital_status": pick(["Single", "Married", "Divorced", "Undisclosed"]),
+        "favourite_brand": brands[fav],
+        "children_count": pick(["0", "1", "2", "3", "4", "5+", "Undisclosed"]),
+        "sale_price_usd": price,
+        "age": rng.integers(18, 80, n).astype(np.float64),
+        "avg_yearly_purchase_amount": rng.lognormal(5.0, 1.0, n),
+        "avg_monthly_purchase_amount": rng.lognormal(3.0, 1.0, n),
+        "avg_weekly_purchase_amount": rng.lognormal(1.5, 1.0, n),
+        "order_count": rng.poisson(8, n).astype(np.float64),
+        "days_since_last_order": rng.exponential(30.0, n),
+        "item_purchase_count": in_hist.sum(axis=1).astype(np.float64),
+        "days_since_item_purchase": np.where(in_hist.any(axis=1), rng.exponential(60.0, n), 3650.0),
+        "brand_spend_share": rng.random(n),
+    }
+    df = pd.DataFrame(frame)
+    df.loc[rng.random(n) < 0.02, "age"] = np.nan  # the real data has missing ages
+    df["history_items"] = [items[h[:k]] for h, k in zip(hist, hist_len)]
+    df["history_brands"] = [np.unique(brands[h[:k] % n_brands]) for h, k in zip(hist, hist_len)]
+    df[C.LABEL] = label
+    return df

@@ -1,0 +1,426 @@
+"""The DDP training loop, launched by torchrun or called in-process.
+
+    python -m torch.distributed.run --standalone --nproc-per-node N -m tastyrec.train --config run.json
+
+where run.json holds the fields of `TrainConfig`. Called as `train(config)` without torchrun's
+environment it runs one process without DDP; the results are the same as torchrun with N = 1.
+
+Why the results do not depend on N: every epoch all ranks draw the same seeded permutation of
+the training rows (DistributedSampler with set_epoch does the same); rank r keeps every N-th row
+of it starting at r, and its step-k mini-batch is rows k*B/N:(k+1)*B/N of that shard. Together
+the ranks' step-k rows are exactly global batch k of a 1-process run. Each rank's loss is its
+*sum* of per-row losses times N / (rows in global batch k); DDP averages gradients over the N
+ranks, so the update is that of the global mean loss, even for a short last batch.
+
+Checkpoints are written by rank 0 after every epoch (tmp file + os.replace, so a kill never
+leaves a torn file). A run started again with the same checkpoint dir resumes after the last
+completed epoch and ends with the same weights as an uninterrupted run: the permutation depends
+only on (seed, epoch), and model, optimizer and early-stopping state are all restored. (On CUDA,
+embedding backward kernels use atomic adds, so there "the same" means equal up to rounding.)
+
+Outputs, in the checkpoint dir: `checkpoint.pt` (last epoch: model, optimizer, history, best
+state) and `model.pt` (best weights + model kind + config, read by `load_trained`); rank 0 also
+writes the result JSON (per-epoch curves, best epoch, samples/s, seconds) to `output_path`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from tastyrec.model import build_model
+from tastyrec.preprocess import Batch
+
+CHECKPOINT_FILE = "checkpoint.pt"  # the last completed epoch: everything needed to resume
+MODEL_FILE = "model.pt"  # the best weights with kind and config: what registry/evaluation load
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; JSON-able, so torchrun workers read it from a file.
+
+    train_path / val_path: files written by `Batch.save` (train rows must carry labels).
+    batch_size: the GLOBAL batch size, split evenly across ranks (must divide by world size).
+    patience: epochs without a better validation loss before stopping early.
+    num_threads: torch threads per process; default = CPU cores / local processes.
+    """
+
+    train_path: str
+    val_path: str
+    checkpoint_dir: str
+    model_kind: str = "dlrm"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 4096
+    lr: float = 1e-3
+    seed: int = 0
+    patience: int = 3
+    output_path: str | None = None
+    num_threads: int | None = None
+    eval_batch_size: int = 65536
+    progress: bool = True
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; `to_dict` is the result JSON rank 0 writes."""
+
+    history: list[dict[str, float]]  # per epoch: epoch, train_loss, val_loss, seconds, samples_per_s
+    best_epoch: int  # 1-based; 0 if no epoch ran
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    samples_per_s: float  # training rows per second of training-phase time, over all epochs run
+    seconds: float  # wall time of this call (a resumed call counts only its own epochs)
+    world_size: int
+    device: str
+    model_path: str
+    checkpoint_path: str
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # best weights
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("state_dict")
+        return d
+
+
+class DLRMTrain(nn.Module):
+    """The model plus its loss (kept out of the model): returns the SUM of per-row BCE losses
+    and the logits, so ranks holding different row counts can be weighted exactly."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(batch.sparse, batch.dense, batch.bags)  # (B,)
+        return self.loss_fn(logits, batch.label), logits.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# process group
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Dist:
+    rank: int
+    world_size: int
+    local_world_size: int
+    device: torch.device
+    owns_group: bool  # we initialised the process group, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _setup_distributed() -> _Dist:
+    """Join torchrun's process group (nccl + one GPU per process when CUDA is present, gloo on
+    CPU), reuse one the caller already made, or run a single process without DDP."""
+    use_cuda = torch.cuda.is_available()
+    owns = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        owns = True
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    else:
+        rank, world, local_world, local_rank = 0, 1, 1, 0
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    return _Dist(rank, world, local_world, device, owns)
+
+
+def _all_sum(values: list[float], d: _Dist) -> list[float]:
+    """Element-wise sum over ranks (float64, so loss sums of millions of rows stay exact)."""
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    if d.enabled:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# data order
+# ---------------------------------------------------------------------------------------------
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The same permutation of n rows on every rank, determined by (seed, epoch) alone."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
+    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randperm(n, generator=g)
+
+
+def global_batch_sizes(n: int, batch_size: int) -> list[int]:
+    """Rows in each global batch of an epoch; the last one may be short."""
+    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    mine = (config.model_kind, config.model_config, config.seed, config.batch_size, config.lr)
+    theirs = (ckpt["model_kind"], ckpt["model_config"], ckpt["seed"], ckpt["batch_size"], ckpt["lr"])
+    if mine != theirs:
+        raise ValueError(
+            f"{path} belongs to another run (kind, config, seed, batch size or lr differ); "
+            "use a fresh checkpoint dir"
+        )
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _loss_sum(model: nn.Module, data: Batch, batch_size: int) -> float:
+    """Sum of per-row BCE losses of `model` over `data`, in chunks."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=data.sparse.device)
+    for start in range(0, len(data), batch_size):
+        part = data.slice(start, start + batch_size)
+        assert part.label is not None
+        logits = model(part.sparse, part.dense, part.bags)
+        total += nn.functional.binary_cross_entropy_with_logits(logits, part.label, reduction="sum").double()
+    model.train(was_training)
+    return float(total)
+
+
+def _progress(enabled: bool) -> Progress:
+    """Rank 0's bar on stderr (stdout stays free for --json); drawn only on a terminal."""
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (enabled and console.is_terminal),
+    )
+
+
+@dataclass
+class _RunState:
+    """What survives a restart besides model and optimizer: progress and early stopping."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    def end_epoch(self, entry: dict[str, float], model: nn.Module, patience: int) -> None:
+        """Record a finished epoch; keep the weights if validation improved, else count down."""
+        self.history.append(entry)
+        self.epoch += 1
+        if entry["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = entry["val_loss"], self.epoch, 0
+            self.best_state = _clone_state(model)
+        else:
+            self.bad_epochs += 1
+            self.stopped = self.bad_epochs >= patience
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _train_epoch(
+    wrapped: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shard: Batch,
+    sizes: list[int],
+    local_batch: int,
+    world_size: int,
+    on_step: Callable[[int, torch.Tensor, int], None] | None,
+) -> torch.Tensor:
+    """One pass over this rank's shard in steps of `local_batch` rows (global batch k has
+    sizes[k] rows); returns the sum of this rank's per-row losses (float64, ())."""
+    wrapped.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=shard.sparse.device)
+    for k, n_k in enumerate(sizes):
+        part = shard.slice(k * local_batch, (k + 1) * local_batch)  # views, no copy
+        loss, _ = wrapped(part)
+        # sum * N / n_k on each rank, averaged over the N ranks by DDP = mean over global batch k
+        (loss * (world_size / n_k)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss.detach()
+        loss_sum += loss.double()
+        if on_step is not None:
+            on_step(k, loss, len(part))
+    return loss_sum
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train `config.model_kind` with DDP across the ranks torchrun started (or one process);
+    see the module docstring for the data order, loss weighting and resume guarantees."""
+    started = time.perf_counter()
+    d = _setup_distributed()
+    try:
+        return _train(config, d, started)
+    finally:
+        if d.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, d: _Dist, started: float) -> TrainResult:
+    if config.batch_size % d.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must divide by world size {d.world_size}")
+    # Processes on one machine share its cores; more threads than cores only adds contention.
+    torch.set_num_threads(config.num_threads or max(1, (os.cpu_count() or 1) // d.local_world_size))
+
+    # Every rank maps the files (mmap shares pages between processes) and keeps only its shard.
+    train_data, val_all = Batch.load(config.train_path), Batch.load(config.val_path)
+    if train_data.label is None or val_all.label is None:
+        raise ValueError("training and validation files need labels")
+    n_train, n_val = len(train_data), len(val_all)
+    val_data = val_all.take(torch.arange(d.rank, n_val, d.world_size)).to(d.device)
+    sizes = global_batch_sizes(n_train, config.batch_size)
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
+    model = build_model(config.model_kind, config.model_config).to(d.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    ckpt_dir = Path(config.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, model_path = ckpt_dir / CHECKPOINT_FILE, ckpt_dir / MODEL_FILE
+    state = _RunState(best_state=_clone_state(model))
+    if (ckpt := _load_checkpoint(ckpt_path, config)) is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = _RunState(**{f.name: ckpt[f.name] for f in dataclasses.fields(_RunState)})
+
+    wrapped: nn.Module = DLRMTrain(model)
+    if d.enabled:
+        wrapped = DDP(wrapped, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    show = config.progress and d.rank == 0
+    train_seconds, rows_trained = 0.0, 0
+    with _progress(show) as bar:
+        task = bar.add_task("train", total=len(sizes), epoch=0, loss=float("nan"))
+
+        def on_step(k: int, loss: torch.Tensor, rows: int) -> None:
+            if k % 20 == 0 or k == len(sizes) - 1:  # .item() syncs a GPU: not every step
+                bar.update(task, completed=k + 1, loss=loss.item() / max(1, rows))
+
+        while state.epoch < config.epochs and not state.stopped:
+            bar.reset(task, total=len(sizes), epoch=state.epoch + 1, loss=float("nan"))
+            t0 = time.perf_counter()
+            perm = epoch_permutation(n_train, config.seed, state.epoch)
+            shard = train_data.take(perm[d.rank :: d.world_size]).to(d.device)  # one gather per epoch
+            loss_sum = _train_epoch(
+                wrapped, optimizer, shard, sizes, config.batch_size // d.world_size, d.world_size,
+                on_step if show else None,
+            )
+            t_train = time.perf_counter() - t0
+            train_total, val_total = _all_sum(
+                [float(loss_sum), _loss_sum(model, val_data, config.eval_batch_size)], d
+            )
+            train_seconds, rows_trained = train_seconds + t_train, rows_trained + n_train
+            entry = {
+                "epoch": state.epoch + 1, "train_loss": train_total / n_train, "val_loss": val_total / n_val,
+                "seconds": time.perf_counter() - t0, "samples_per_s": n_train / t_train,
+            }
+            state.end_epoch(entry, model, config.patience)
+            if d.rank == 0:
+                _atomic_save({
+                    **state.to_dict(), "model": _clone_state(model), "optimizer": optimizer.state_dict(),
+                    "model_kind": config.model_kind, "model_config": config.model_config,
+                    "seed": config.seed, "batch_size": config.batch_size, "lr": config.lr,
+                }, ckpt_path)
+            if show:
+                bar.console.log(
+                    f"epoch {entry['epoch']:.0f}: train {entry['train_loss']:.4f}  "
+                    f"val {entry['val_loss']:.4f}  {entry['samples_per_s']:,.0f} samples/s"
+                )
+            if d.enabled:
+                dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
+
+    model.load_state_dict(state.best_state)
+    if d.rank == 0:
+        _atomic_save({"model_kind": config.model_kind, "model_config": config.model_config,
+                      "state_dict": state.best_state}, model_path)
+    result = TrainResult(
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val_loss,
+        epochs_run=state.epoch,
+        stopped_early=state.stopped,
+        samples_per_s=rows_trained / train_seconds if train_seconds else 0.0,
+        seconds=time.perf_counter() - started,
+        world_size=d.world_size,
+        device=str(d.device),
+        model_path=str(model_path),
+        checkpoint_path=str(ckpt_path),
+        state_dict=state.best_state,
+    )
+    if d.rank == 0 and config.output_path:
+        _write_json(result.to_dict(), Path(config.output_path))
+    return result
+
+
+def _write_json(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def load_trained(model_path: str | Path) -> nn.Module:
+    """The best model a run saved (`model.pt`), rebuilt from its kind and config, in eval mode."""
+    saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    model = build_model(saved["model_kind"], saved["model_config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for torchrun: `-m tastyrec.train --config run.json`."""
+    parser = argparse.ArgumentParser(prog="tastyrec.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON file with the fields of TrainConfig")
+    args = parser.parse_args(argv)
+    train(TrainConfig.from_json(args.config))
+
+
+if __name__ == "__main__":
+    main()
