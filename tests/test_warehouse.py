@@ -17,25 +17,26 @@ from tastyrec.warehouse.load import (RAW_TABLES, CsvError, WarehouseError, conne
 
 from conftest import SEED, SMALL_CUSTOMERS
 
-# The seed's setup.sql, column for column (Snowflake types mapped to DuckDB's).
+# The seed's scripts/setup.sql, column for column and in its order (Snowflake types mapped to DuckDB's).
 SEED_COLUMNS = {
     "raw_pos.country": "country_id BIGINT, country VARCHAR, iso_currency VARCHAR, iso_country VARCHAR, "
-                       "city_id BIGINT, city VARCHAR, city_population VARCHAR",
+                       "city_id BIGINT, city VARCHAR, city_population BIGINT",
     "raw_pos.franchise": "franchise_id BIGINT, first_name VARCHAR, last_name VARCHAR, city VARCHAR, "
                          "country VARCHAR, e_mail VARCHAR, phone_number VARCHAR",
     "raw_pos.location": "location_id BIGINT, placekey VARCHAR, location VARCHAR, city VARCHAR, region VARCHAR, "
                         "iso_country_code VARCHAR, country VARCHAR",
-    "raw_pos.menu": "menu_id BIGINT, menu_type_id BIGINT, menu_type VARCHAR, truck_brand_name VARCHAR, "
-                    "menu_item_id BIGINT, menu_item_name VARCHAR, item_category VARCHAR, item_subcategory VARCHAR, "
-                    "cost_of_goods_usd DECIMAL(38,4), sale_price_usd DECIMAL(38,4), menu_item_health_metrics_obj JSON",
+    "raw_pos.menu": "menu_id BIGINT, menu_type_id BIGINT, menu_type VARCHAR, menu_item_id BIGINT, "
+                    "menu_item_name VARCHAR, item_category VARCHAR, item_subcategory VARCHAR, "
+                    "cost_of_goods_usd DECIMAL(38,4), sale_price_usd DECIMAL(38,4), menu_item_health_metrics_obj JSON, "
+                    "truck_brand_name VARCHAR",
     "raw_pos.truck": "truck_id BIGINT, menu_type_id BIGINT, primary_city VARCHAR, region VARCHAR, iso_region VARCHAR, "
                      "country VARCHAR, iso_country_code VARCHAR, franchise_flag BIGINT, year BIGINT, make VARCHAR, "
                      "model VARCHAR, ev_flag BIGINT, franchise_id BIGINT, truck_opening_date DATE",
     "raw_pos.order_header": "order_id BIGINT, truck_id BIGINT, location_id DOUBLE, customer_id BIGINT, "
                             "discount_id VARCHAR, shift_id BIGINT, shift_start_time TIME, shift_end_time TIME, "
-                            "order_channel VARCHAR, order_ts TIMESTAMP, served_ts VARCHAR, order_currency VARCHAR, "
+                            "order_channel VARCHAR, served_ts VARCHAR, order_currency VARCHAR, "
                             "order_amount DECIMAL(38,4), order_tax_amount VARCHAR, order_discount_amount VARCHAR, "
-                            "order_total DECIMAL(38,4)",
+                            "order_total DECIMAL(38,4), order_ts TIMESTAMP",
     "raw_pos.order_detail": "order_detail_id BIGINT, order_id BIGINT, menu_item_id BIGINT, discount_id VARCHAR, "
                             "line_number BIGINT, quantity DECIMAL(5,0), unit_price DECIMAL(38,4), "
                             "price DECIMAL(38,4), order_item_discount_amount VARCHAR",
@@ -82,7 +83,7 @@ def test_views_and_ml_tables_have_the_seed_shape(small_ws):
     assert columns(con, "analytics.loyalty_purchased_items") == [
         ("customer_id", "BIGINT"), ("menu_item_name", "VARCHAR"), ("purchased", "INTEGER")]
     assert [c for c, _ in columns(con, "ml.customer_features")] == [
-        "customer_id", "city", "country", "gender", "marital_status", "age"]
+        "customer_id", "city", "country", "gender", "marital_status", "birthday_date", "age"]
     assert [c for c, _ in columns(con, "ml.menu_item_features")] == [
         "menu_type", "truck_brand_name", "menu_item_name", "item_category", "item_subcategory", "sale_price_usd"]
     # every order line reaches the views (no line lost in the joins)

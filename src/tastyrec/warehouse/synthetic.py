@@ -82,7 +82,7 @@ def build_dimensions(seed: int) -> Dimensions:
     for k, (country, iso, currency, language, cities) in enumerate(COUNTRIES, start=1):
         for city, _region, population in cities:
             city_id = len(city_names) + 1
-            country_rows.append((k, country, currency, iso, city_id, city, str(population)))
+            country_rows.append((k, country, currency, iso, city_id, city, population))
             city_names.append(city)
             city_country.append(country)
             city_lang.append(language)
@@ -102,8 +102,8 @@ def build_dimensions(seed: int) -> Dimensions:
             cost = round(item.price * rng.uniform(0.3, 0.55), 2)
             health = ('{"menu_item_health_metrics": [{"is_dairy_free_flag": "%s", "is_nut_free_flag": "Y"}]}'
                       % ("N" if item.category == "Dessert" else "Y"))
-            menu_rows.append((next_id, b + 1, menu_type, brand, next_id, item.name, item.category,
-                              item.subcategory, cost, item.price, health))
+            menu_rows.append((next_id, b + 1, menu_type, next_id, item.name, item.category,
+                              item.subcategory, cost, item.price, health, brand))
             if item.category == "Beverage":
                 bev_ids[b, k - len(items)] = next_id
             else:
@@ -114,9 +114,9 @@ def build_dimensions(seed: int) -> Dimensions:
                 item_pop.append(rng.normal(0.0, 0.5) + category_effect[item.category])
             next_id += 1
     menu = pd.DataFrame(menu_rows, columns=[
-        "menu_id", "menu_type_id", "menu_type", "truck_brand_name", "menu_item_id", "menu_item_name",
-        "item_category", "item_subcategory", "cost_of_goods_usd", "sale_price_usd",
-        "menu_item_health_metrics_obj"])
+        "menu_id", "menu_type_id", "menu_type", "menu_item_id", "menu_item_name", "item_category",
+        "item_subcategory", "cost_of_goods_usd", "sale_price_usd", "menu_item_health_metrics_obj",
+        "truck_brand_name"])
     assert len(set(item_names)) == len(item_names), "non-beverage item names must be unique"
 
     # Each city is served by 9 to 13 of the 15 brands, one or two trucks each.
@@ -352,8 +352,8 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
 
 
 HEADER_COLUMNS = ("order_id", "truck_id", "location_id", "customer_id", "discount_id", "shift_id",
-                  "shift_start_time", "shift_end_time", "order_channel", "order_ts", "served_ts",
-                  "order_currency", "order_amount", "order_tax_amount", "order_discount_amount", "order_total")
+                  "shift_start_time", "shift_end_time", "order_channel", "served_ts", "order_currency",
+                  "order_amount", "order_tax_amount", "order_discount_amount", "order_total", "order_ts")
 DETAIL_COLUMNS = ("order_detail_id", "order_id", "menu_item_id", "discount_id", "line_number", "quantity",
                   "unit_price", "price", "order_item_discount_amount")
 

@@ -1,4 +1,4 @@
--- Raw zone tables, column for column as in the seed's setup.sql.
+-- Raw zone tables, column for column (names, order, types) as in the seed's scripts/setup.sql.
 -- Snowflake types map to DuckDB: NUMBER(p,0) -> BIGINT, NUMBER(38,4) -> DECIMAL(38,4),
 -- VARCHAR(16777216) -> VARCHAR, TIMESTAMP_NTZ(9) -> TIMESTAMP, TIME(9) -> TIME, VARIANT -> JSON.
 
@@ -9,7 +9,7 @@ CREATE TABLE raw_pos.country (
     iso_country VARCHAR(2),
     city_id BIGINT,
     city VARCHAR,
-    city_population VARCHAR
+    city_population BIGINT
 );
 
 CREATE TABLE raw_pos.franchise (
@@ -36,14 +36,14 @@ CREATE TABLE raw_pos.menu (
     menu_id BIGINT,
     menu_type_id BIGINT,
     menu_type VARCHAR,
-    truck_brand_name VARCHAR,
     menu_item_id BIGINT,
     menu_item_name VARCHAR,
     item_category VARCHAR,
     item_subcategory VARCHAR,
     cost_of_goods_usd DECIMAL(38, 4),
     sale_price_usd DECIMAL(38, 4),
-    menu_item_health_metrics_obj JSON
+    menu_item_health_metrics_obj JSON,
+    truck_brand_name VARCHAR
 );
 
 CREATE TABLE raw_pos.truck (
@@ -73,13 +73,13 @@ CREATE TABLE raw_pos.order_header (
     shift_start_time TIME,
     shift_end_time TIME,
     order_channel VARCHAR,
-    order_ts TIMESTAMP,
     served_ts VARCHAR,
     order_currency VARCHAR(3),
     order_amount DECIMAL(38, 4),
     order_tax_amount VARCHAR,
     order_discount_amount VARCHAR,
-    order_total DECIMAL(38, 4)
+    order_total DECIMAL(38, 4),
+    order_ts TIMESTAMP
 );
 
 CREATE TABLE raw_pos.order_detail (

@@ -46,7 +46,9 @@ CREATE OR REPLACE VIEW analytics.orders_v AS
 SELECT DATE(o.order_ts) AS date, * FROM harmonized.orders_v o;
 
 -- Every loyalty customer x every non-beverage menu item, purchased 1 if the customer ever bought it.
--- Reads the base tables (not orders_v) so it needs no join through trucks/franchises/locations.
+-- The seed's version joined DISTINCT (customer, item, truck) rows, so an item bought from two
+-- trucks gave the pair twice; here each pair appears exactly once. It reads the base tables
+-- (not orders_v), so it needs no join through trucks, franchises and locations.
 CREATE OR REPLACE VIEW analytics.loyalty_purchased_items AS
 WITH items AS (
     SELECT DISTINCT menu_item_name FROM raw_pos.menu WHERE item_category <> 'Beverage'

@@ -2,7 +2,7 @@
 -- CURRENT_DATE, which makes the table change from one day to the next).
 
 CREATE OR REPLACE TABLE ml.customer_features AS
-SELECT customer_id, city, country, gender, marital_status,
+SELECT customer_id, city, country, gender, marital_status, birthday_date,
        date_diff('year', birthday_date,
                  (SELECT COALESCE(MAX(order_ts)::DATE, CURRENT_DATE) FROM raw_pos.order_header)) AS age
 FROM raw_customer.customer_loyalty;
