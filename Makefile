@@ -6,6 +6,7 @@ export TASTYREC_HOME ?= $(CURDIR)/.tastyrec
 # Nothing may reach the network: Feast usage reporting and MLflow telemetry stay off.
 export FEAST_USAGE := False
 export MLFLOW_ENABLE_TELEMETRY := false
+export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .PHONY: install run test clean
@@ -19,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/tastyrec setup --force
+	$(BIN)/tastyrec pipeline
 
 test: install
 	$(BIN)/python -m pytest

@@ -8,6 +8,7 @@ import pytest
 
 os.environ["FEAST_USAGE"] = "False"
 os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 from tastyrec.config import Workspace  # noqa: E402
 from tastyrec.warehouse.load import setup_synthetic  # noqa: E402

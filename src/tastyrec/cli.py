@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from tastyrec.config import Workspace
 # Never let Feast or MLflow reach for the network, whatever the caller's environment says.
 os.environ["FEAST_USAGE"] = "False"
 os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
 app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loyalty customers.",
@@ -27,7 +29,7 @@ app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loya
 registry_app = typer.Typer(help="List model versions and move the champion alias.")
 app.add_typer(registry_app, name="registry")
 err = Console(stderr=True)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=160)  # tables stay readable in logs
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -129,16 +131,83 @@ def features(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print("snapshots: " + ", ".join(result.snapshots))
 
 
-@app.command()
-def train(as_json: JsonOpt = False) -> None:
-    """Train the DLRM with torchrun DDP, evaluate and register it."""
-    not_built("train")
+METRICS = ("auc", "precision", "recall", "recall@3", "ndcg@3", "recall@10", "ndcg@10",
+           "new_recall@10", "new_ndcg@10")
+
+
+def print_evaluation(evaluation: dict) -> None:
+    """The model, each baseline and the oracle side by side on the test window."""
+    table = Table(title=f"test window: {evaluation['customers']:,} customers, {evaluation['rows']:,} rows")
+    table.add_column("method")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    rows = [("tastyrec dlrm", evaluation["model"])] + list(evaluation["baselines"].items())
+    if evaluation["oracle"]:
+        rows.append(("oracle (truth)", evaluation["oracle"]))
+    for name, metrics in rows:
+        table.add_row(name, *("-" if metrics.get(m) is None else f"{metrics[m]:.3f}" for m in METRICS))
+    out.print(table)
+    if evaluation["fraction_of_oracle_ndcg10"] is not None:
+        out.print(f"NDCG@10 = {evaluation['fraction_of_oracle_ndcg10']:.3f} x the oracle's")
+    out.print(f"NDCG@10 = {evaluation['lift_over_best_baseline_ndcg10']:.3f} x the best baseline's "
+              f"({evaluation['best_baseline']})")
+
+
+def train_options(epochs: int, nproc: int, batch_size: int, lr: float, max_samples: Optional[int],
+                  split: str, model: str, resume: bool, quiet: bool):
+    from tastyrec.experiment import TrainOptions
+
+    return TrainOptions(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
+                        split=split, model=model, resume=resume, progress=not quiet)
+
+
+EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation loss).")]
+NprocOpt = Annotated[int, typer.Option(help="torchrun processes (DDP; gloo on CPU, nccl on GPUs).")]
 
 
 @app.command()
-def evaluate(as_json: JsonOpt = False) -> None:
-    """Evaluate a registered model against baselines and the oracle on the test window."""
-    not_built("evaluate")
+def train(ctx: typer.Context,
+          epochs: EpochsOpt = 6, nproc: NprocOpt = 1,
+          batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 4096,
+          lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
+          max_samples: Annotated[Optional[int], typer.Option(help="Cap on training rows.")] = None,
+          split: Annotated[str, typer.Option(help="time (default) or random (the seed's).")] = "time",
+          model: Annotated[str, typer.Option(help="dlrm or seed-dlrm.")] = "dlrm",
+          resume: Annotated[bool, typer.Option(help="Continue the last unfinished run.")] = False,
+          seed_samples: Annotated[int, typer.Option(
+              help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 20_000,
+          as_json: JsonOpt = False) -> None:
+    """Train with torchrun DDP, evaluate against baselines and the oracle, register in MLflow."""
+    from tastyrec.experiment import TrainError, train_evaluate_register
+
+    opts = train_options(epochs, nproc, batch_size, lr, max_samples, split, model, resume, as_json)
+    try:
+        job = train_evaluate_register(ctx.obj, opts, seed_samples=seed_samples)
+    except (TrainError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(asdict(job), default=str))
+        return
+    print_evaluation(job.evaluation)
+    out.print(job.registry["decision"])
+
+
+@app.command()
+def evaluate(ctx: typer.Context,
+             version: Annotated[Optional[str], typer.Option(help="Model version (default: champion).")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Evaluate a registered model against the baselines and the oracle on the test window."""
+    from tastyrec.evaluate import evaluate_registered
+    from tastyrec.registry import RegistryError
+
+    try:
+        evaluation = evaluate_registered(ctx.obj, version or "champion")
+    except RegistryError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(evaluation))
+    else:
+        print_evaluation(evaluation)
 
 
 @app.command()
@@ -148,9 +217,32 @@ def recommend(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def pipeline(as_json: JsonOpt = False) -> None:
+def pipeline(ctx: typer.Context,
+             customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
+             seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
+             epochs: EpochsOpt = 6, nproc: NprocOpt = 1,
+             as_json: JsonOpt = False) -> None:
     """setup -> features -> train -> evaluate -> register, in one command."""
-    not_built("pipeline")
+    from tastyrec.experiment import TrainError, TrainOptions, train_evaluate_register
+    from tastyrec.features.build import build_features
+    from tastyrec.warehouse.load import WarehouseError, setup_synthetic
+
+    ws: Workspace = ctx.obj
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            setup_result = setup_synthetic(ws, customers=customers, seed=seed, force=True, progress=progress)
+            features_result = build_features(ws, progress=progress)
+        job = train_evaluate_register(ws, TrainOptions(epochs=epochs, nproc=nproc, progress=not as_json))
+    except (WarehouseError, TrainError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps({"setup": asdict(setup_result), "features": asdict(features_result), **asdict(job)},
+                         default=str))
+        return
+    print_evaluation(job.evaluation)
+    out.print(job.registry["decision"])
+    out.print(f"setup {setup_result.seconds} s, features {features_result.seconds} s, "
+              f"train + evaluate + register {job.seconds} s")
 
 
 @app.command()
@@ -166,9 +258,45 @@ def streamlit_app() -> None:
 
 
 @registry_app.command("list")
-def registry_list() -> None:
-    """List registered versions, their metrics and aliases."""
-    not_built("registry list")
+def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List registered versions, their test metrics and aliases."""
+    from tastyrec.registry import list_versions
+
+    versions = list_versions(ctx.obj)
+    if as_json:
+        print(json.dumps(versions, default=str))
+        return
+    table = Table(title="tastyrec-dlrm")
+    for column in ("version", "aliases", "ndcg@10", "recall@10", "auc", "created"):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(str(v["version"]), ", ".join(v.get("aliases", [])), str(v.get("ndcg@10", "")),
+                      str(v.get("recall@10", "")), str(v.get("auc", "")), str(v.get("created", "")))
+    out.print(table)
+
+
+@registry_app.command("promote")
+def registry_promote(ctx: typer.Context, version: Annotated[int, typer.Argument()]) -> None:
+    """Move the champion alias to VERSION by hand."""
+    from tastyrec.registry import RegistryError, promote
+
+    try:
+        promote(ctx.obj, version)
+    except RegistryError as e:
+        fail(str(e))
+    out.print(f"champion -> version {version}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(ctx: typer.Context) -> None:
+    """Move the champion alias back to the version that held it before."""
+    from tastyrec.registry import RegistryError, rollback
+
+    try:
+        version = rollback(ctx.obj)
+    except RegistryError as e:
+        fail(str(e))
+    out.print(f"champion -> version {version}")
 
 
 if __name__ == "__main__":
