@@ -221,6 +221,8 @@ def pipeline(ctx: typer.Context,
              customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
              seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
              epochs: EpochsOpt = 6, nproc: NprocOpt = 1,
+             seed_samples: Annotated[int, typer.Option(
+                 help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 20_000,
              as_json: JsonOpt = False) -> None:
     """setup -> features -> train -> evaluate -> register, in one command."""
     from tastyrec.experiment import TrainError, TrainOptions, train_evaluate_register
@@ -232,7 +234,8 @@ def pipeline(ctx: typer.Context,
         with progress_bar(enabled=not as_json) as progress:
             setup_result = setup_synthetic(ws, customers=customers, seed=seed, force=True, progress=progress)
             features_result = build_features(ws, progress=progress)
-        job = train_evaluate_register(ws, TrainOptions(epochs=epochs, nproc=nproc, progress=not as_json))
+        job = train_evaluate_register(ws, TrainOptions(epochs=epochs, nproc=nproc, progress=not as_json),
+                                      seed_samples=seed_samples)
     except (WarehouseError, TrainError) as e:
         fail(str(e))
     if as_json:

@@ -119,7 +119,8 @@ def _torchrun(config_path: Path, nproc: int) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "tastyrec.train", "--config", str(config_path)]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
-    done = subprocess.run(cmd, env=env, stdout=sys.stderr)  # workers' output is progress, not --json
+    # workers print progress: send it to the real stderr, stdout is for --json
+    done = subprocess.run(cmd, env=env, stdout=sys.__stderr__)
     if done.returncode != 0:
         raise TrainError(f"torchrun exited with status {done.returncode}; start again with --resume "
                          "to continue from the last checkpoint")
