@@ -26,11 +26,11 @@ def prep(train_df: pd.DataFrame) -> Preprocessor:
 def test_batch_shapes_and_ranges(prep: Preprocessor, train_df: pd.DataFrame) -> None:
     batch = prep.transform(train_df)
     n = len(train_df)
-    assert batch.sparse.shape == (n, len(C.SPARSE)) and batch.sparse.dtype == torch.int64
+    assert batch.sparse.shape == (n, len(C.SPARSE)) and batch.sparse.dtype == torch.int32
     assert batch.dense.shape == (n, len(C.DENSE)) and batch.dense.dtype == torch.float32
     assert set(batch.bags) == set(C.MULTI_HOT)
     for name, bag in batch.bags.items():
-        assert bag.dtype == torch.int64 and bag.shape == (n, prep.bag_len)
+        assert bag.dtype == torch.int32 and bag.shape == (n, prep.bag_lens[name])
         assert 0 <= int(bag.min()) and int(bag.max()) < prep.bag_sizes[name]
     assert batch.label is not None and batch.label.dtype == torch.float32 and batch.label.shape == (n,)
     cards = torch.tensor(list(prep.cardinalities.values()))
@@ -44,8 +44,9 @@ def test_bag_encoding_keeps_order_and_pads(prep: Preprocessor, train_df: pd.Data
     batch = prep.transform(train_df.head(20))
     vocab = prep.bag_vocabs["history_items"]
     for row, items in zip(batch.bags["history_items"].tolist(), train_df["history_items"].head(20)):
-        expected = [vocab.index(item) + 2 for item in items][: prep.bag_len]
-        assert row == expected + [0] * (prep.bag_len - len(expected))
+        width = prep.bag_lens["history_items"]
+        expected = [vocab.index(item) + 2 for item in items][:width]
+        assert row == expected + [0] * (width - len(expected))
 
 
 def test_unseen_missing_and_unknown_values(prep: Preprocessor, train_df: pd.DataFrame) -> None:
@@ -83,7 +84,7 @@ def test_vocab_comes_from_training_rows_only(train_df: pd.DataFrame) -> None:
 def test_bag_length_is_capped(train_df: pd.DataFrame) -> None:
     prep = Preprocessor(max_bag_len=3).fit(train_df)
     batch = prep.transform(train_df)
-    assert prep.bag_len == 3 and batch.bags["history_items"].shape[1] == 3
+    assert prep.bag_lens["history_items"] == 3 and batch.bags["history_items"].shape[1] == 3
 
 
 def test_json_round_trip_gives_identical_tensors(prep: Preprocessor) -> None:

@@ -137,7 +137,9 @@ METRICS = ("auc", "precision", "recall", "recall@3", "ndcg@3", "recall@10", "ndc
 
 def print_evaluation(evaluation: dict) -> None:
     """The model, each baseline and the oracle side by side on the test window."""
-    table = Table(title=f"test window: {evaluation['customers']:,} customers, {evaluation['rows']:,} rows")
+    total = evaluation.get("test_customers_total", evaluation["customers"])
+    table = Table(title=f"test window: {evaluation['customers']:,} of {total:,} test customers "
+                        f"(seeded sample), {evaluation['rows']:,} rows")
     table.add_column("method")
     for m in METRICS:
         table.add_column(m, justify="right")
@@ -167,7 +169,7 @@ NprocOpt = Annotated[int, typer.Option(help="torchrun processes (DDP; gloo on CP
 
 @app.command()
 def train(ctx: typer.Context,
-          epochs: EpochsOpt = 6, nproc: NprocOpt = 1,
+          epochs: EpochsOpt = 4, nproc: NprocOpt = 1,
           batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 4096,
           lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
           max_samples: Annotated[Optional[int], typer.Option(help="Cap on training rows.")] = None,
@@ -175,7 +177,7 @@ def train(ctx: typer.Context,
           model: Annotated[str, typer.Option(help="dlrm or seed-dlrm.")] = "dlrm",
           resume: Annotated[bool, typer.Option(help="Continue the last unfinished run.")] = False,
           seed_samples: Annotated[int, typer.Option(
-              help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 20_000,
+              help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 10_000,
           as_json: JsonOpt = False) -> None:
     """Train with torchrun DDP, evaluate against baselines and the oracle, register in MLflow."""
     from tastyrec.experiment import TrainError, train_evaluate_register
@@ -220,9 +222,9 @@ def recommend(as_json: JsonOpt = False) -> None:
 def pipeline(ctx: typer.Context,
              customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
              seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
-             epochs: EpochsOpt = 6, nproc: NprocOpt = 1,
+             epochs: EpochsOpt = 4, nproc: NprocOpt = 1,
              seed_samples: Annotated[int, typer.Option(
-                 help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 20_000,
+                 help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 10_000,
              as_json: JsonOpt = False) -> None:
     """setup -> features -> train -> evaluate -> register, in one command."""
     from tastyrec.experiment import TrainError, TrainOptions, train_evaluate_register

@@ -30,7 +30,7 @@ FEATURE_SET = {"dlrm": "full", "seed-dlrm": "seed"}
 class TrainOptions:
     """What `tastyrec train` takes (see its --help)."""
 
-    epochs: int = 6
+    epochs: int = 4
     nproc: int = 1
     batch_size: int = 4096
     lr: float = 2e-3
@@ -86,8 +86,11 @@ def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | N
                                                       train_windows=opts.train_windows)
     run_dir = _run_dir(ws, opts)
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_rows = _sample(pd.read_parquet(training_set.paths["train"]), opts.max_samples, opts.seed)
-    val_rows = _sample(pd.read_parquet(training_set.paths["val"]), opts.max_samples, opts.seed)
+    # Arrow-backed columns: the history bags stay Arrow lists instead of millions of Python lists
+    train_rows = _sample(pd.read_parquet(training_set.paths["train"], dtype_backend="pyarrow"),
+                         opts.max_samples, opts.seed)
+    val_rows = _sample(pd.read_parquet(training_set.paths["val"], dtype_backend="pyarrow"),
+                       opts.max_samples, opts.seed)
     preprocessor = Preprocessor(FEATURE_SET[opts.model]).fit(train_rows)  # training rows only
     preprocessor.transform(train_rows).save(run_dir / "train.pt")
     preprocessor.transform(val_rows).save(run_dir / "val.pt")
@@ -137,7 +140,7 @@ class JobResult:
     seconds: float
 
 
-def train_evaluate_register(ws: Workspace, opts: TrainOptions, seed_samples: int = 20_000,
+def train_evaluate_register(ws: Workspace, opts: TrainOptions, seed_samples: int = 10_000,
                             seed_epochs: int = 2) -> JobResult:
     """Train the model (and the seed's DLRM on a capped sample, as a baseline), evaluate both
     against the baselines and the oracle on the test window, log to MLflow and register."""
