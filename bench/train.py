@@ -1,6 +1,6 @@
 """Training throughput: the tastyrec loop + DLRM against the seed's loop + model, on the same data.
 
-Usage: .venv/bin/python bench/train.py [--customers N] [--big]
+Usage: .venv/bin/python bench/train.py [--customers N] [--big [--big-home DIR] [--skip-small]]
 
 1. `tastyrec pipeline --customers N` in a fresh home, timed, with its peak memory.
 2. On that pipeline's training set: samples/s of
@@ -87,15 +87,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--big", action="store_true", help="also the epoch time at N = 222,000")
+    parser.add_argument("--big-home", help="with --big: a home that already has N = 222,000 setup + features")
+    parser.add_argument("--skip-small", action="store_true", help="only the --big part")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    if not args.skip_small:
+        small(args.customers)
+    if args.big:
+        big(args.big_home)
+
+
+def small(customers: int) -> None:
+    """Pipeline wall time, and both loops on its training set."""
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         seconds, peak, out = run_measured([TASTYREC, "--home", str(home), "pipeline",
-                                           "--customers", str(args.customers), "--json"])
+                                           "--customers", str(customers), "--json"])
         job = json.loads(out.strip().splitlines()[-1])
         ndcg = job["evaluation"]["model"]["ndcg@10"]
-        print(f"pipeline N={args.customers:,}: {seconds:.1f} s wall, peak RSS {peak:.2f} GiB, "
+        print(f"pipeline N={customers:,}: {seconds:.1f} s wall, peak RSS {peak:.2f} GiB, "
               f"test NDCG@10 {ndcg:.3f}")
         train_frame = pd.read_parquet(home / "datasets" / "time" / "train.parquet", dtype_backend="pyarrow")
         torch.set_num_threads(2)
@@ -104,19 +114,23 @@ def main() -> None:
         print(f"training throughput: tastyrec loop + DLRM {ours:,.0f} samples/s "
               f"(epoch of {len(train_frame):,} rows in {epoch_s:.1f} s); seed loop + seed model "
               f"{seed:,.0f} samples/s; ratio {ours / seed:.0f}x")
-    if args.big:
-        from tastyrec.config import Workspace
-        from tastyrec.features.training import build_training_set
 
-        with tempfile.TemporaryDirectory() as tmp:
-            home = Path(tmp) / "home"
+
+def big(existing_home: str | None) -> None:
+    """Epoch time of the tastyrec loop on the N = 222,000 training set."""
+    from tastyrec.config import Workspace
+    from tastyrec.features.training import build_training_set
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(existing_home) if existing_home else Path(tmp) / "home"
+        if not existing_home:
             run_measured([TASTYREC, "--home", str(home), "setup", "--customers", "222000", "--json"])
             run_measured([TASTYREC, "--home", str(home), "features", "--json"])
-            paths = build_training_set(Workspace.from_env(home), "time").paths
-            frame = pd.read_parquet(paths["train"], dtype_backend="pyarrow")
-            ours, epoch_s = tastyrec_loop(frame, Path(tmp))
-            print(f"N=222,000: one epoch of {len(frame):,} training rows in {epoch_s:.1f} s "
-                  f"({ours:,.0f} samples/s)")
+        paths = build_training_set(Workspace.from_env(home), "time").paths
+        frame = pd.read_parquet(paths["train"], dtype_backend="pyarrow")
+        ours, epoch_s = tastyrec_loop(frame, Path(tmp))
+        print(f"N=222,000: one epoch of {len(frame):,} training rows in {epoch_s:.1f} s "
+              f"({ours:,.0f} samples/s)")
 
 
 if __name__ == "__main__":
