@@ -13,15 +13,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tastyrec.columns import (CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, LABEL, MULTI_HOT,
                               SPARSE, TIMESTAMP)
@@ -85,34 +83,40 @@ def assemble(con: duckdb.DuckDBPyConnection, spine, customers, items=None) -> du
     return cursor.execute(_assemble_sql(extra))
 
 
-def _spine(con, mode: str, seed: int, train_windows: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """(customer_id, menu_item_name, event_timestamp, label, split) rows and the cutoffs used."""
+def _spine(con, mode: str, seed: int, train_windows: int) -> tuple[pa.Table, dict[str, list[str]]]:
+    """(customer_id, menu_item_name, event_timestamp, label, split) rows and the cutoffs used.
+
+    Arrow, not pandas: at N = 222,000 the spine has tens of millions of rows.
+    """
     if not 1 <= train_windows <= TRAIN_WINDOWS:
         raise ValueError(f"train_windows must be 1..{TRAIN_WINDOWS} (the snapshots `tastyrec features` builds)")
     snapshots = snapshot_times(con, train_windows)
     if mode == "time":
         cutoffs = [s.replace(tzinfo=None) for s in snapshots[:-1]]  # the last snapshot has no future
-        sql = (_sql("spine_time.sql").replace("$candidates", _sql("candidates.sql").rstrip().rstrip(";"))
-               .replace("$window_days", str(WINDOW_DAYS)))
-        spine = con.execute(sql.replace("$cutoffs", "$1"), [cutoffs]).df()
         names = ["train"] * (len(cutoffs) - 2) + ["val", "test"]
-        split_of = dict(zip(pd.to_datetime(cutoffs), names))
-        spine["split"] = spine[TIMESTAMP].map(split_of)
+        sql = (_sql("spine_time.sql").replace("$candidates", _sql("candidates.sql").rstrip().rstrip(";"))
+               .replace("$window_days", str(WINDOW_DAYS)).replace("$cutoffs", "$1").replace("$splits", "$2"))
+        spine = con.execute(sql, [cutoffs, names]).to_arrow_table()
         by_split = {name: [c.isoformat() for c, n in zip(cutoffs, names) if n == name] for name in SPLITS}
     elif mode == "random":
         as_of = snapshots[-1].replace(tzinfo=None)
         spine = con.execute(_sql("spine_random.sql").replace("$as_of", "$1").replace("$seed", "$2"),
-                            [as_of, seed]).df()
+                            [as_of, seed]).to_arrow_table()
         by_split = {name: [as_of.isoformat()] for name in SPLITS}
     else:
         raise ValueError(f"unknown split mode {mode!r}: use 'time' or 'random'")
-    spine[TIMESTAMP] = pd.to_datetime(spine[TIMESTAMP]).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    i = spine.schema.get_field_index(TIMESTAMP)
+    spine = spine.set_column(i, TIMESTAMP, spine.column(i).cast(pa.timestamp("us", tz="UTC")))
     return spine, by_split
 
 
 def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_windows: int = 2,
                        max_customers: int | None = None) -> TrainingSet:
-    """Spine -> Feast get_historical_features -> pair features -> <home>/datasets/<mode>/<split>.parquet."""
+    """Spine -> Feast get_historical_features -> pair features -> <home>/datasets/<mode>/<split>.parquet.
+
+    Each split is written by DuckDB straight to Parquet (COPY), so the per-row history lists are
+    never all in memory at once.
+    """
     from tastyrec.warehouse.load import connect
 
     started = time.perf_counter()
@@ -122,46 +126,51 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     finally:
         con.close()
     if max_customers:
-        keep = np.sort(spine[CUSTOMER_ID].unique())[:max_customers]
-        spine = spine[spine[CUSTOMER_ID].isin(keep)]
+        keep = pc.unique(spine.column(CUSTOMER_ID)).sort()[:max_customers]
+        spine = spine.filter(pc.is_in(spine.column(CUSTOMER_ID), value_set=keep))
     customers, items = point_in_time(feature_store(ws), spine)
-    con = duckdb.connect()
-    try:
-        con.execute("SET enable_progress_bar = false")
-        table = assemble(con, spine, customers, items).to_arrow_table()
-    finally:
-        con.close()
     out_dir = ws.home / "datasets" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"memory_limit": "4GB", "temp_directory": str(ws.home / "duckdb_tmp")})
     paths, rows, positives = {}, {}, {}
-    split = table.column("split")
-    for name in SPLITS:
-        part = table.filter(pc.equal(split, name)).drop_columns(["split"])
-        path = out_dir / f"{name}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(part, tmp, row_group_size=256_000)
-        os.replace(tmp, path)
-        paths[name], rows[name] = str(path), part.num_rows
-        positives[name] = int(pc.sum(part.column(LABEL)).as_py() or 0)
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.register("customers", customers)
+        con.register("items", items)
+        for name in SPLITS:
+            con.register("spine", spine.filter(pc.equal(spine.column("split"), name)).drop_columns(["split"]))
+            path = out_dir / f"{name}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            con.execute(f"COPY ({_assemble_sql([LABEL])}) TO '{_quoted(tmp)}' (FORMAT parquet, ROW_GROUP_SIZE 256000)")
+            os.replace(tmp, path)
+            n, pos = con.execute(f"SELECT count(*), coalesce(sum({LABEL}), 0) FROM read_parquet(?)",
+                                 [str(path)]).fetchone()
+            paths[name], rows[name], positives[name] = str(path), int(n), int(pos)
+            con.unregister("spine")
+    finally:
+        con.close()
     return TrainingSet(mode=mode, paths=paths, rows=rows, positives=positives, cutoffs=cutoffs,
                        seconds=round(time.perf_counter() - started, 2))
 
 
-def point_in_time(store, spine: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")  # COPY takes no bound parameters; the path is ours
+
+
+def point_in_time(store, spine: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customer and item features as of each spine timestamp, via Feast's point-in-time join.
 
     Features are per customer or per item, so Feast joins the distinct (customer, timestamp) and
     (item, timestamp) rows (tens of thousands, not millions); `assemble` joins them back.
     """
     def historical(key: str, refs: list[str]) -> pd.DataFrame:
-        entities = spine[[key, TIMESTAMP]].drop_duplicates().reset_index(drop=True)
+        entities = spine.select([key, TIMESTAMP]).group_by([key, TIMESTAMP]).aggregate([]).to_pandas()
         with contextlib.redirect_stdout(sys.stderr):
-            return store.get_historical_features(entity_df=entities, features=refs).to_df()
+            found = store.get_historical_features(entity_df=entities, features=refs).to_df()
+        found[TIMESTAMP] = found[TIMESTAMP].astype("datetime64[us, UTC]")  # Feast may change precision
+        return found
 
-    customers, items = historical(CUSTOMER_ID, CUSTOMER_REFS), historical(ITEM, MENU_REFS)
-    for part in (customers, items):  # Feast may hand timestamps back at another precision
-        part[TIMESTAMP] = part[TIMESTAMP].astype(spine[TIMESTAMP].dtype)
-    return customers, items
+    return historical(CUSTOMER_ID, CUSTOMER_REFS), historical(ITEM, MENU_REFS)
 
 
 class OnlineFeatures:

@@ -1,6 +1,6 @@
 -- Time split: for each cutoff T, every customer signed up before T x their candidate items,
 -- label 1 if the customer bought the item in [T, T + window).
-WITH cutoffs AS (SELECT unnest($cutoffs::TIMESTAMP[]) AS ts),
+WITH cutoffs AS (SELECT unnest($cutoffs::TIMESTAMP[]) AS ts, unnest($splits::VARCHAR[]) AS split),
 candidates AS ($candidates),
 bought AS (
     SELECT DISTINCT c.ts, oh.customer_id, m.menu_item_name
@@ -12,7 +12,7 @@ bought AS (
     WHERE oh.customer_id IS NOT NULL AND m.item_category <> 'Beverage'
 )
 SELECT cl.customer_id, k.menu_item_name, c.ts AS event_timestamp,
-       (b.customer_id IS NOT NULL)::DOUBLE AS label
+       (b.customer_id IS NOT NULL)::DOUBLE AS label, c.split
 FROM cutoffs c
 JOIN raw_customer.customer_loyalty cl ON cl.sign_up_date < c.ts
 JOIN candidates k ON k.city = cl.city
