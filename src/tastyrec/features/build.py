@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib import resources
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from tastyrec.columns import TIMESTAMP
 from tastyrec.config import WINDOW_DAYS, Workspace
 from tastyrec.features import definitions
+from tastyrec.warehouse.load import Progress
 
 os.environ.setdefault("FEAST_USAGE", "False")
 
@@ -43,8 +43,6 @@ from tastyrec.features.definitions import objects
 
 globals().update({o.name: o for o in objects(Path(__file__).parent / "data")})
 """
-
-Progress = Callable[[str, int, int], None]
 
 
 class FeaturesError(Exception):
