@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from tastyrec.preprocess import Preprocessor
-from tastyrec.train import MODEL_FILE, load_trained
+from tastyrec.train import MODEL_FILE, model_from_saved
 
 PREPROCESS_FILE = "preprocess.json"
 # Rows scored per forward pass. The seed's model expands every row into 32,896 pairwise products
@@ -35,7 +35,7 @@ class Predictor:
         path = Path(path)
         preprocessor = Preprocessor.from_dict(json.loads((path / PREPROCESS_FILE).read_text()))
         saved = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
-        return cls(preprocessor, load_trained(path / MODEL_FILE), saved["model_kind"])
+        return cls(preprocessor, model_from_saved(saved), saved["model_kind"])  # model.pt read once
 
     @staticmethod
     def write_dir(path: str | Path, preprocessor: Preprocessor, model_file: str | Path) -> Path:

@@ -408,7 +408,11 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
 
 def load_trained(model_path: str | Path) -> nn.Module:
     """The best model a run saved (`model.pt`), rebuilt from its kind and config, in eval mode."""
-    saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    return model_from_saved(torch.load(model_path, map_location="cpu", weights_only=True))
+
+
+def model_from_saved(saved: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from the contents of a `model.pt` (kind, config, weights), in eval mode."""
     model = build_model(saved["model_kind"], saved["model_config"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()
