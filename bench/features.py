@@ -24,7 +24,8 @@ TASTYREC = str(Path(sys.executable).with_name("tastyrec"))
 
 def main(sizes: list[int]) -> None:
     from tastyrec.config import Workspace
-    from tastyrec.features.training import OnlineFeatures, build_training_set
+    from tastyrec.features.online import OnlineFeatures
+    from tastyrec.features.training import build_training_set
 
     print(f"machine: {machine()}")
     for k, n in enumerate(sizes):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, run_measured  # noqa: E402
 
 from tastyrec.columns import LABEL, SEED_DENSE, SEED_SPARSE  # noqa: E402
-from tastyrec.model import build_model, model_config  # noqa: E402
+from tastyrec.model import MODEL_KINDS, build_model, model_config  # noqa: E402
 from tastyrec.preprocess import Preprocessor  # noqa: E402
 from tastyrec.train import TrainConfig, train  # noqa: E402
 
@@ -45,7 +45,8 @@ def tastyrec_loop(train_frame: pd.DataFrame, workdir: Path) -> tuple[float, floa
     prep.transform(train_frame).save(workdir / "train.pt")
     prep.transform(train_frame.head(50_000)).save(workdir / "val.pt")
     config = TrainConfig(train_path=str(workdir / "train.pt"), val_path=str(workdir / "val.pt"),
-                         checkpoint_dir=str(workdir / "ckpt"), epochs=2, batch_size=4096, progress=False,
+                         checkpoint_dir=str(workdir / "ckpt"), model_kind="dlrm", epochs=2,
+                         batch_size=MODEL_KINDS["dlrm"].batch_size, lr=MODEL_KINDS["dlrm"].lr, progress=False,
                          model_config=model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense)))
     result = train(config)
     epoch = result.history[-1]

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-os.environ["FEAST_USAGE"] = "False"
-os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-
-from tastyrec.config import Workspace  # noqa: E402
-from tastyrec.warehouse.load import setup_synthetic  # noqa: E402
+from tastyrec.config import Workspace  # importing tastyrec switches Feast and MLflow telemetry off
+from tastyrec.warehouse.load import setup_synthetic
 
 SMALL_CUSTOMERS = 1500
 SEED = 7

@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 
 from tastyrec.baselines import (
-    CITY,
     PROPENSITY,
-    PURCHASE_COUNT,
     CityPopularity,
     GlobalPopularity,
     ImplicitALS,
@@ -17,7 +15,8 @@ from tastyrec.baselines import (
     oracle_scores,
     score_all,
 )
-from tastyrec.columns import CUSTOMER_ID, ITEM
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM
+from tastyrec.columns import ITEM_PURCHASE_COUNT as PURCHASE_COUNT
 
 ITEMS = ["burger", "fries", "salsa", "sushi", "taco"]
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -12,11 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from tastyrec.cli import app
-from tastyrec.columns import CUSTOMER_ID, DENSE, ITEM, LABEL, MULTI_HOT, SPARSE, TIMESTAMP
+from tastyrec.columns import (CITY, CUSTOMER_ID, DENSE, ITEM, ITEM_PURCHASE_COUNT, LABEL, MULTI_HOT,
+                              SPARSE, TIMESTAMP)
 from tastyrec.config import Workspace
 from tastyrec.features import definitions
 from tastyrec.features.build import build_features, feature_store
-from tastyrec.features.training import OnlineFeatures, build_training_set
+from tastyrec.features.online import OnlineFeatures
+from tastyrec.features.training import build_training_set
 from tastyrec.warehouse.load import connect
 
 
@@ -50,6 +56,15 @@ def test_repo_applies_entities_and_views(feat_ws):
     assert str(ts) == "timestamp[us, tz=UTC]"
 
 
+def test_feast_cli_plans_the_generated_repo(feat_ws, tmp_path):
+    # the generated features.py must import on its own: `feast plan` runs it in the repo folder
+    repo = shutil.copytree(feat_ws.feature_repo, tmp_path / "repo")
+    feast = Path(sys.executable).with_name("feast")
+    done = subprocess.run([str(feast), "plan"], cwd=repo, env={**os.environ, "FEAST_USAGE": "False"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_online_values_equal_the_warehouse(feat_ws):
     online = OnlineFeatures(feat_ws)
     con = connect(feat_ws.warehouse, read_only=True)
@@ -64,7 +79,7 @@ def test_online_values_equal_the_warehouse(feat_ws):
         WHERE oh.customer_id IN (SELECT unnest(?)) AND m.item_category <> 'Beverage' GROUP BY ALL""",
                         [sample]).df()
     merged = rows.merge(truth, on=[CUSTOMER_ID, ITEM], how="left").fillna({"n": 0})
-    assert (merged["item_purchase_count"] == merged["n"]).all()
+    assert (merged[ITEM_PURCHASE_COUNT] == merged["n"]).all()
     orders = con.execute("""SELECT customer_id, count(*) AS n, sum(order_total)::DOUBLE AS total
                             FROM raw_pos.order_header WHERE customer_id IN (SELECT unnest(?)) GROUP BY 1""",
                          [sample]).df().set_index(CUSTOMER_ID)
@@ -74,7 +89,7 @@ def test_online_values_equal_the_warehouse(feat_ws):
         bought = set(truth.loc[truth[CUSTOMER_ID] == c, ITEM])
         assert set(per_customer.loc[c, "history_items"]) == bought
     city = con.execute("SELECT city FROM raw_customer.customer_loyalty WHERE customer_id = ?", [sample[0]]).fetchone()[0]
-    assert (rows.loc[rows[CUSTOMER_ID] == sample[0], "city"] == city).all()
+    assert (rows.loc[rows[CUSTOMER_ID] == sample[0], CITY] == city).all()
 
 
 def test_training_rows_and_online_rows_agree_column_for_column(feat_ws):

@@ -4,6 +4,7 @@ MLflow registry, on a small generated data set."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -28,6 +29,15 @@ def piped(tmp_path_factory):
     return Workspace.from_env(home), job
 
 
+@pytest.fixture
+def own_home(piped, tmp_path):
+    """A copy of the pipeline's workspace for a test that adds versions or moves the champion,
+    so that the tests pass in any order."""
+    ws, job = piped
+    home = shutil.copytree(ws.home, tmp_path / "home")
+    return Workspace.from_env(home), job
+
+
 def test_pipeline_reports_model_baselines_and_oracle(piped):
     ws, job = piped
     evaluation = job["evaluation"]
@@ -46,8 +56,8 @@ def test_pipeline_reports_model_baselines_and_oracle(piped):
     assert len(history) >= 1 and all("val_loss" in h for h in history)
 
 
-def test_two_process_torchrun_training_registers_and_gate_decides(piped):
-    ws, first = piped
+def test_two_process_torchrun_training_registers_and_gate_decides(own_home):
+    ws, first = own_home
     job = run(ws.home, "train", "--nproc", "2", "--epochs", "1", "--seed-samples", "0")
     assert job["train"]["result"]["world_size"] == 2
     assert job["registry"]["version"] == 2
@@ -63,10 +73,13 @@ def test_evaluate_a_registered_version(piped):
     evaluation = run(ws.home, "evaluate", "--version", "1")
     assert evaluation["version"] == 1
     assert evaluation["model"]["ndcg@10"] == pytest.approx(job["evaluation"]["model"]["ndcg@10"], abs=1e-6)
+    # the seed baseline is the one trained with version 1 (logged with it), not a newer one on disk
+    seed = job["evaluation"]["baselines"]["seed-dlrm"]["ndcg@10"]
+    assert evaluation["baselines"]["seed-dlrm"]["ndcg@10"] == pytest.approx(seed, abs=1e-6)
 
 
-def test_registry_commands_move_the_champion(piped):
-    ws, _ = piped
+def test_registry_commands_move_the_champion(own_home):
+    ws, _ = own_home
     runner = CliRunner()
     assert runner.invoke(app, ["--home", str(ws.home), "registry", "promote", "1"]).exit_code == 0
     listed = run(ws.home, "registry", "list")
@@ -75,18 +88,17 @@ def test_registry_commands_move_the_champion(piped):
     assert missing.exit_code == 1 and "99" in missing.output
 
 
-def test_train_refuses_bad_options_and_missing_features(tmp_path):
+def test_train_refuses_a_workspace_without_features(tmp_path):
     runner = CliRunner()
     empty = runner.invoke(app, ["--home", str(tmp_path), "train"])
     assert empty.exit_code == 1 and "tastyrec features" in empty.output
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(piped):
-    import shutil
+def test_a_killed_run_resumes_from_its_checkpoint(own_home):
+    from tastyrec.experiment import train_model
+    from tastyrec.options import TrainOptions
 
-    from tastyrec.experiment import TrainOptions, train_model
-
-    ws, _ = piped
+    ws, _ = own_home
     first = train_model(ws, TrainOptions(epochs=1, progress=False, seed=3))
     shutil.rmtree(first.model_dir)  # as if the run had been killed after its first epoch
     resumed = train_model(ws, TrainOptions(epochs=2, progress=False, seed=3, resume=True))
@@ -94,3 +106,33 @@ def test_a_killed_run_resumes_from_its_checkpoint(piped):
     history = resumed.result["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[0] == first.result["history"][0]  # epoch 1 was not trained again
+
+
+def test_the_cli_prints_tables_and_no_third_party_noise(own_home):
+    """The human-readable output of train and evaluate, as a user sees it in a log (no terminal):
+    our tables and decisions, none of the known library warnings, no raw colour codes."""
+    import subprocess
+    import sys
+
+    ws, _ = own_home
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "tastyrec.cli", "--home", str(ws.home), *args],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    trained = cli("train", "--epochs", "1", "--seed-samples", "0")
+    evaluated = cli("evaluate", "--version", "2")
+    features = cli("features")
+    assert "tastyrec dlrm" in trained.stdout and "oracle (truth)" in trained.stdout
+    assert "version 2 (ndcg@10" in trained.stdout and "champion" in trained.stdout
+    assert "version 2 of the registered model" in evaluated.stdout
+    assert "version 2 (dlrm)" in evaluated.stdout and "x the best baseline's" in evaluated.stdout
+    assert "epoch 1: train" in trained.stderr  # our own progress lines stay
+    noise = ("fetch_arrow_table", "noload", "CloudPickle", "Downloading artifacts", "DeprecationWarning",
+             "INFO mlflow")
+    for done in (trained, evaluated, features):
+        for text in noise:
+            assert text not in done.stderr, (text, done.stderr[-2000:])
+    assert "Materializing" in features.stderr and "\x1b[" not in features.stderr

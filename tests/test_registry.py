@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,34 +13,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-os.environ["DO_NOT_TRACK"] = "true"
+from typer.testing import CliRunner
 
-import mlflow  # noqa: E402
+from tastyrec import registry  # first: tastyrec switches telemetry off before MLflow is imported
+from tastyrec.cli import app
+from tastyrec.config import Workspace
+from tastyrec.evaluate import Evaluation
+from tastyrec.model import model_config
+from tastyrec.predictor import Predictor
+from tastyrec.preprocess import Preprocessor, synthetic_frame
+from tastyrec.registry import RegistryError, pyfunc
+from tastyrec.registry.tracking import client as registry_client
+from tastyrec.train import TrainConfig, train
+
+import mlflow  # noqa: E402  (isort: after tastyrec)
 from mlflow.telemetry import get_telemetry_client  # noqa: E402
 from mlflow.types import DataType  # noqa: E402
 from mlflow.types.schema import Array  # noqa: E402
 
-from tastyrec import registry  # noqa: E402
-from tastyrec.config import Workspace  # noqa: E402
-from tastyrec.model import model_config  # noqa: E402
-from tastyrec.predictor import Predictor  # noqa: E402
-from tastyrec.preprocess import Preprocessor, synthetic_frame  # noqa: E402
-from tastyrec.registry import RegistryError  # noqa: E402
-from tastyrec.train import TrainConfig, train  # noqa: E402
-
 GATE = {1: 0.40, 2: 0.30, 3: 0.45}  # test ndcg@10 of the three registered versions
 
 
-def evaluation(ndcg: float) -> dict:
-    return {
-        "model": {"auc": 0.71, "precision": 0.52, "recall": 0.33, "ndcg@10": ndcg, "recall@10": 0.6,
-                  "ndcg@3": ndcg - 0.1, "recall@3": 0.3, "new_ndcg@10": float("nan"), "new_recall@10": None,
-                  "customers": 120},
-        "baselines": {"popularity": {"ndcg@10": 0.25, "recall@10": 0.4, "precision": None},
-                      "item co-occurrence": {"ndcg@10": 0.28, "recall@10": 0.45}},
-        "oracle": {"ndcg@10": 0.61, "recall@10": 0.8},
-    }
+def evaluation(ndcg: float) -> Evaluation:
+    return Evaluation(
+        model_name="tastyrec dlrm",
+        model={"auc": 0.71, "precision": 0.52, "recall": 0.33, "ndcg@10": ndcg, "recall@10": 0.6,
+               "ndcg@3": ndcg - 0.1, "recall@3": 0.3, "new_ndcg@10": float("nan"), "new_recall@10": None,
+               "customers": 120},
+        baselines={"popularity": {"ndcg@10": 0.25, "recall@10": 0.4, "precision": None},
+                   "item co-occurrence": {"ndcg@10": 0.28, "recall@10": 0.45}},
+        oracle={"ndcg@10": 0.61, "recall@10": 0.8}, rows=1200, customers=120, test_customers_total=120,
+    )
 
 
 @dataclass
@@ -59,7 +64,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
                        embedding_dim=8, bottom_mlp=[16], top_mlp=[32])
     result = train(TrainConfig(
         train_path=str(root / "train.pt"), val_path=str(root / "val.pt"), checkpoint_dir=str(root / "ckpt"),
-        model_kind="dlrm", model_config=cfg, epochs=1, batch_size=256, seed=3, num_threads=1, progress=False,
+        model_kind="dlrm", model_config=cfg, epochs=1, batch_size=256, lr=3e-3, seed=3, num_threads=1, progress=False,
     ))
     model_dir = Predictor.write_dir(root / "some_model_folder", prep, result.model_path)
     frame = synthetic_frame(200, seed=9).assign(customer_id=7)
@@ -81,12 +86,19 @@ def home(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> tuple[Wo
     return ws, results
 
 
+@pytest.fixture
+def home_copy(home, tmp_path: Path) -> Workspace:
+    """A copy of the three-version registry for a test that moves the champion (any test order)."""
+    ws, _ = home
+    return Workspace.from_env(shutil.copytree(ws.home, tmp_path / "copy"))
+
+
 def test_a_version_is_logged_with_params_metrics_artifacts_and_signature(home, trained: Trained) -> None:
     ws, results = home
     first = results[0]
     assert first.version == 1
     assert get_telemetry_client() is None  # MLflow never phones home
-    client = registry._client(ws)
+    client = registry_client(ws)
     run = client.get_run(first.run_id)
     assert run.info.experiment_id == client.get_experiment_by_name("tastyrec").experiment_id
     assert run.data.params["lr"] == "0.003" and run.data.params["model.top_mlp"] == "[32]"
@@ -124,19 +136,19 @@ def test_a_version_is_logged_with_params_metrics_artifacts_and_signature(home, t
     assert local.is_relative_to(ws.mlartifacts)
     assert {p.name for p in (local / "artifacts" / "model_dir").iterdir()} >= {"preprocess.json", "model.pt"}
     example = json.loads((local / "input_example.json").read_text())
-    assert len(example["data"]) == registry.EXAMPLE_ROWS and "history_items" in example["columns"]
+    assert len(example["data"]) == pyfunc.EXAMPLE_ROWS and "history_items" in example["columns"]
 
 
 def test_signature_falls_back_to_an_explicit_schema(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where infer_signature cannot read list columns, the schema is spelled out from the model."""
     predictor = Predictor.from_dir(trained.model_dir)
-    example = registry._example(predictor, trained.frame)
+    example = pyfunc.example(predictor, trained.frame)
 
     def choke(*args, **kwargs):
         raise TypeError("cannot infer a type for a list column")
 
-    monkeypatch.setattr(registry, "infer_signature", choke)
-    signature = registry._signature(predictor, example, predictor.predict(example))
+    monkeypatch.setattr(pyfunc, "infer_signature", choke)
+    signature = pyfunc.signature(predictor, example, predictor.predict(example))
     specs = {c.name: c for c in signature.inputs.inputs}
     assert list(specs) == [*predictor.preprocessor.sparse, *predictor.preprocessor.dense,
                            *predictor.preprocessor.multi_hot]
@@ -152,10 +164,10 @@ def test_pyfunc_and_load_predictor_score_like_the_model_in_memory(home, trained:
     ws, _ = home
     expected = Predictor.from_dir(trained.model_dir).predict(trained.frame)
     with registry.tracking(ws):
-        pyfunc = mlflow.pyfunc.load_model("models:/tastyrec-dlrm/3")
+        loaded = mlflow.pyfunc.load_model("models:/tastyrec-dlrm/3")
     # extra columns (keys, label) are ignored by the schema; an unseen city goes to the unknown bucket
-    assert np.allclose(np.asarray(pyfunc.predict(trained.frame)), expected)
-    assert isinstance(pyfunc.unwrap_python_model(), registry.TastyrecModel)
+    assert np.allclose(np.asarray(loaded.predict(trained.frame)), expected)
+    assert isinstance(loaded.unwrap_python_model(), pyfunc.TastyrecModel)
 
     registry.clear_cache()
     predictor, version = registry.load_predictor(ws)  # the champion: version 3
@@ -185,8 +197,8 @@ def test_champion_gate(home) -> None:
     assert versions[1]["description"] == "test version 2" and versions[1]["created"]
 
 
-def test_promote_and_rollback_move_the_alias(home) -> None:
-    ws, _ = home
+def test_promote_and_rollback_move_the_alias(home_copy: Workspace) -> None:
+    ws = home_copy
     assert registry.champion_version(ws) == 3
     move = registry.promote(ws, 2)
     assert (move.version, move.previous) == (2, 3) and registry.champion_version(ws) == 2
@@ -206,7 +218,6 @@ def test_promote_and_rollback_move_the_alias(home) -> None:
         registry.load_predictor(ws, 99)
     with pytest.raises(RegistryError, match="alias 'staging'"):
         registry.load_predictor(ws, "staging")
-    registry.promote(ws, 3)  # leave the champion where the gate put it
 
 
 def test_an_empty_home_gives_clear_errors_and_creates_nothing(tmp_path: Path) -> None:
@@ -234,3 +245,18 @@ def test_two_homes_in_one_process_stay_apart(home, trained: Trained, tmp_path: P
     assert other.mlflow_db.exists() and (other.mlartifacts / "models").is_dir()
     after = (tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_registry_uri())
     assert after == before  # the process-wide URIs were restored
+
+
+def test_the_cli_prints_versions_moves_and_metrics(home_copy: Workspace) -> None:
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(app, ["--home", str(home_copy.home), "registry", *args])
+        assert result.exit_code == 0, result.output
+        return " ".join(re.sub(r"[│┃━─┏┓┗┛┡┩└┘╇]", " ", result.output).split())
+
+    assert cli("promote", "3") == "version 3 already is the champion"
+    assert cli("promote", "2") == "champion moved to version 2 (was version 3)"
+    assert cli("rollback") == "champion rolled back from version 2 to version 3"
+    table = cli("list")
+    # version 3: ndcg@10 0.45 rounded, recall@10 and auc read from the version's metrics
+    assert re.search(r"3 champion dlrm time split 0\.450 0\.600 0\.710 20\d\d-", table), table
+    assert re.search(r"2 dlrm time split 0\.300 0\.600 0\.710", table), table

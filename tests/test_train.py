@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tastyrec.model import model_config
-from tastyrec.preprocess import Preprocessor, synthetic_frame
-from tastyrec.train import (
-    CHECKPOINT_FILE,
-    TrainConfig,
-    epoch_permutation,
-    global_batch_sizes,
-    load_trained,
-    train,
-)
+from tastyrec.model import load_model, model_config
+from tastyrec.preprocess import Batch, Preprocessor, synthetic_frame
+from tastyrec.distributed import epoch_permutation, global_batch_sizes
+from tastyrec.train import CHECKPOINT_FILE, TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +80,7 @@ def test_loss_falls_and_result_is_written(data_dir: Path, tmp_path: Path) -> Non
     saved = json.loads(out.read_text())
     assert saved["best_epoch"] == result.best_epoch and len(saved["history"]) == 3
     # the saved model is the best epoch's weights, rebuilt from its kind and config
-    model = load_trained(result.model_path)
+    model, _ = load_model(result.model_path)
     assert_same_weights(model.state_dict(), result.state_dict)
 
 
@@ -94,6 +88,27 @@ def test_early_stopping_keeps_the_best_epoch(data_dir: Path, tmp_path: Path) -> 
     # lr = 0: the validation loss never improves after epoch 1, so patience 1 stops at epoch 2
     result = train(make_config(data_dir, tmp_path / "ckpt", lr=0.0, epochs=5, patience=1))
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_epoch(data_dir: Path, tmp_path: Path) -> None:
+    # Validation labels are the training labels' opposites: fitting the training rows soon makes
+    # the validation loss rise, and patience 2 stops the run two epochs after its best one. The
+    # saved model must hold the best epoch's weights (those of a run stopped right there), not
+    # the last epoch's.
+    val = Batch.load(data_dir / "val.pt", mmap=False)
+    Batch(val.sparse, val.dense, val.bags, 1.0 - val.label).save(tmp_path / "val_inverted.pt")
+    inverted = str(tmp_path / "val_inverted.pt")
+    result = train(make_config(data_dir, tmp_path / "ckpt", val_path=inverted, epochs=8, patience=2))
+    val_losses = [h["val_loss"] for h in result.history]
+    best = result.best_epoch
+    assert best == 1 + val_losses.index(min(val_losses))
+    assert result.stopped_early and result.epochs_run == best + 2 and result.epochs_run < 8
+    assert min(val_losses[best:]) > val_losses[best - 1]  # the loss rose after the best epoch
+    until_best = train(make_config(data_dir, tmp_path / "until_best", val_path=inverted, epochs=best))
+    saved, _ = load_model(result.model_path)
+    assert_same_weights(saved.state_dict(), until_best.state_dict)
+    last = torch.load(tmp_path / "ckpt" / CHECKPOINT_FILE, weights_only=True)["model"]
+    assert any(not torch.equal(last[k], until_best.state_dict[k]) for k in last)  # later epochs moved on
 
 
 def test_resume_reaches_the_same_weights(data_dir: Path, tmp_path: Path) -> None:
@@ -128,4 +143,4 @@ def test_two_process_ddp_matches_one_process(data_dir: Path, tmp_path: Path) -> 
     for a, b in zip(one.history, two["history"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
-    assert_same_weights(load_trained(two["model_path"]).state_dict(), one.state_dict, atol=1e-5)
+    assert_same_weights(load_model(two["model_path"])[0].state_dict(), one.state_dict, atol=1e-5)

@@ -7,6 +7,8 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +16,7 @@ from tastyrec.cli import app
 from tastyrec.config import Workspace
 from tastyrec.warehouse.load import (RAW_TABLES, CsvError, WarehouseError, connect, export_csv,
                                      setup_from_csv, setup_synthetic)
+from tastyrec.warehouse.synthetic import distinct_lines, generate
 
 from conftest import SEED, SMALL_CUSTOMERS
 
@@ -133,6 +136,30 @@ def test_same_seed_gives_identical_tables(small_ws, tmp_path):
     setup_synthetic(other, customers=SMALL_CUSTOMERS, seed=SEED + 1)
     assert not tables(other, ["raw_pos.order_header"])["raw_pos.order_header"].equals(
         first["raw_pos.order_header"])
+
+
+def test_duckdb_memory_limit_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASTYREC_DUCKDB_MEMORY", "1GB")
+    setting = "SELECT current_setting('memory_limit')"
+    expected = duckdb.connect(config={"memory_limit": "1GB"}).execute(setting).fetchone()
+    con = connect(tmp_path / "limited.duckdb")
+    assert con.execute(setting).fetchone() == expected
+    con.close()
+
+
+def test_generating_leaves_numpy_error_handling_alone():
+    with np.errstate(divide="warn"):  # a known state, whatever earlier code did to the global one
+        before = np.geterr()
+        _, chunks = generate(30, seed=5)
+        next(chunks)
+        assert np.geterr() == before
+
+
+def test_order_lines_stay_distinct_with_more_than_1000_items():
+    order = np.array([0, 0, 1, 0, 1])
+    item = np.array([1500, 1500, 3, 2, 3])
+    d_order, d_item, qty = distinct_lines(order, item, n_items=2000)
+    assert list(zip(d_order.tolist(), d_item.tolist(), qty.tolist())) == [(0, 2, 1), (0, 1500, 2), (1, 3, 2)]
 
 
 def test_customers_buy_their_favourite_brand_more_often(small_ws):

@@ -6,7 +6,7 @@ same order. Scores are only comparable within a customer (they are not probabili
 evaluate them with `metrics.evaluate_scores(..., probabilities=False)`.
 
 Inputs:
-- `history`: CUSTOMER_ID, ITEM, PURCHASE_COUNT (times bought before the cutoff; rows with 0
+- `history`: CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT (times bought before the cutoff; rows with 0
   are allowed and ignored).
 - `customers`: CUSTOMER_ID, CITY (customer attributes; only the city-popularity baseline
   reads them).
@@ -28,12 +28,10 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from tastyrec.columns import CUSTOMER_ID, ITEM
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT
 
 # Column names these frames need that columns.py does not define (yet). Move them there
 # when another stage produces these columns, and import them here instead.
-PURCHASE_COUNT = "item_purchase_count"  # same name as the DLRM's history feature
-CITY = "city"
 PROPENSITY = "propensity"  # the generator's true purchase probability (synth schema)
 
 
@@ -48,10 +46,10 @@ class Interactions:
     @classmethod
     def from_history(cls, history: pd.DataFrame) -> Interactions:
         """Build the matrix from positive-count history rows (duplicates are summed)."""
-        bought = history.loc[history[PURCHASE_COUNT] > 0]
+        bought = history.loc[history[ITEM_PURCHASE_COUNT] > 0]
         rows, customers = pd.factorize(bought[CUSTOMER_ID], sort=True)
         cols, items = pd.factorize(bought[ITEM], sort=True)
-        counts = bought[PURCHASE_COUNT].to_numpy(dtype=np.float32)
+        counts = bought[ITEM_PURCHASE_COUNT].to_numpy(dtype=np.float32)
         # coo -> csr sums duplicate (customer, item) rows, which is what counts should do.
         matrix = sp.coo_matrix(
             (counts, (rows, cols)), shape=(len(customers), len(items))
@@ -109,7 +107,7 @@ class GlobalPopularity:
 def _item_share(history: pd.DataFrame) -> pd.Series:
     """Per item: distinct buyers / distinct customers in the history."""
     n_customers = history[CUSTOMER_ID].nunique()
-    bought = history.loc[history[PURCHASE_COUNT] > 0]
+    bought = history.loc[history[ITEM_PURCHASE_COUNT] > 0]
     buyers = bought.groupby(ITEM)[CUSTOMER_ID].nunique()
     return (buyers / max(n_customers, 1)).astype(np.float64)
 
@@ -138,7 +136,7 @@ class CityPopularity:
         self.city_of = customers.drop_duplicates(CUSTOMER_ID).set_index(CUSTOMER_ID)[CITY]
         with_city = history.assign(**{CITY: history[CUSTOMER_ID].map(self.city_of)})
         city_size = with_city.groupby(CITY)[CUSTOMER_ID].nunique()  # customers per city
-        bought = with_city.loc[with_city[PURCHASE_COUNT] > 0]
+        bought = with_city.loc[with_city[ITEM_PURCHASE_COUNT] > 0]
         # (n_cities, n_items) distinct buyers; 0 where nobody in the city bought the item.
         buyers = (
             bought.groupby([CITY, ITEM])[CUSTOMER_ID].nunique()

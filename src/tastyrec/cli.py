@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
+
+from enum import Enum
 
 import typer
 from rich.console import Console
@@ -17,12 +22,40 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tastyrec.config import Workspace
+from tastyrec.model import MODEL_KINDS
+from tastyrec.options import SEED_SAMPLES, SPLITS, TrainError, TrainOptions
 
-# Never let Feast or MLflow reach for the network, whatever the caller's environment says.
-os.environ["FEAST_USAGE"] = "False"
-os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-os.environ["DO_NOT_TRACK"] = "true"
+# Choices the CLI refuses others of (Typer lists them in the error): one Enum per option.
+ModelChoice = Enum("ModelChoice", {k: k for k in MODEL_KINDS}, type=str)
+SplitChoice = Enum("SplitChoice", {k: k for k in SPLITS}, type=str)
+
+# Warnings of libraries we use that a user can do nothing about (ibis' fetch_arrow_table inside
+# Feast's DuckDB store, SQLAlchemy's noload inside MLflow, ...). Libraries add filters of their
+# own when imported, so the CLI drops them where they are shown instead. Tests still see them.
+THIRD_PARTY = re.compile(r"[/\\]site-packages[/\\](ibis|feast|mlflow|sqlalchemy|alembic|pydantic|"
+                         r"google|pkg_resources|setuptools|sklearn|implicit|dask|pyarrow)[/\\]")
+QUIET_LOGGERS = {"mlflow": "ERROR", "alembic": "WARNING"}  # INFO lines, the cloudpickle notice
+
+
+def quiet_third_party() -> None:
+    """Silence known third-party warnings, log lines and MLflow's download bars, in the CLI only."""
+    show = warnings.showwarning
+    if getattr(show, "tastyrec_quiet", False):
+        return
+
+    def show_ours(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)) \
+                and THIRD_PARTY.search(filename or ""):
+            return
+        show(message, category, filename, lineno, file, line)
+
+    show_ours.tastyrec_quiet = True  # type: ignore[attr-defined]
+    warnings.showwarning = show_ours
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", QUIET_LOGGERS["mlflow"])  # MLflow sets it again on import
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # "Downloading artifacts" bars
+
 
 app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loyalty customers.",
                   no_args_is_help=True, add_completion=False)
@@ -38,6 +71,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 def main(ctx: typer.Context,
          home: Annotated[Optional[Path], typer.Option(
              "--home", envvar="TASTYREC_HOME", help="Workspace folder (default ./.tastyrec).")] = None) -> None:
+    quiet_third_party()
     ctx.obj = Workspace.from_env(home)
 
 
@@ -131,67 +165,71 @@ def features(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print("snapshots: " + ", ".join(result.snapshots))
 
 
-METRICS = ("auc", "precision", "recall", "recall@3", "ndcg@3", "recall@10", "ndcg@10",
-           "new_recall@10", "new_ndcg@10")
+def _number(value) -> str:
+    from tastyrec.metrics import finite
+
+    return "-" if (v := finite(value)) is None else f"{v:.3f}"
 
 
-def print_evaluation(evaluation: dict) -> None:
+def print_evaluation(evaluation) -> None:
     """The model, each baseline and the oracle side by side on the test window."""
-    total = evaluation.get("test_customers_total", evaluation["customers"])
-    table = Table(title=f"test window: {evaluation['customers']:,} of {total:,} test customers "
-                        f"(seeded sample), {evaluation['rows']:,} rows")
+    from tastyrec.evaluate import METRICS
+
+    table = Table(title=f"test window: {evaluation.customers:,} of {evaluation.test_customers_total:,} "
+                        f"test customers (seeded sample), {evaluation.rows:,} rows")
     table.add_column("method")
     for m in METRICS:
         table.add_column(m, justify="right")
-    rows = [("tastyrec dlrm", evaluation["model"])] + list(evaluation["baselines"].items())
-    if evaluation["oracle"]:
-        rows.append(("oracle (truth)", evaluation["oracle"]))
-    for name, metrics in rows:
-        table.add_row(name, *("-" if metrics.get(m) is None else f"{metrics[m]:.3f}" for m in METRICS))
+    for name, metrics in evaluation.methods():
+        table.add_row(name, *(_number(metrics.get(m)) for m in METRICS))
     out.print(table)
-    if evaluation["fraction_of_oracle_ndcg10"] is not None:
-        out.print(f"NDCG@10 = {evaluation['fraction_of_oracle_ndcg10']:.3f} x the oracle's")
-    out.print(f"NDCG@10 = {evaluation['lift_over_best_baseline_ndcg10']:.3f} x the best baseline's "
-              f"({evaluation['best_baseline']})")
+    if evaluation.fraction_of_oracle_ndcg10 is not None:
+        out.print(f"NDCG@10 = {evaluation.fraction_of_oracle_ndcg10:.3f} x the oracle's")
+    lift = evaluation.lift_over_best_baseline_ndcg10
+    out.print(f"NDCG@10 = {_number(lift)} x the best baseline's ({evaluation.best_baseline or 'none'})")
 
 
-def train_options(epochs: int, nproc: int, batch_size: int, lr: float, max_samples: Optional[int],
-                  split: str, model: str, resume: bool, quiet: bool):
-    from tastyrec.experiment import TrainOptions
-
-    return TrainOptions(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
-                        split=split, model=model, resume=resume, progress=not quiet)
+def train_options(**given) -> TrainOptions:
+    try:
+        return TrainOptions(**given).resolved()
+    except TrainError as e:  # a clear message, nothing launched
+        fail(str(e))
+        raise  # not reached: fail exits
 
 
 EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation loss).")]
 NprocOpt = Annotated[int, typer.Option(help="torchrun processes (DDP; gloo on CPU, nccl on GPUs).")]
+SeedSamplesOpt = Annotated[int, typer.Option(help="Training rows for the seed's DLRM baseline (0 = skip it).")]
 
 
 @app.command()
 def train(ctx: typer.Context,
-          epochs: EpochsOpt = 4, nproc: NprocOpt = 1,
-          batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 4096,
-          lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
+          epochs: EpochsOpt = TrainOptions.epochs, nproc: NprocOpt = TrainOptions.nproc,
+          batch_size: Annotated[Optional[int], typer.Option(
+              help="Global batch size (default: the model's, 4096 for dlrm, the seed's 256 for seed-dlrm).")] = None,
+          lr: Annotated[Optional[float], typer.Option(
+              help="Adam learning rate (default: the model's, 0.002 for dlrm, the seed's 0.001 for seed-dlrm).")] = None,
           max_samples: Annotated[Optional[int], typer.Option(help="Cap on training rows.")] = None,
-          split: Annotated[str, typer.Option(help="time (default) or random (the seed's).")] = "time",
-          model: Annotated[str, typer.Option(help="dlrm or seed-dlrm.")] = "dlrm",
+          split: Annotated[SplitChoice, typer.Option(
+              help="time (default) or random (the seed's; leaky, kept for comparison).")] = SplitChoice(TrainOptions.split),
+          model: Annotated[ModelChoice, typer.Option(help="dlrm or the seed's seed-dlrm.")] = ModelChoice(TrainOptions.model),
           resume: Annotated[bool, typer.Option(help="Continue the last unfinished run.")] = False,
-          seed_samples: Annotated[int, typer.Option(
-              help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 10_000,
+          seed_samples: SeedSamplesOpt = SEED_SAMPLES,
           as_json: JsonOpt = False) -> None:
     """Train with torchrun DDP, evaluate against baselines and the oracle, register in MLflow."""
-    from tastyrec.experiment import TrainError, train_evaluate_register
+    from tastyrec.jobs import train_job
 
-    opts = train_options(epochs, nproc, batch_size, lr, max_samples, split, model, resume, as_json)
+    opts = train_options(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
+                         split=split.value, model=model.value, resume=resume, progress=not as_json)
     try:
-        job = train_evaluate_register(ctx.obj, opts, seed_samples=seed_samples)
+        job = train_job(ctx.obj, opts, seed_samples=seed_samples)
     except (TrainError, ValueError) as e:
         fail(str(e))
     if as_json:
-        print(json.dumps(asdict(job), default=str))
+        print(json.dumps(job.to_dict(), default=str))
         return
     print_evaluation(job.evaluation)
-    out.print(job.registry["decision"])
+    out.print(job.registry.decision)
 
 
 @app.command()
@@ -199,17 +237,18 @@ def evaluate(ctx: typer.Context,
              version: Annotated[Optional[str], typer.Option(help="Model version (default: champion).")] = None,
              as_json: JsonOpt = False) -> None:
     """Evaluate a registered model against the baselines and the oracle on the test window."""
-    from tastyrec.evaluate import evaluate_registered
+    from tastyrec.jobs import evaluate_job
     from tastyrec.registry import RegistryError
 
     try:
-        evaluation = evaluate_registered(ctx.obj, version or "champion")
+        evaluation = evaluate_job(ctx.obj, version or "champion")
     except RegistryError as e:
         fail(str(e))
     if as_json:
-        print(json.dumps(evaluation))
-    else:
-        print_evaluation(evaluation)
+        print(json.dumps(evaluation.to_dict()))
+        return
+    out.print(f"version {evaluation.version} of the registered model")
+    print_evaluation(evaluation)
 
 
 @app.command()
@@ -222,32 +261,32 @@ def recommend(as_json: JsonOpt = False) -> None:
 def pipeline(ctx: typer.Context,
              customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
              seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
-             epochs: EpochsOpt = 4, nproc: NprocOpt = 1,
-             seed_samples: Annotated[int, typer.Option(
-                 help="Training rows for the seed's DLRM baseline (0 = skip it).")] = 10_000,
+             epochs: EpochsOpt = TrainOptions.epochs, nproc: NprocOpt = TrainOptions.nproc,
+             seed_samples: SeedSamplesOpt = SEED_SAMPLES,
+             force: Annotated[bool, typer.Option(
+                 help="Rebuild an existing warehouse (saved recommendations are kept).")] = False,
              as_json: JsonOpt = False) -> None:
-    """setup -> features -> train -> evaluate -> register, in one command."""
-    from tastyrec.experiment import TrainError, TrainOptions, train_evaluate_register
-    from tastyrec.features.build import build_features
-    from tastyrec.warehouse.load import WarehouseError, setup_synthetic
+    """setup -> features -> train -> evaluate -> register, in one command (an existing
+    warehouse is reused unless --force)."""
+    from tastyrec.features.build import FeaturesError
+    from tastyrec.jobs import pipeline_job
+    from tastyrec.warehouse.load import WarehouseError
 
-    ws: Workspace = ctx.obj
+    opts = train_options(epochs=epochs, nproc=nproc, progress=not as_json)
     try:
         with progress_bar(enabled=not as_json) as progress:
-            setup_result = setup_synthetic(ws, customers=customers, seed=seed, force=True, progress=progress)
-            features_result = build_features(ws, progress=progress)
-        job = train_evaluate_register(ws, TrainOptions(epochs=epochs, nproc=nproc, progress=not as_json),
-                                      seed_samples=seed_samples)
-    except (WarehouseError, TrainError) as e:
+            result = pipeline_job(ctx.obj, customers, seed, opts, force=force, seed_samples=seed_samples,
+                                  progress=progress)
+    except (WarehouseError, FeaturesError, TrainError) as e:
         fail(str(e))
     if as_json:
-        print(json.dumps({"setup": asdict(setup_result), "features": asdict(features_result), **asdict(job)},
-                         default=str))
+        print(json.dumps(result.to_dict(), default=str))
         return
-    print_evaluation(job.evaluation)
-    out.print(job.registry["decision"])
-    out.print(f"setup {setup_result.seconds} s, features {features_result.seconds} s, "
-              f"train + evaluate + register {job.seconds} s")
+    err.print(result.message)
+    print_evaluation(result.job.evaluation)
+    out.print(result.job.registry.decision)
+    setup = f"setup {result.setup.seconds} s, " if result.setup else ""
+    out.print(f"{setup}features {result.features.seconds} s, train + evaluate + register {result.job.seconds} s")
 
 
 @app.command()
@@ -264,7 +303,7 @@ def streamlit_app() -> None:
 
 @registry_app.command("list")
 def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List registered versions, their test metrics and aliases."""
+    """List registered versions, their test metrics (on the time split's test window) and aliases."""
     from tastyrec.registry import list_versions
 
     versions = list_versions(ctx.obj)
@@ -272,11 +311,15 @@ def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print(json.dumps(versions, default=str))
         return
     table = Table(title="tastyrec-dlrm")
-    for column in ("version", "aliases", "ndcg@10", "recall@10", "auc", "created"):
+    for column in ("version", "aliases", "model", "trained on", "ndcg@10", "recall@10", "auc", "created"):
         table.add_column(column)
     for v in versions:
-        table.add_row(str(v["version"]), ", ".join(v.get("aliases", [])), str(v.get("ndcg@10", "")),
-                      str(v.get("recall@10", "")), str(v.get("auc", "")), str(v.get("created", "")))
+        m = v["metrics"]
+        split = v.get("training_split") or "?"
+        table.add_row(str(v["version"]), ", ".join(v["aliases"]), v.get("model_kind") or "?",
+                      f"{split} split" + (" (leaky)" if split == "random" else ""),
+                      _number(m.get("ndcg@10")), _number(m.get("recall@10")), _number(m.get("auc")),
+                      v["created"][:19].replace("T", " "))
     out.print(table)
 
 
@@ -286,10 +329,10 @@ def registry_promote(ctx: typer.Context, version: Annotated[int, typer.Argument(
     from tastyrec.registry import RegistryError, promote
 
     try:
-        promote(ctx.obj, version)
+        move = promote(ctx.obj, version)
     except RegistryError as e:
         fail(str(e))
-    out.print(f"champion -> version {version}")
+    out.print(move.message)
 
 
 @registry_app.command("rollback")
@@ -298,10 +341,10 @@ def registry_rollback(ctx: typer.Context) -> None:
     from tastyrec.registry import RegistryError, rollback
 
     try:
-        version = rollback(ctx.obj)
+        move = rollback(ctx.obj)
     except RegistryError as e:
         fail(str(e))
-    out.print(f"champion -> version {version}")
+    out.print(move.message)
 
 
 if __name__ == "__main__":

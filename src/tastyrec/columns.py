@@ -10,6 +10,8 @@ CUSTOMER_ID = "customer_id"
 ITEM = "menu_item_name"
 TIMESTAMP = "event_timestamp"
 LABEL = "label"
+CITY = "city"
+ITEM_PURCHASE_COUNT = "item_purchase_count"  # times the customer bought the item before the timestamp
 
 # The seed's 9 label-encoded features and 5 dense features, in the seed's order.
 SEED_SPARSE: tuple[str, ...] = (

@@ -14,6 +14,16 @@ DATA_START = date(2020, 1, 1)
 DATA_END = date(2022, 12, 31)  # inclusive
 WINDOW_DAYS = 91
 
+# DuckDB's memory limit for every connection that reads the warehouse or builds features or
+# training sets. The feature build of 222,000 customers needs about 6 GB (one snapshot's history
+# lists). Set the environment variable TASTYREC_DUCKDB_MEMORY (a DuckDB size, e.g. "3GB") to change it.
+DEFAULT_DUCKDB_MEMORY = "6GB"
+
+
+def duckdb_memory() -> str:
+    """The DuckDB memory limit: TASTYREC_DUCKDB_MEMORY, else DEFAULT_DUCKDB_MEMORY (read at each call)."""
+    return os.environ.get("TASTYREC_DUCKDB_MEMORY") or DEFAULT_DUCKDB_MEMORY
+
 
 @dataclass(frozen=True)
 class Workspace:

@@ -5,26 +5,93 @@ baselines are fitted on the history before the test cutoff, which the test rows 
 `item_purchase_count` (point in time, like every other feature). The oracle ranks by the
 generator's true propensities (`synth.true_propensity`), only when they describe this very
 window: synthetic data and the time split.
+
+The result is an `Evaluation`, produced here and read by the CLI, the registry and the tests;
+its figures (loss curves, ranking bars) live here too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tastyrec.baselines import PROPENSITY, score_all
-from tastyrec.columns import CUSTOMER_ID, ITEM, LABEL, TIMESTAMP
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, LABEL, TIMESTAMP
 from tastyrec.config import Workspace
-from tastyrec.metrics import evaluate_scores
+from tastyrec.metrics import evaluate_scores, finite
 
-HISTORY_COUNT = "item_purchase_count"
 # Every method is scored on the same customers: at most this many test customers, drawn with a
 # fixed seed. The seed's DLRM costs ~4 MFLOP per row (its 33,024-wide top MLP), so scoring all
 # 20,000 test customers x ~40 items with it would take minutes; paired comparisons on 4,000
 # customers are precise to about +-0.005 NDCG@10.
 EVAL_CUSTOMERS = 4_000
+GATE_METRIC = "ndcg@10"  # the figure the champion gate and the headline ratios compare
+METRICS = ("auc", "precision", "recall", "recall@3", "ndcg@3", "recall@10", "ndcg@10",
+           "new_recall@10", "new_ndcg@10")
+
+Metrics = dict[str, Any]  # metric name -> value (None where undefined)
+
+
+@dataclass
+class Evaluation:
+    """One model, the baselines and the oracle (None without a truth) on the same test rows.
+
+    model_name labels the model's row ("dlrm", "seed-dlrm", "version 3"); version is the
+    registered version that was scored, when it was one.
+    """
+
+    model_name: str
+    model: Metrics
+    baselines: dict[str, Metrics]
+    oracle: Metrics | None
+    rows: int
+    customers: int
+    test_customers_total: int
+    version: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what the caller adds (e.g. the training split)
+
+    def _ndcg(self, metrics: Metrics | None) -> float | None:
+        return finite((metrics or {}).get(GATE_METRIC))
+
+    @property
+    def best_baseline(self) -> str | None:
+        """The baseline with the highest NDCG@10 (None when none has one)."""
+        scored = {name: v for name, m in self.baselines.items() if (v := self._ndcg(m)) is not None}
+        return max(scored, key=scored.__getitem__) if scored else None
+
+    @staticmethod
+    def _ratio(a: float | None, b: float | None) -> float | None:
+        # None, never inf or a crash, when the denominator is 0 (tiny data sets) or missing
+        return a / b if a is not None and b else None
+
+    @property
+    def fraction_of_oracle_ndcg10(self) -> float | None:
+        return self._ratio(self._ndcg(self.model), self._ndcg(self.oracle))
+
+    @property
+    def lift_over_best_baseline_ndcg10(self) -> float | None:
+        best = self.best_baseline
+        return self._ratio(self._ndcg(self.model), self._ndcg(self.baselines[best]) if best else None)
+
+    def methods(self) -> list[tuple[str, Metrics]]:
+        """(name, metrics) of the model, every baseline and the oracle, in table order."""
+        rows = [(self.model_name, self.model), *self.baselines.items()]
+        return rows + ([("oracle (truth)", self.oracle)] if self.oracle else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "version": self.version, "model": self.model,
+                "baselines": self.baselines, "oracle": self.oracle, "best_baseline": self.best_baseline,
+                "fraction_of_oracle_ndcg10": self.fraction_of_oracle_ndcg10,
+                "lift_over_best_baseline_ndcg10": self.lift_over_best_baseline_ndcg10,
+                "rows": self.rows, "customers": self.customers,
+                "test_customers_total": self.test_customers_total, **self.extra}
 
 
 def truth_for(ws: Workspace, test: pd.DataFrame) -> pd.DataFrame | None:
@@ -48,35 +115,31 @@ def truth_for(ws: Workspace, test: pd.DataFrame) -> pd.DataFrame | None:
         con.close()
 
 
-def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray],
-                   truth: pd.DataFrame | None) -> dict:
+def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], truth: pd.DataFrame | None,
+                   test_customers_total: int | None = None) -> Evaluation:
     """Metrics of each model (probabilities), each baseline and the oracle on the test rows.
 
-    model_scores: the model first, then other trained models shown as baselines (the seed's DLRM).
-    Returns {"model": {...}, "baselines": {name: {...}}, "oracle": {...} | None,
-    "fraction_of_oracle_ndcg10": x | None, "best_baseline": name, ...}.
+    model_scores: the model first (its name labels its row), then other trained models shown
+    as baselines (the seed's DLRM).
     """
     frame = test[[CUSTOMER_ID, ITEM, LABEL]].copy()
-    new_only = test[HISTORY_COUNT].to_numpy() == 0  # cross-sell: items the customer never bought
-    history = test[[CUSTOMER_ID, ITEM, HISTORY_COUNT]]
-    customers = test[[CUSTOMER_ID, "city"]].drop_duplicates(CUSTOMER_ID)
+    new_only = test[ITEM_PURCHASE_COUNT].to_numpy() == 0  # cross-sell: items the customer never bought
+    history = test[[CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT]]
+    customers = test[[CUSTOMER_ID, CITY]].drop_duplicates(CUSTOMER_ID)
     scores = score_all(history, customers, frame[[CUSTOMER_ID, ITEM]], truth)
 
-    def metrics(values: np.ndarray, probabilities: bool) -> dict:
+    def metrics(values: np.ndarray, probabilities: bool) -> Metrics:
         frame["score"] = values
         return evaluate_scores(frame, "score", probabilities=probabilities, new_only_mask=new_only)
 
-    (_, values), *others = model_scores.items()
+    (name, values), *others = model_scores.items()
     main = metrics(values, True)
     oracle = metrics(scores.pop("oracle"), True) if "oracle" in scores else None
-    baselines = {name: metrics(values, False) for name, values in scores.items()}
-    baselines |= {name: metrics(values, True) for name, values in others}
-    fraction = (main["ndcg@10"] / oracle["ndcg@10"]) if oracle and oracle["ndcg@10"] else None
-    best = max(baselines, key=lambda name: baselines[name]["ndcg@10"])
-    return {"model": main, "baselines": baselines, "oracle": oracle,
-            "fraction_of_oracle_ndcg10": fraction, "best_baseline": best,
-            "lift_over_best_baseline_ndcg10": main["ndcg@10"] / baselines[best]["ndcg@10"],
-            "rows": len(frame), "customers": int(frame[CUSTOMER_ID].nunique())}
+    baselines = {b: metrics(v, False) for b, v in scores.items()}
+    baselines |= {b: metrics(v, True) for b, v in others}
+    customers_scored = int(frame[CUSTOMER_ID].nunique())
+    return Evaluation(model_name=name, model=main, baselines=baselines, oracle=oracle, rows=len(frame),
+                      customers=customers_scored, test_customers_total=test_customers_total or customers_scored)
 
 
 def sample_customers(test: pd.DataFrame, n: int = EVAL_CUSTOMERS, seed: int = 0) -> pd.DataFrame:
@@ -89,27 +152,57 @@ def sample_customers(test: pd.DataFrame, n: int = EVAL_CUSTOMERS, seed: int = 0)
 
 
 def evaluate_predictors(ws: Workspace, test_path: str | Path, predictors: dict,
-                        max_customers: int = EVAL_CUSTOMERS) -> dict:
+                        max_customers: int = EVAL_CUSTOMERS) -> Evaluation:
     """Score the test split with each predictor (first = the model) and evaluate everything."""
     test = pd.read_parquet(test_path)
     total = int(test[CUSTOMER_ID].nunique())
     test = sample_customers(test, max_customers)
     scores = {name: predictor.predict(test) for name, predictor in predictors.items()}
-    return evaluate_frame(test, scores, truth_for(ws, test)) | {"test_customers_total": total}
+    return evaluate_frame(test, scores, truth_for(ws, test), test_customers_total=total)
 
 
-def evaluate_registered(ws: Workspace, ref: str | int = "champion") -> dict:
-    """Evaluate a registered version (and the newest seed baseline run) on the time split's test set."""
-    from tastyrec.features.training import build_training_set
-    from tastyrec.predictor import Predictor
-    from tastyrec.registry import load_predictor
+# ---------------------------------------------------------------------------------------------
+# figures (matplotlib's object API on an Agg canvas: no pyplot state, no global backend switch)
+# ---------------------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
 
-    predictor, version = load_predictor(ws, ref)
-    test_path = ws.home / "datasets" / "time" / "test.parquet"
-    if not test_path.exists():
-        test_path = Path(build_training_set(ws, "time").paths["test"])
-    predictors = {f"version {version}": predictor}
-    seeds = sorted(ws.checkpoints.glob("*-seed-dlrm-time/model")) if ws.checkpoints.exists() else []
-    if seeds:
-        predictors["seed-dlrm"] = Predictor.from_dir(seeds[-1])
-    return evaluate_predictors(ws, test_path, predictors) | {"version": version}
+
+def loss_figure(history: list[dict[str, Any]]) -> Figure:
+    """Train / validation loss per epoch."""
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    keys = sorted({k for h in history for k in h if k.endswith("loss")})
+    for key in keys:
+        values = [finite(h.get(key)) for h in history]
+        ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", label=key)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="BCE loss", title="Loss curves")
+    if keys:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def ranking_figure(evaluation: Evaluation, metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> Figure:
+    """Bars of `metrics` for the model, each baseline and the oracle (when there is one)."""
+    methods = evaluation.methods()
+    fig = _figure(max(6.0, 1.3 * len(methods) + 2), 4.5)
+    ax = fig.add_subplot()
+    x = np.arange(len(methods))
+    width = 0.8 / len(metrics)
+    for j, metric in enumerate(metrics):
+        values = [finite(m.get(metric)) for _, m in methods]
+        heights = [np.nan if v is None else v for v in values]
+        bars = ax.bar(x + (j - (len(metrics) - 1) / 2) * width, heights, width, label=metric)
+        ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.3f}" for v in values], fontsize=7, padding=2)
+    ax.set_xticks(x, [name for name, _ in methods], rotation=20, ha="right")
+    ax.set(ylabel="test metric", title="Ranking quality: model vs baselines vs oracle")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

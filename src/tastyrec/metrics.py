@@ -109,6 +109,17 @@ def evaluate_scores(
     return out
 
 
+def finite(value: object) -> float | None:
+    """value as a float, or None when it is missing, not a number, NaN or infinite."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
 def _auc(y: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC, or None when it is undefined (a single class)."""
     if y.all() or not y.any():

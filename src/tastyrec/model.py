@@ -1,8 +1,9 @@
 """The DLRM and the seed's published model, as pure nn.Modules that return logits.
 
 No loss and no sigmoid live here: training wraps the model with its loss (train.py), serving
-with candidates and ranking. Every model is rebuilt from a JSON-able config by `build_model`,
-the one loading path used by training, evaluation, the service, the app and the tests.
+with candidates and ranking. Every model is rebuilt from a JSON-able config by `build_model`;
+`save_model` / `load_model` own the model file, the one loading path used by training,
+evaluation, the service, the app and the tests. `MODEL_KINDS` says what differs per kind.
 
 Shapes: B = batch, F = sparse features, K = multi-hot features, L = bag width,
 D = embedding dimension, N = F + K + 1 vectors that interact (the +1 is the dense output).
@@ -11,8 +12,10 @@ D = embedding dimension, N = F + K + 1 vectors that interact (the +1 is the dens
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -245,19 +248,45 @@ class SeedDLRM(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The one way to build a model
+# The model kinds, and the model file
 # ---------------------------------------------------------------------------------------------
-MODELS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-    "dlrm": lambda d: DLRM(DLRMConfig.from_dict(d)),
-    "seed-dlrm": lambda d: SeedDLRM(SeedDLRMConfig.from_dict(d)),
+MODEL_FILE = "model.pt"  # kind + config + weights: everything needed to rebuild a trained model
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """Everything that differs between model kinds, in one place.
+
+    feature_set: the Preprocessor's column set ("full" or the seed's 9 + 5).
+    score_batch: rows per forward pass when scoring. The seed's model expands every row into
+    32,896 pairwise products (a (B, 256, 256) outer product first), so it gets small batches.
+    batch_size / lr: training defaults; the seed's are the seed notebook's own.
+    """
+
+    config_class: type
+    model_class: type
+    feature_set: str
+    score_batch: int
+    batch_size: int
+    lr: float
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "dlrm": ModelKind(DLRMConfig, DLRM, "full", score_batch=16_384, batch_size=4096, lr=2e-3),
+    "seed-dlrm": ModelKind(SeedDLRMConfig, SeedDLRM, "seed", score_batch=1_024, batch_size=256, lr=1e-3),
 }
+
+
+def model_kind(kind: str) -> ModelKind:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(MODEL_KINDS)}")
+    return MODEL_KINDS[kind]
 
 
 def build_model(kind: str, config_dict: dict[str, Any]) -> nn.Module:
     """Rebuild a model of `kind` ('dlrm' or 'seed-dlrm') from its saved config dict."""
-    if kind not in MODELS:
-        raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(MODELS)}")
-    return MODELS[kind](config_dict)
+    spec = model_kind(kind)
+    return spec.model_class(spec.config_class.from_dict(config_dict))
 
 
 def model_config(
@@ -268,9 +297,25 @@ def model_config(
     **overrides: Any,
 ) -> dict[str, Any]:
     """A config dict for `kind` sized from a fitted preprocessor's facts, plus overrides."""
-    if kind == "dlrm":
-        return DLRMConfig(dict(cardinalities), dict(bag_sizes), n_dense, **overrides).to_dict()
+    model_kind(kind)
     if kind == "seed-dlrm":
         rows = max([SEED_NUM_EMBEDDINGS, *cardinalities.values()])
         return SeedDLRMConfig(len(cardinalities), n_dense, rows, **overrides).to_dict()
-    raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(MODELS)}")
+    return DLRMConfig(dict(cardinalities), dict(bag_sizes), n_dense, **overrides).to_dict()
+
+
+def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], kind: str, config: dict[str, Any]) -> Path:
+    """Write a model file: kind, config and weights (tmp file + rename: never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    torch.save({"model_kind": kind, "model_config": config, "state_dict": state_dict}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, str]:
+    """The model a file holds, rebuilt from its saved kind and config, in eval mode, and its kind."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(saved["model_kind"], saved["model_config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), saved["model_kind"]

@@ -19,7 +19,7 @@ only on (seed, epoch), and model, optimizer and early-stopping state are all res
 embedding backward kernels use atomic adds, so there "the same" means equal up to rounding.)
 
 Outputs, in the checkpoint dir: `checkpoint.pt` (last epoch: model, optimizer, history, best
-state) and `model.pt` (best weights + model kind + config, read by `load_trained`); rank 0 also
+state) and `model.pt` (best weights + model kind + config: `model.save_model`, read by `model.load_model`); rank 0 also
 writes the result JSON (per-epoch curves, best epoch, samples/s, seconds) to `output_path`.
 """
 
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
@@ -42,16 +41,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from tastyrec.model import build_model
+from tastyrec.distributed import Dist, all_sum, epoch_permutation, global_batch_sizes, setup_distributed
+from tastyrec.model import MODEL_FILE, build_model, save_model
 from tastyrec.preprocess import Batch
 
 CHECKPOINT_FILE = "checkpoint.pt"  # the last completed epoch: everything needed to resume
-MODEL_FILE = "model.pt"  # the best weights with kind and config: what registry/evaluation load
 
 
 @dataclass
 class TrainConfig:
     """Everything one training run needs; JSON-able, so torchrun workers read it from a file.
+    No defaults for the hyperparameters: the caller (experiment.TrainOptions) owns them.
 
     train_path / val_path: files written by `Batch.save` (train rows must carry labels).
     batch_size: the GLOBAL batch size, split evenly across ranks (must divide by world size).
@@ -62,11 +62,11 @@ class TrainConfig:
     train_path: str
     val_path: str
     checkpoint_dir: str
-    model_kind: str = "dlrm"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 4096
-    lr: float = 1e-3
+    model_kind: str
+    model_config: dict[str, Any]
+    epochs: int
+    batch_size: int
+    lr: float
     seed: int = 0
     patience: int = 3
     output_path: str | None = None
@@ -117,65 +117,6 @@ class DLRMTrain(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch.sparse, batch.dense, batch.bags)  # (B,)
         return self.loss_fn(logits, batch.label), logits.detach()
-
-
-# ---------------------------------------------------------------------------------------------
-# process group
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class _Dist:
-    rank: int
-    world_size: int
-    local_world_size: int
-    device: torch.device
-    owns_group: bool  # we initialised the process group, so we destroy it
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def _setup_distributed() -> _Dist:
-    """Join torchrun's process group (nccl + one GPU per process when CUDA is present, gloo on
-    CPU), reuse one the caller already made, or run a single process without DDP."""
-    use_cuda = torch.cuda.is_available()
-    owns = False
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        owns = True
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    else:
-        rank, world, local_world, local_rank = 0, 1, 1, 0
-    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
-    return _Dist(rank, world, local_world, device, owns)
-
-
-def _all_sum(values: list[float], d: _Dist) -> list[float]:
-    """Element-wise sum over ranks (float64, so loss sums of millions of rows stay exact)."""
-    t = torch.tensor(values, dtype=torch.float64, device=d.device)
-    if d.enabled:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-# ---------------------------------------------------------------------------------------------
-# data order
-# ---------------------------------------------------------------------------------------------
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The same permutation of n rows on every rank, determined by (seed, epoch) alone."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
-    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-    return torch.randperm(n, generator=g)
-
-
-def global_batch_sizes(n: int, batch_size: int) -> list[int]:
-    """Rows in each global batch of an epoch; the last one may be short."""
-    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +237,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train `config.model_kind` with DDP across the ranks torchrun started (or one process);
     see the module docstring for the data order, loss weighting and resume guarantees."""
     started = time.perf_counter()
-    d = _setup_distributed()
+    d = setup_distributed()
     try:
         return _train(config, d, started)
     finally:
@@ -304,7 +245,7 @@ def train(config: TrainConfig) -> TrainResult:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, d: _Dist, started: float) -> TrainResult:
+def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
     if config.batch_size % d.world_size:
         raise ValueError(f"batch_size {config.batch_size} must divide by world size {d.world_size}")
     # Processes on one machine share its cores; more threads than cores only adds contention.
@@ -353,7 +294,7 @@ def _train(config: TrainConfig, d: _Dist, started: float) -> TrainResult:
                 on_step if show else None,
             )
             t_train = time.perf_counter() - t0
-            train_total, val_total = _all_sum(
+            train_total, val_total = all_sum(
                 [float(loss_sum), _loss_sum(model, val_data, config.eval_batch_size)], d
             )
             train_seconds, rows_trained = train_seconds + t_train, rows_trained + n_train
@@ -378,8 +319,7 @@ def _train(config: TrainConfig, d: _Dist, started: float) -> TrainResult:
 
     model.load_state_dict(state.best_state)
     if d.rank == 0:
-        _atomic_save({"model_kind": config.model_kind, "model_config": config.model_config,
-                      "state_dict": state.best_state}, model_path)
+        save_model(model_path, state.best_state, config.model_kind, config.model_config)
     result = TrainResult(
         history=state.history,
         best_epoch=state.best_epoch,
@@ -404,18 +344,6 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
-
-
-def load_trained(model_path: str | Path) -> nn.Module:
-    """The best model a run saved (`model.pt`), rebuilt from its kind and config, in eval mode."""
-    return model_from_saved(torch.load(model_path, map_location="cpu", weights_only=True))
-
-
-def model_from_saved(saved: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from the contents of a `model.pt` (kind, config, weights), in eval mode."""
-    model = build_model(saved["model_kind"], saved["model_config"])
-    model.load_state_dict(saved["state_dict"])
-    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> None:

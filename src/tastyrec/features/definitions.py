@@ -12,7 +12,7 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, String
 
-from tastyrec.columns import CUSTOMER_ID, ITEM, TIMESTAMP
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, TIMESTAMP
 
 VERSION = "v1"
 
@@ -24,7 +24,7 @@ menu_item = Entity(name="menu_item", join_keys=[ITEM], value_type=ValueType.STRI
 # view name -> (entities, [(feature, type)], description); the Parquet file is <name>.parquet
 VIEWS: dict[str, tuple[list[Entity], list[tuple[str, object]], str]] = {
     "customer_features": ([customer], [
-        ("city", String), ("country", String), ("gender", String), ("marital_status", String),
+        (CITY, String), ("country", String), ("gender", String), ("marital_status", String),
         ("favourite_brand", String), ("children_count", String), ("age", Float64)],
         "Customer attributes (the seed's, plus favourite brand and children); age on the snapshot day."),
     "menu_features": ([menu_item], [

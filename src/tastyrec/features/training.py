@@ -1,31 +1,27 @@
-"""Training sets from Feast's point-in-time joins, and the same features read online for serving.
+"""Training sets from Feast's point-in-time joins.
 
-Both paths end in `assemble`: per-pair features from the history lists, defaults for "no
-history yet", and the column order of columns.py. So a training row and a serving row of the
-same customer, item and snapshot are equal column for column.
+Training sets and serving (features.online) both end in `assemble`: per-pair features from the
+history lists, defaults for "no history yet", and the column order of columns.py. So a training
+row and a serving row of the same customer, item and snapshot are equal column for column.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tastyrec.columns import (CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, LABEL, MULTI_HOT,
-                              SPARSE, TIMESTAMP)
-from tastyrec.config import WINDOW_DAYS, Workspace
+from tastyrec.columns import (CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, ITEM_PURCHASE_COUNT, LABEL,
+                              MULTI_HOT, SPARSE, TIMESTAMP)
+from tastyrec.config import WINDOW_DAYS, Workspace, duckdb_memory
 from tastyrec.features import definitions
-from tastyrec.features.build import TRAIN_WINDOWS, _sql, feature_store, snapshot_times
+from tastyrec.features.build import SQL, TRAIN_WINDOWS, feast_prints, feature_store, snapshot_times
+from tastyrec.sqlfiles import run_sql
 
 SPLITS = ("train", "val", "test")
 KEYS = [CUSTOMER_ID, ITEM, TIMESTAMP]
@@ -48,7 +44,7 @@ class TrainingSet:
 # Per customer x item features, looked up in the customer's history lists (customer_history):
 # one definition for training sets and serving, so they cannot drift apart.
 PAIR_FEATURES = {
-    "item_purchase_count": "history_item_orders[list_position(history_items, menu_item_name)]",
+    ITEM_PURCHASE_COUNT: "history_item_orders[list_position(history_items, menu_item_name)]",
     "days_since_item_purchase": "history_item_days[list_position(history_items, menu_item_name)]",
     "brand_spend_share": "history_brand_shares[list_position(history_brands, truck_brand_name)]",
 }
@@ -94,14 +90,12 @@ def _spine(con, mode: str, seed: int, train_windows: int) -> tuple[pa.Table, dic
     if mode == "time":
         cutoffs = [s.replace(tzinfo=None) for s in snapshots[:-1]]  # the last snapshot has no future
         names = ["train"] * (len(cutoffs) - 2) + ["val", "test"]
-        sql = (_sql("spine_time.sql").replace("$candidates", _sql("candidates.sql").rstrip().rstrip(";"))
-               .replace("$window_days", str(WINDOW_DAYS)).replace("$cutoffs", "$1").replace("$splits", "$2"))
-        spine = con.execute(sql, [cutoffs, names]).to_arrow_table()
+        params = {"cutoffs": cutoffs, "splits": names, "window_days": WINDOW_DAYS}
+        spine = run_sql(con, SQL, "spine_time.sql", params, views=["candidates.sql"]).to_arrow_table()
         by_split = {name: [c.isoformat() for c, n in zip(cutoffs, names) if n == name] for name in SPLITS}
     elif mode == "random":
         as_of = snapshots[-1].replace(tzinfo=None)
-        spine = con.execute(_sql("spine_random.sql").replace("$as_of", "$1").replace("$seed", "$2"),
-                            [as_of, seed]).to_arrow_table()
+        spine = run_sql(con, SQL, "spine_random.sql", {"as_of": as_of, "seed": seed}).to_arrow_table()
         by_split = {name: [as_of.isoformat()] for name in SPLITS}
     else:
         raise ValueError(f"unknown split mode {mode!r}: use 'time' or 'random'")
@@ -131,7 +125,7 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     customers, items = point_in_time(feature_store(ws), spine)
     out_dir = ws.home / "datasets" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": "4GB", "temp_directory": str(ws.home / "duckdb_tmp")})
+    con = duckdb.connect(config={"memory_limit": duckdb_memory(), "temp_directory": str(ws.home / "duckdb_tmp")})
     paths, rows, positives = {}, {}, {}
     try:
         con.execute("SET enable_progress_bar = false")
@@ -141,7 +135,8 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
             con.register("spine", spine.filter(pc.equal(spine.column("split"), name)).drop_columns(["split"]))
             path = out_dir / f"{name}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
-            con.execute(f"COPY ({_assemble_sql([LABEL])}) TO '{_quoted(tmp)}' (FORMAT parquet, ROW_GROUP_SIZE 256000)")
+            con.execute(f"COPY ({_assemble_sql([LABEL])}) TO $path (FORMAT parquet, ROW_GROUP_SIZE 256000)",
+                        {"path": str(tmp)})
             os.replace(tmp, path)
             n, pos = con.execute(f"SELECT count(*), coalesce(sum({LABEL}), 0) FROM read_parquet(?)",
                                  [str(path)]).fetchone()
@@ -153,10 +148,6 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
                        seconds=round(time.perf_counter() - started, 2))
 
 
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")  # COPY takes no bound parameters; the path is ours
-
-
 def point_in_time(store, spine: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customer and item features as of each spine timestamp, via Feast's point-in-time join.
 
@@ -165,56 +156,10 @@ def point_in_time(store, spine: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     def historical(key: str, refs: list[str]) -> pd.DataFrame:
         entities = spine.select([key, TIMESTAMP]).group_by([key, TIMESTAMP]).aggregate([]).to_pandas()
-        with contextlib.redirect_stdout(sys.stderr):
+        with feast_prints():
             found = store.get_historical_features(entity_df=entities, features=refs).to_df()
         found[TIMESTAMP] = found[TIMESTAMP].astype("datetime64[us, UTC]")  # Feast may change precision
         return found
 
     return historical(CUSTOMER_ID, CUSTOMER_REFS), historical(ITEM, MENU_REFS)
 
-
-class OnlineFeatures:
-    """Reads serving features from the Feast online store, shaped like a training set.
-
-    Loads what does not change between `tastyrec features` runs once: the menu features, the
-    candidate items per city and the serving snapshot time.
-    """
-
-    def __init__(self, ws: Workspace):
-        from tastyrec.warehouse.load import connect
-
-        self.store = feature_store(ws)
-        summary = json.loads((ws.feature_repo / "summary.json").read_text())
-        self.as_of = pd.Timestamp(datetime.fromisoformat(summary["snapshots"][-1])).tz_convert("UTC")
-        con = connect(ws.warehouse, read_only=True)
-        try:
-            candidates = con.execute(_sql("candidates.sql")).df()
-        finally:
-            con.close()
-        self.items = sorted(candidates[ITEM].unique())
-        menu = self.store.get_online_features(features=MENU_REFS, entity_rows={ITEM: self.items}).to_df()
-        self.candidates = candidates.groupby("city")[ITEM].apply(list).to_dict()
-        # one in-memory DuckDB for assembling rows, with the static menu as its `items` table:
-        # opening a connection or registering a frame per request costs more than the query
-        self.duckdb = duckdb.connect(config={"threads": 1})  # tiny queries: threads only add overhead
-        self.duckdb.register("menu", menu.assign(**{TIMESTAMP: self.as_of}))
-        self.duckdb.execute("CREATE TABLE items AS SELECT * FROM menu")
-        self.duckdb.unregister("menu")
-
-    def for_customers(self, customer_ids: list[int], items: list[str] | None = None) -> pd.DataFrame:
-        """Features for each customer x (their city's candidate items, or `items`), training-set order.
-
-        Unknown customers and unknown item names give no rows.
-        """
-        customers = self.store.get_online_features(
-            features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_arrow()
-        known = set(self.items)
-        pairs = [(c, item) for c, city in zip(customers.column(CUSTOMER_ID).to_pylist(),
-                                              customers.column("city").to_pylist()) if city is not None
-                 for item in (items if items is not None else self.candidates.get(city, [])) if item in known]
-        stamp = pa.array([self.as_of] * customers.num_rows, pa.timestamp("us", tz="UTC"))
-        customers = customers.append_column(TIMESTAMP, stamp)
-        spine = pa.table({CUSTOMER_ID: pa.array([c for c, _ in pairs], pa.int64()),
-                          ITEM: pa.array([i for _, i in pairs], pa.string()),
-                          TIMESTAMP: pa.array([self.as_of] * len(pairs), pa.timestamp("us", tz="UTC"))})
-        return assemble(self.duckdb, spine, customers).df()

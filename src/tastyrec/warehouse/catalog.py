@@ -55,6 +55,9 @@ def _main(name: str, price: float, sub: str = "Hot Option") -> Item:
     return Item(name, "Main", sub, price)
 
 
+# The style tags of the brands; the purchase model (synthetic.py) shifts utilities per style, in this order.
+STYLES = ("sweet", "hearty", "fresh", "comfort", "adventurous")
+
 # (menu_type, truck_brand_name, style tag used by the purchase model, non-beverage items)
 BRANDS: list[tuple[str, str, str, list[Item]]] = [
     ("Ice Cream", "Freezing Point", "sweet", [

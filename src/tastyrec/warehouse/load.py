@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 
 import duckdb
 
-from tastyrec.config import DATA_END, WINDOW_DAYS, Workspace
+from tastyrec.config import DATA_END, WINDOW_DAYS, Workspace, duckdb_memory
+from tastyrec.sqlfiles import quote_path, run_sql
 from tastyrec.warehouse.synthetic import generate
 
 # schema.table, in load order
@@ -33,6 +33,7 @@ DIMENSION_KEYS: dict[str, str] = {
     "raw_pos.menu": "menu_item_id", "raw_pos.truck": "truck_id", "raw_customer.customer_loyalty": "customer_id",
 }
 NULL_STRINGS = ["NULL", "null", ""]
+SQL = "tastyrec.warehouse"  # the package of the DDL and view files (sql/*.sql)
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -59,14 +60,10 @@ class SetupResult:
     row_counts: dict[str, int]
 
 
-def _sql(name: str) -> str:
-    return resources.files("tastyrec.warehouse").joinpath("sql").joinpath(name).read_text()
-
-
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with this project's resource settings."""
     con = duckdb.connect(str(path), read_only=read_only)
-    con.execute("SET memory_limit = '3GB'")
+    con.execute("SET memory_limit = $limit", {"limit": duckdb_memory()})
     con.execute("SET preserve_insertion_order = true")
     con.execute("SET enable_progress_bar = false")  # progress is shown by the callers' Rich bars
     return con
@@ -86,12 +83,12 @@ def _building(ws: Workspace, force: bool) -> Iterator[duckdb.DuckDBPyConnection]
     con = connect(tmp)
     try:
         for name in ("01_schemas.sql", "02_raw_tables.sql"):
-            con.execute(_sql(name))
+            run_sql(con, SQL, name)
         yield con
-        con.execute(_sql("03_views.sql"))
-        con.execute(_sql("04_ml_tables.sql"))
+        run_sql(con, SQL, "03_views.sql")
+        run_sql(con, SQL, "04_ml_tables.sql")
         if final.exists():  # keep saved campaigns across a rebuild
-            con.execute(f"ATTACH '{_quote_path(final)}' AS previous (READ_ONLY)")
+            con.execute(f"ATTACH {quote_path(final)} AS previous (READ_ONLY)")  # ATTACH binds no parameters
             has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' "
                               "AND schema_name = 'ml' AND table_name = 'recommendations'").fetchone()[0]
             if has:
@@ -131,7 +128,7 @@ def setup_synthetic(ws: Workspace, customers: int = 20_000, seed: int = 42, forc
         raise WarehouseError("--customers must be at least 1")
     started = time.perf_counter()
     with _building(ws, force) as con:
-        con.execute(_sql("05_synth.sql"))
+        run_sql(con, SQL, "05_synth.sql")
         dims, chunks = generate(customers, seed)
         for table, frame in dims.tables.items():
             con.execute(f"INSERT INTO {table} SELECT * FROM frame")
@@ -245,16 +242,11 @@ def export_csv(ws: Workspace, target: Path, progress: Progress | None = None) ->
             folder = target.joinpath(*table.split("."))
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{table.split('.')[1]}.csv.gz"
-            con.execute(f"COPY (SELECT * FROM {table}) TO '{_quote_path(path)}' "
-                        "(FORMAT csv, HEADER true, COMPRESSION gzip)")
+            con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT csv, HEADER true, COMPRESSION gzip)",
+                        {"path": str(path)})
             written[table] = str(path)
             if progress:
                 progress("tables", done, len(RAW_TABLES))
     finally:
         con.close()
     return written
-
-
-def _quote_path(path: Path) -> str:
-    # COPY ... TO and ATTACH take no bound parameters; the path is ours, but quote it all the same
-    return str(path).replace("'", "''")

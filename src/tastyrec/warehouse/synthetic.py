@@ -24,22 +24,19 @@ from each customer's state at the window start and written to `synth.true_propen
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from tastyrec.config import DATA_END, DATA_START, WINDOW_DAYS
-from tastyrec.warehouse.catalog import BEVERAGES, BRANDS, COUNTRIES, FIRST_NAMES, LAST_NAMES, TRUCK_MAKES
+from tastyrec.warehouse.catalog import BEVERAGES, BRANDS, FIRST_NAMES, LAST_NAMES
+from tastyrec.warehouse.dimensions import LATENT_DIM, Dimensions, build_dimensions
 
 CHUNK_CUSTOMERS = 10_000  # fixed: results depend on the seed and N only, not on memory
-STYLES = ("sweet", "hearty", "fresh", "comfort", "adventurous")
 FAV = 1.3
 HABIT_MEAN = 0.9
-LATENT_DIM = 4
-LATENT_SCALE = 0.55
 EXTRA_LINES = 0.5
 MAX_LINES = 4
 BEVERAGE_P = 0.45
@@ -48,139 +45,8 @@ NON_LOYALTY_SHARE = 0.5  # non-loyalty orders per loyalty order
 EPOCH = np.datetime64("1970-01-01")
 
 
-@dataclass
-class Dimensions:
-    """The small tables, plus the arrays the purchase model needs."""
-
-    tables: dict[str, pa.Table]
-    item_ids: np.ndarray          # (I,) menu_item_id of the non-beverage items
-    item_names: np.ndarray        # (I,)
-    item_brand: np.ndarray        # (I,) brand index
-    item_price: np.ndarray        # (I,) sale price
-    item_pop: np.ndarray          # (I,) base utility
-    item_latent: np.ndarray       # (I, LATENT_DIM)
-    bev_ids: np.ndarray           # (B, 3) menu_item_id of each brand's beverages
-    bev_price: np.ndarray         # (3,)
-    brand_style: np.ndarray       # (B,) style index
-    city_brands: np.ndarray       # (C, B) bool: a truck of the brand serves the city
-    city_trucks: list[list[np.ndarray]]  # [city][brand] -> truck ids
-    city_locations: list[np.ndarray]     # [city] -> location ids
-    city_weight: np.ndarray       # (C,) share of customers
-    city_names: np.ndarray
-    city_country: np.ndarray
-    city_language: np.ndarray
-
-
 def _days(d: date) -> int:
     return (d - date(1970, 1, 1)).days
-
-
-def build_dimensions(seed: int) -> Dimensions:
-    """Countries, cities, menus, franchises, trucks and locations, from the seed."""
-    rng = np.random.default_rng([seed, 0])
-    country_rows, city_names, city_country, city_lang, city_pop = [], [], [], [], []
-    for k, (country, iso, currency, language, cities) in enumerate(COUNTRIES, start=1):
-        for city, _region, population in cities:
-            city_id = len(city_names) + 1
-            country_rows.append((k, country, currency, iso, city_id, city, population))
-            city_names.append(city)
-            city_country.append(country)
-            city_lang.append(language)
-            city_pop.append(population)
-    country = pd.DataFrame(country_rows, columns=[
-        "country_id", "country", "iso_currency", "iso_country", "city_id", "city", "city_population"])
-    region_of = {c[0]: c[1] for _, _, _, _, cs in COUNTRIES for c in cs}
-    iso_of = {name: iso for name, iso, *_ in COUNTRIES}
-
-    menu_rows, item_ids, item_names, item_brand, item_price, item_pop = [], [], [], [], [], []
-    bev_ids = np.zeros((len(BRANDS), len(BEVERAGES)), dtype=np.int64)
-    brand_style = np.array([STYLES.index(style) for _, _, style, _ in BRANDS])
-    category_effect = {"Main": 0.3, "Snack": -0.3, "Dessert": -0.1}
-    next_id = 10
-    for b, (menu_type, brand, _style, items) in enumerate(BRANDS):
-        for k, item in enumerate(items + BEVERAGES):
-            cost = round(item.price * rng.uniform(0.3, 0.55), 2)
-            health = ('{"menu_item_health_metrics": [{"is_dairy_free_flag": "%s", "is_nut_free_flag": "Y"}]}'
-                      % ("N" if item.category == "Dessert" else "Y"))
-            menu_rows.append((next_id, b + 1, menu_type, next_id, item.name, item.category,
-                              item.subcategory, cost, item.price, health, brand))
-            if item.category == "Beverage":
-                bev_ids[b, k - len(items)] = next_id
-            else:
-                item_ids.append(next_id)
-                item_names.append(item.name)
-                item_brand.append(b)
-                item_price.append(item.price)
-                item_pop.append(rng.normal(0.0, 0.5) + category_effect[item.category])
-            next_id += 1
-    menu = pd.DataFrame(menu_rows, columns=[
-        "menu_id", "menu_type_id", "menu_type", "menu_item_id", "menu_item_name", "item_category",
-        "item_subcategory", "cost_of_goods_usd", "sale_price_usd", "menu_item_health_metrics_obj",
-        "truck_brand_name"])
-    assert len(set(item_names)) == len(item_names), "non-beverage item names must be unique"
-
-    # Each city is served by 9 to 13 of the 15 brands, one or two trucks each.
-    n_cities, n_brands = len(city_names), len(BRANDS)
-    brand_weight = rng.uniform(0.5, 1.5, n_brands)
-    city_brands = np.zeros((n_cities, n_brands), dtype=bool)
-    franchise_rows = [(1, "Tasty", "Bytes", "Denver", "United States", "corporate@tastybytes.example", "555-0100")]
-    truck_rows, location_rows = [], []
-    city_trucks: list[list[np.ndarray]] = []
-    city_locations: list[np.ndarray] = []
-    truck_id = 1
-    for c in range(n_cities):
-        k = rng.integers(9, 14)
-        chosen = rng.choice(n_brands, size=k, replace=False, p=brand_weight / brand_weight.sum())
-        city_brands[c, chosen] = True
-        name, ctry = city_names[c], city_country[c]
-        franchisees = []
-        for _ in range(rng.integers(2, 5)):
-            fid = len(franchise_rows) + 1
-            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-            franchise_rows.append((fid, first, last, name, ctry, f"{first}.{last}{fid}@franchise.example".lower(),
-                                   f"{rng.integers(200, 999)}-{rng.integers(100, 999)}-{rng.integers(1000, 9999)}"))
-            franchisees.append(fid)
-        per_brand = []
-        for b in range(n_brands):
-            ids = []
-            if city_brands[c, b]:
-                for _ in range(1 + int(city_pop[c] > 3_000_000)):
-                    franchised = rng.random() < 0.4
-                    fid = int(rng.choice(franchisees)) if franchised else 1
-                    make, model = TRUCK_MAKES[rng.integers(len(TRUCK_MAKES))]
-                    opened = DATA_START - timedelta(days=int(rng.integers(30, 1500)))
-                    truck_rows.append((truck_id, b + 1, name, region_of[name], region_of[name], ctry, iso_of[ctry],
-                                       int(franchised), int(rng.integers(2005, 2020)), make, model,
-                                       int(rng.random() < 0.2), fid, opened))
-                    ids.append(truck_id)
-                    truck_id += 1
-            per_brand.append(np.array(ids, dtype=np.int64))
-        city_trucks.append(per_brand)
-        first_loc = len(location_rows) + 1
-        for j in range(25):
-            lid = first_loc + j
-            placekey = f"zz{lid:03d}-{rng.integers(100, 999)}@{rng.integers(100, 999)}-{rng.integers(100, 999)}"
-            location_rows.append((lid, placekey, f"{name} Stop {j + 1}", name, region_of[name], iso_of[ctry], ctry))
-        city_locations.append(np.arange(first_loc, first_loc + 25, dtype=np.int64))
-
-    franchise = pd.DataFrame(franchise_rows, columns=[
-        "franchise_id", "first_name", "last_name", "city", "country", "e_mail", "phone_number"])
-    truck = pd.DataFrame(truck_rows, columns=[
-        "truck_id", "menu_type_id", "primary_city", "region", "iso_region", "country", "iso_country_code",
-        "franchise_flag", "year", "make", "model", "ev_flag", "franchise_id", "truck_opening_date"])
-    location = pd.DataFrame(location_rows, columns=[
-        "location_id", "placekey", "location", "city", "region", "iso_country_code", "country"])
-    weight = np.sqrt(np.array(city_pop, dtype=float))
-    return Dimensions(
-        tables={"raw_pos.country": country, "raw_pos.franchise": franchise, "raw_pos.location": location,
-                "raw_pos.menu": menu, "raw_pos.truck": truck},
-        item_ids=np.array(item_ids), item_names=np.array(item_names), item_brand=np.array(item_brand),
-        item_price=np.array(item_price), item_pop=np.array(item_pop),
-        item_latent=rng.normal(0.0, LATENT_SCALE, (len(item_ids), LATENT_DIM)),
-        bev_ids=bev_ids, bev_price=np.array([b.price for b in BEVERAGES]), brand_style=brand_style,
-        city_brands=city_brands, city_trucks=city_trucks, city_locations=city_locations,
-        city_weight=weight / weight.sum(), city_names=np.array(city_names),
-        city_country=np.array(city_country), city_language=np.array(city_lang))
 
 
 def _pick(rng: np.random.Generator, options: list[str], p: list[float], n: int) -> np.ndarray:
@@ -189,7 +55,7 @@ def _pick(rng: np.random.Generator, options: list[str], p: list[float], n: int) 
 
 def _demographic_effects(age: np.ndarray, gender: np.ndarray, married: np.ndarray,
                          kids: np.ndarray) -> np.ndarray:
-    """(n, len(STYLES)) utility shift of each brand style for each customer."""
+    """(n, len(catalog.STYLES)) utility shift of each brand style for each customer."""
     young, old = (age < 30).astype(float), (age >= 50).astype(float)
     female = (gender == "Female").astype(float)
     #               sweet hearty fresh comfort adventurous
@@ -201,11 +67,28 @@ def _demographic_effects(age: np.ndarray, gender: np.ndarray, married: np.ndarra
     return effect
 
 
+def _draw_orders(rng: np.random.Generator, dims: Dimensions, expu: np.ndarray,
+                 brand_matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nested logit of one order per row of expu (A, I), the exp-utilities of the items:
+    a brand (A,), then 1 + Poisson(EXTRA_LINES) item lines within it (A, MAX_LINES; -1: no line)."""
+    brand_w = expu @ brand_matrix                                             # (A, B)
+    with np.errstate(divide="ignore"):  # weight 0 (no truck in the city): log 0 = -inf rules the brand out
+        log_w = np.log(brand_w)
+    brand = np.argmax(log_w + rng.gumbel(size=brand_w.shape), axis=1)
+    within = expu * (dims.item_brand[None, :] == brand[:, None])
+    cdf = np.cumsum(within / within.sum(axis=1, keepdims=True), axis=1)
+    n = expu.shape[0]
+    n_lines = np.minimum(1 + rng.poisson(EXTRA_LINES, n), MAX_LINES)
+    lines = (cdf[:, None, :] < rng.random((n, MAX_LINES, 1))).sum(axis=2)   # (A, L)
+    lines = np.minimum(lines, expu.shape[1] - 1)
+    lines[np.arange(MAX_LINES)[None, :] >= n_lines[:, None]] = -1
+    return brand, lines
+
+
 def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: int, n: int,
                    first_order_id: int, first_detail_id: int) -> dict[str, pa.Table]:
     """Customers [first_customer_id, +n), their orders, non-loyalty orders and the truth."""
     rng = np.random.default_rng([seed, 1, chunk])
-    np.seterr(divide="ignore")  # log(0) = -inf is how an unavailable brand is ruled out
     n_items, n_brands = len(dims.item_ids), len(BRANDS)
     start_day, end_day = _days(DATA_START), _days(DATA_END) + 1  # [start, end) in days since epoch
     window_start = end_day - WINDOW_DAYS
@@ -280,15 +163,7 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
             continue
         cust = owner[rows]
         u = base[cust] + habit[cust, None] * np.log1p(counts[cust])        # (A, I)
-        expu = np.exp(u - u.max(axis=1, keepdims=True))
-        brand_w = expu @ brand_matrix                                         # (A, B)
-        brand = np.argmax(np.log(brand_w) + rng.gumbel(size=brand_w.shape), axis=1)
-        within = expu * (dims.item_brand[None, :] == brand[:, None])
-        cdf = np.cumsum(within / within.sum(axis=1, keepdims=True), axis=1)
-        n_lines = np.minimum(1 + rng.poisson(EXTRA_LINES, rows.size), MAX_LINES)
-        draws = (cdf[:, None, :] < rng.random((rows.size, MAX_LINES, 1))).sum(axis=2)   # (A, L)
-        draws = np.minimum(draws, n_items - 1)
-        draws[np.arange(MAX_LINES)[None, :] >= n_lines[:, None]] = -1
+        brand, draws = _draw_orders(rng, dims, np.exp(u - u.max(axis=1, keepdims=True)), brand_matrix)
         brand_of_order[rows] = brand
         lines[rows] = draws
         bought = np.zeros((rows.size, n_items), dtype=bool)
@@ -319,14 +194,7 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
     m = int(round(owner.size * NON_LOYALTY_SHARE))
     nl_city = rng.choice(len(dims.city_names), size=m, p=dims.city_weight)
     avail = dims.city_brands[nl_city][:, dims.item_brand]
-    expu = np.where(avail, np.exp(dims.item_pop)[None, :], 0.0)
-    brand_w = expu @ brand_matrix
-    nl_brand = np.argmax(np.log(brand_w) + rng.gumbel(size=brand_w.shape), axis=1)
-    within = expu * (dims.item_brand[None, :] == nl_brand[:, None])
-    cdf = np.cumsum(within / within.sum(axis=1, keepdims=True), axis=1)
-    n_lines = np.minimum(1 + rng.poisson(EXTRA_LINES, m), MAX_LINES)
-    nl_lines = np.minimum((cdf[:, None, :] < rng.random((m, MAX_LINES, 1))).sum(axis=2), n_items - 1)
-    nl_lines[np.arange(MAX_LINES)[None, :] >= n_lines[:, None]] = -1
+    nl_brand, nl_lines = _draw_orders(rng, dims, np.where(avail, np.exp(dims.item_pop)[None, :], 0.0), brand_matrix)
     walk_in = _orders(rng, dims, owner_city=nl_city, customer_id=np.full(m, -1),
                       order_day=start_day + rng.random(m) * (end_day - start_day), brand=nl_brand, lines=nl_lines)
 
@@ -364,6 +232,17 @@ def _table(columns: dict[str, np.ndarray], names: tuple[str, ...]) -> pa.Table:
     return pa.table({k: columns[k] if k in columns else pa.nulls(n, pa.string()) for k in names})
 
 
+def distinct_lines(order: np.ndarray, item: np.ndarray,
+                   n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (order, item) pairs, sorted by order then item, and how often each occurs.
+
+    item must lie in [0, n_items): the key order * n_items + item is then unique per pair.
+    """
+    uniq, qty = np.unique(order * n_items + item, return_counts=True)
+    d_order, d_item = np.divmod(uniq, n_items)
+    return d_order, d_item, qty
+
+
 def _orders(rng: np.random.Generator, dims: Dimensions, owner_city: np.ndarray, customer_id: np.ndarray,
             order_day: np.ndarray, brand: np.ndarray, lines: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Header and detail columns; order_id here is the row position (renumbered by the caller)."""
@@ -388,9 +267,7 @@ def _orders(rng: np.random.Generator, dims: Dimensions, owner_city: np.ndarray, 
     # lines: one row per distinct item (duplicates become quantity), plus an optional beverage
     o_idx, l_idx = np.nonzero(lines >= 0)
     item = lines[o_idx, l_idx]
-    key = o_idx * 1000 + item
-    uniq, first_pos, qty = np.unique(key, return_index=True, return_counts=True)
-    d_order, d_item = uniq // 1000, uniq % 1000
+    d_order, d_item, qty = distinct_lines(o_idx, item, len(dims.item_ids))
     d_menu_id = dims.item_ids[d_item]
     d_price = dims.item_price[d_item]
     has_bev = rng.random(m) < BEVERAGE_P

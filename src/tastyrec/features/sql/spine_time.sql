@@ -1,7 +1,7 @@
 -- Time split: for each cutoff T, every customer signed up before T x their candidate items,
 -- label 1 if the customer bought the item in [T, T + window).
+-- Reads the temp view `candidates` (candidates.sql; run with views=["candidates.sql"]).
 WITH cutoffs AS (SELECT unnest($cutoffs::TIMESTAMP[]) AS ts, unnest($splits::VARCHAR[]) AS split),
-candidates AS ($candidates),
 bought AS (
     SELECT DISTINCT c.ts, oh.customer_id, m.menu_item_name
     FROM cutoffs c

@@ -1,0 +1,127 @@
+"""The jobs the CLI runs, stage after stage:
+
+    setup -> features -> training set -> train -> evaluate -> register
+
+`pipeline_job` runs them all, `train_job` the last four, `evaluate_job` scores a registered
+version again. Every version, however it was trained, is evaluated and gated on the same rows:
+the time split's test window, with the same baselines and oracle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from tastyrec.config import Workspace
+from tastyrec.evaluate import Evaluation, evaluate_predictors
+from tastyrec.experiment import TrainOutcome, train_model
+from tastyrec.features.build import FeaturesResult, build_features
+from tastyrec.features.training import TrainingSet, build_training_set
+from tastyrec.options import SEED_EPOCHS, SEED_SAMPLES, TrainOptions
+from tastyrec.predictor import Predictor
+from tastyrec.warehouse.load import Progress, SetupResult, setup_synthetic
+
+EVALUATION_SPLIT = "time"  # the one yardstick: the final window after the test cutoff
+
+
+@dataclass
+class JobResult:
+    """What `tastyrec train` reports: the run, the evaluation and the registry's decision."""
+
+    train: TrainOutcome
+    evaluation: Evaluation
+    registry: Any  # registry.RegisterResult
+    seed_baseline: TrainOutcome | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": asdict(self.train), "evaluation": self.evaluation.to_dict(),
+                "registry": self.registry.to_dict(),
+                "seed_baseline": asdict(self.seed_baseline) if self.seed_baseline else None,
+                "seconds": self.seconds}
+
+
+@dataclass
+class PipelineResult:
+    setup: SetupResult | None  # None when an existing warehouse was reused
+    features: FeaturesResult
+    job: JobResult
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"setup": asdict(self.setup) if self.setup else None, "reused_warehouse": self.setup is None,
+                "features": asdict(self.features), **self.job.to_dict()}
+
+
+def test_window(ws: Workspace) -> str:
+    """The time split's test set: reused when it is newer than the features, else rebuilt."""
+    path = ws.home / "datasets" / EVALUATION_SPLIT / "test.parquet"
+    summary = ws.feature_repo / "summary.json"
+    if path.exists() and summary.exists() and path.stat().st_mtime >= summary.stat().st_mtime:
+        return str(path)
+    return build_training_set(ws, EVALUATION_SPLIT).paths["test"]
+
+
+def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLES,
+              seed_epochs: int = SEED_EPOCHS) -> JobResult:
+    """Train the model (and the seed's DLRM on a capped sample, as a baseline), evaluate both
+    against the baselines and the oracle on the test window, log to MLflow and register."""
+    from tastyrec.registry import log_and_register
+
+    started = time.perf_counter()
+    opts = opts.resolved()  # bad options fail here, before anything is built
+    outcome = train_model(ws, opts)
+    training_set = TrainingSet(**outcome.training_set)
+    predictors = {f"tastyrec {opts.model}": Predictor.from_dir(outcome.model_dir)}
+    seed = None
+    if opts.model == "dlrm" and seed_samples:
+        # The seed's model is slow by design (a 33,024-wide top MLP): it trains on a capped
+        # sample, with the seed notebook's own batch size and learning rate (its kind's defaults).
+        seed_opts = replace(opts, model="seed-dlrm", max_samples=seed_samples, epochs=seed_epochs, nproc=1,
+                            resume=False, batch_size=None, lr=None)
+        seed = train_model(ws, seed_opts, training_set)
+        predictors["seed-dlrm"] = Predictor.from_dir(seed.model_dir)
+    test = training_set.paths["test"] if opts.split == EVALUATION_SPLIT else test_window(ws)
+    evaluation = evaluate_predictors(ws, test, predictors)
+    evaluation.extra["training_split"] = opts.split
+    params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume")}
+    params |= {"train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
+               "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device")}
+    registered = log_and_register(
+        ws, outcome.model_dir, params=params, history=outcome.result.get("history", []), evaluation=evaluation,
+        input_example=pd.read_parquet(test).head(5), seed_model_dir=seed.model_dir if seed else None,
+        split=opts.split, description=f"tastyrec {opts.model}, {opts.split} split, "
+                                      f"{training_set.rows['train']:,} training rows")
+    return JobResult(train=outcome, evaluation=evaluation, registry=registered, seed_baseline=seed,
+                     seconds=round(time.perf_counter() - started, 2))
+
+
+def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
+    """Evaluate a registered version (and the seed baseline trained with it) on the test window."""
+    from tastyrec.registry import load_predictor, load_seed_baseline
+
+    predictor, version = load_predictor(ws, ref)
+    predictors = {f"version {version} ({predictor.kind})": predictor}
+    if (seed := load_seed_baseline(ws, version)) is not None:
+        predictors["seed-dlrm"] = seed
+    evaluation = evaluate_predictors(ws, test_window(ws), predictors)
+    evaluation.version = version
+    return evaluation
+
+
+def pipeline_job(ws: Workspace, customers: int, seed: int, opts: TrainOptions, force: bool = False,
+                 seed_samples: int = SEED_SAMPLES, progress: Progress | None = None) -> PipelineResult:
+    """setup (or reuse the existing warehouse unless force) -> features -> train_job."""
+    opts = opts.resolved()
+    if ws.warehouse.exists() and not force:
+        setup = None
+        message = f"reusing the warehouse at {ws.warehouse} (--force rebuilds it from --customers/--seed)"
+    else:
+        setup = setup_synthetic(ws, customers=customers, seed=seed, force=force, progress=progress)
+        message = f"built the warehouse at {ws.warehouse}: {customers:,} customers, seed {seed}"
+    features = build_features(ws, progress=progress)
+    job = train_job(ws, opts, seed_samples=seed_samples)
+    return PipelineResult(setup=setup, features=features, job=job, message=message)

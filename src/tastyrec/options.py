@@ -1,0 +1,58 @@
+"""The options of a training job, checked and completed before anything is built or launched.
+
+Kept light (no Feast, no DuckDB) so that the CLI can take its defaults and choices from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tastyrec.model import MODEL_KINDS
+
+SEED_SAMPLES = 10_000  # training rows for the seed's DLRM baseline (its model is slow by design)
+SEED_EPOCHS = 2
+
+
+class TrainError(Exception):
+    """Training could not run (missing features, a failed worker, bad options)."""
+
+
+SPLITS = ("time", "random")
+
+
+@dataclass
+class TrainOptions:
+    """What `tastyrec train` takes (see its --help); the CLI's defaults are these.
+
+    batch_size / lr: None means the model kind's own default (model.MODEL_KINDS).
+    """
+
+    epochs: int = 4
+    nproc: int = 1
+    batch_size: int | None = None
+    lr: float | None = None
+    max_samples: int | None = None
+    split: str = "time"
+    model: str = "dlrm"
+    seed: int = 0
+    patience: int = 2
+    train_windows: int = 2
+    resume: bool = False
+    progress: bool = True
+
+    def resolved(self) -> "TrainOptions":
+        """These options with the model kind's defaults filled in, after checking them."""
+        if self.model not in MODEL_KINDS:
+            raise TrainError(f"--model must be one of {', '.join(MODEL_KINDS)} (got {self.model!r})")
+        if self.split not in SPLITS:
+            raise TrainError(f"--split must be one of {', '.join(SPLITS)} (got {self.split!r})")
+        kind = MODEL_KINDS[self.model]
+        opts = replace(self, batch_size=self.batch_size or kind.batch_size, lr=self.lr or kind.lr)
+        if opts.nproc < 1 or opts.epochs < 1:
+            raise TrainError("--nproc and --epochs must be at least 1")
+        if opts.batch_size % opts.nproc:
+            raise TrainError(f"--batch-size {opts.batch_size} must be a multiple of --nproc {opts.nproc} "
+                             "(every process takes an equal share of each global batch)")
+        if opts.max_samples is not None and opts.max_samples < 1:
+            raise TrainError("--max-samples must be at least 1")
+        return opts

@@ -1,0 +1,74 @@
+"""Training runs: which run `--resume` picks, and options refused before anything is launched."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from tastyrec.cli import app
+from tastyrec.config import Workspace
+from tastyrec.experiment import RUN_FILE, _run_dir
+from tastyrec.options import TrainError, TrainOptions
+from tastyrec.train import CHECKPOINT_FILE
+
+
+def flat(text: str) -> str:
+    """Terminal output without Rich's box drawing and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def unfinished(ws: Workspace, name: str, model: str, split: str):
+    path = ws.checkpoints / name
+    path.mkdir(parents=True)
+    (path / CHECKPOINT_FILE).write_bytes(b"")
+    (path / RUN_FILE).write_text(json.dumps({"model": model, "split": split}))
+    return path
+
+
+def test_resume_picks_the_newest_unfinished_run_of_the_same_kind_and_split(tmp_path) -> None:
+    ws = Workspace.from_env(tmp_path)
+    mine = unfinished(ws, "20260101-000000-dlrm-time", "dlrm", "time")
+    # newer, and its folder name ends in "-dlrm-time" too: a name glob would take it
+    unfinished(ws, "20260102-000000-seed-dlrm-time", "seed-dlrm", "time")
+    unfinished(ws, "20260103-000000-dlrm-random", "dlrm", "random")
+    assert _run_dir(ws, TrainOptions(resume=True)) == mine
+    assert _run_dir(ws, TrainOptions(resume=True, model="seed-dlrm")).name == "20260102-000000-seed-dlrm-time"
+    (mine / "model").mkdir()  # finished: a new run folder, recording its kind and split
+    fresh = _run_dir(ws, TrainOptions(resume=True))
+    assert fresh not in ws.checkpoints.iterdir() or fresh.name != mine.name
+    assert json.loads((fresh / RUN_FILE).read_text()) == {"model": "dlrm", "split": "time"}
+
+
+def test_defaults_follow_the_model_kind_unless_given() -> None:
+    assert (TrainOptions().resolved().batch_size, TrainOptions().resolved().lr) == (4096, 2e-3)
+    seed = TrainOptions(model="seed-dlrm").resolved()
+    assert (seed.batch_size, seed.lr) == (256, 1e-3)  # the seed notebook's own
+    given = TrainOptions(model="seed-dlrm", batch_size=512, lr=0.01).resolved()
+    assert (given.batch_size, given.lr) == (512, 0.01)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(nproc=2, batch_size=4095), "multiple of --nproc"),
+    (dict(nproc=0), "at least 1"),
+    (dict(epochs=0), "at least 1"),
+    (dict(model="bert"), "dlrm, seed-dlrm"),
+    (dict(split="sideways"), "time, random"),
+])
+def test_bad_options_are_refused_before_launch(options, message) -> None:
+    with pytest.raises(TrainError, match=message):
+        TrainOptions(**options).resolved()
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--nproc", "2", "--batch-size", "4095"], 1, "must be a multiple of --nproc 2"),
+    (["--model", "bert"], 2, "'dlrm', 'seed-dlrm'"),
+    (["--split", "sideways"], 2, "'time', 'random'"),
+])
+def test_the_cli_refuses_bad_options_without_advising_resume(tmp_path, args, code, message) -> None:
+    result = CliRunner().invoke(app, ["--home", str(tmp_path), "train", *args])
+    assert result.exit_code == code, result.output
+    assert message in flat(result.output) and "--resume" not in result.output
+    assert not (tmp_path / "checkpoints").exists()  # nothing was started
