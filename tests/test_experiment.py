@@ -72,3 +72,20 @@ def test_the_cli_refuses_bad_options_without_advising_resume(tmp_path, args, cod
     assert result.exit_code == code, result.output
     assert message in flat(result.output) and "--resume" not in result.output
     assert not (tmp_path / "checkpoints").exists()  # nothing was started
+
+
+def test_resume_is_advised_only_when_a_run_was_interrupted(tmp_path) -> None:
+    """A worker that fails before its first epoch ends leaves nothing to resume from."""
+    from tastyrec.experiment import _torchrun
+    from tastyrec.train import TrainConfig
+
+    config = TrainConfig(train_path=str(tmp_path / "missing.pt"), val_path=str(tmp_path / "missing.pt"),
+                         checkpoint_dir=str(tmp_path), model_kind="dlrm", model_config={}, epochs=1,
+                         batch_size=2, lr=1e-3, progress=False)
+    config.to_json(tmp_path / "train_config.json")
+    with pytest.raises(TrainError) as failed:
+        _torchrun(tmp_path / "train_config.json", 1, tmp_path)
+    assert "exited with status" in str(failed.value) and "--resume" not in str(failed.value)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")  # as if an epoch had completed before the failure
+    with pytest.raises(TrainError, match="start again with --resume"):
+        _torchrun(tmp_path / "train_config.json", 1, tmp_path)

@@ -10,19 +10,20 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from tastyrec.cli import app
-from tastyrec.columns import (CITY, CUSTOMER_ID, DENSE, ITEM, ITEM_PURCHASE_COUNT, LABEL, MULTI_HOT,
-                              SPARSE, TIMESTAMP)
-from tastyrec.config import Workspace
+from tastyrec.columns import (BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, ITEM_PURCHASE_COUNT, LABEL,
+                              MULTI_HOT, NEVER_DAYS, SPARSE, TIMESTAMP)
+from tastyrec.config import WINDOW_DAYS, Workspace
 from tastyrec.features import definitions
 from tastyrec.features.build import build_features, feature_store
 from tastyrec.features.online import OnlineFeatures
-from tastyrec.features.training import build_training_set
+from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.warehouse.load import connect
 
 
@@ -42,6 +43,74 @@ def feat_ws(small_ws, tmp_path_factory) -> Workspace:
 
 def parquet(ws: Workspace, name: str) -> pd.DataFrame:
     return pd.read_parquet(ws.feature_repo / "data" / f"{name}.parquet")
+
+
+@pytest.fixture(scope="module")
+def time_split(feat_ws) -> TrainingSet:
+    return build_training_set(feat_ws, mode="time", train_windows=2)
+
+
+def sample_customers(con, n: int) -> list[int]:
+    return [c for (c,) in con.execute("SELECT customer_id FROM raw_customer.customer_loyalty "
+                                      "ORDER BY hash(customer_id) LIMIT ?", [n]).fetchall()]
+
+
+# Independent SQL over analytics.orders_v (one row per order line), written from the definitions in
+# the README and the feature SQL comments, not from the feature SQL: orders strictly before $ts.
+SPEND_SQL = """
+    WITH orders AS (SELECT DISTINCT customer_id, order_id, date, order_total FROM analytics.orders_v
+                    WHERE customer_id IN (SELECT unnest($customers)) AND order_ts < $ts),
+    spans AS (SELECT customer_id, sum(order_total) AS total, min(date) AS first, max(date) AS last
+              FROM orders GROUP BY customer_id)
+    SELECT customer_id,
+           round(total / (year(last) - year(first) + 1), 2) AS avg_yearly_purchase_amount,
+           round(total / (12 * (year(last) - year(first)) + month(last) - month(first) + 1), 2)
+               AS avg_monthly_purchase_amount,
+           -- the seed's Snowflake TIMESTAMPDIFF(WEEK, ...): week boundaries (Mondays) crossed
+           round(total / ((date_trunc('week', last)::DATE - date_trunc('week', first)::DATE) // 7 + 1), 2)
+               AS avg_weekly_purchase_amount,
+           $ts::DATE - last AS days_since_last_order
+    FROM spans"""
+ITEM_DAYS_SQL = """
+    SELECT customer_id, menu_item_name, $ts::DATE - max(date) AS days_since_item_purchase
+    FROM analytics.orders_v WHERE customer_id IN (SELECT unnest($customers)) AND order_ts < $ts
+    GROUP BY customer_id, menu_item_name"""
+BRAND_SHARE_SQL = """
+    SELECT customer_id, truck_brand_name, sum(price) / sum(sum(price)) OVER (PARTITION BY customer_id)
+               AS brand_spend_share
+    FROM analytics.orders_v WHERE customer_id IN (SELECT unnest($customers)) AND order_ts < $ts
+    GROUP BY customer_id, truck_brand_name"""
+CHECKED = ["avg_yearly_purchase_amount", "avg_monthly_purchase_amount", "avg_weekly_purchase_amount",
+           "days_since_last_order", "days_since_item_purchase", "brand_spend_share"]
+
+
+def expected_features(con, rows: pd.DataFrame, ts: datetime) -> pd.DataFrame:
+    """`rows` (customer x item feature rows as of ts) with the independent values of CHECKED as
+    `<feature>_sql` columns; "no history yet" takes the documented defaults (columns.DENSE_DEFAULTS)."""
+    params = {"customers": sorted({int(c) for c in rows[CUSTOMER_ID]}), "ts": ts.replace(tzinfo=None)}
+    merged = rows
+    for sql, key in ((SPEND_SQL, [CUSTOMER_ID]), (ITEM_DAYS_SQL, [CUSTOMER_ID, ITEM]),
+                     (BRAND_SHARE_SQL, [CUSTOMER_ID, BRAND])):
+        found = con.execute(sql, params).df()
+        merged = merged.merge(found.rename(columns={c: f"{c}_sql" for c in found.columns if c not in key}),
+                              on=key, how="left", validate="many_to_one")
+    return merged.fillna({f"{c}_sql": DENSE_DEFAULTS[c] for c in CHECKED})
+
+
+def differing(merged: pd.DataFrame, col: str, expected: str) -> pd.DataFrame:
+    """The rows where feature `col` differs from the independent value in column `expected`."""
+    bad = ~np.isclose(merged[col], merged[expected].astype(float), rtol=1e-12, atol=0)
+    return merged.loc[bad, [CUSTOMER_ID, ITEM, col, expected]]
+
+
+def assert_features_equal_sql(con, rows: pd.DataFrame, ts: datetime) -> None:
+    merged = expected_features(con, rows, ts)
+    for col in CHECKED:
+        wrong = differing(merged, col, f"{col}_sql")
+        assert wrong.empty, f"{len(wrong)} of {len(merged)} rows differ:\n{wrong.head()}"
+    # the sample is not vacuous: items bought and never bought, brands never bought from
+    assert (merged["days_since_item_purchase"] < NEVER_DAYS).any() and (merged["brand_spend_share"] == 0).any()
+    assert (merged["days_since_last_order"] < NEVER_DAYS).any()
 
 
 def test_repo_applies_entities_and_views(feat_ws):
@@ -68,8 +137,7 @@ def test_feast_cli_plans_the_generated_repo(feat_ws, tmp_path):
 def test_online_values_equal_the_warehouse(feat_ws):
     online = OnlineFeatures(feat_ws)
     con = connect(feat_ws.warehouse, read_only=True)
-    sample = [c for (c,) in con.execute("SELECT customer_id FROM raw_customer.customer_loyalty "
-                                         "ORDER BY hash(customer_id) LIMIT 6").fetchall()]
+    sample = sample_customers(con, 6)
     rows = online.for_customers(sample)
     # independent SQL over the raw tables (not the feature SQL): orders, spend and item counts
     truth = con.execute("""
@@ -116,22 +184,37 @@ def test_training_rows_and_online_rows_agree_column_for_column(feat_ws):
             assert left.tolist() == right.tolist(), col
 
 
-def test_time_split_labels_come_from_the_window_after_the_cutoff(feat_ws):
-    result = build_training_set(feat_ws, mode="time", train_windows=2)
-    test = pd.read_parquet(result.paths["test"])
-    cutoff = datetime.fromisoformat(result.cutoffs["test"][0])
+def test_time_split_labels_come_from_the_window_after_the_cutoff(feat_ws, time_split):
+    test = pd.read_parquet(time_split.paths["test"])
+    cutoff = datetime.fromisoformat(time_split.cutoffs["test"][0])
     assert (test[TIMESTAMP].dt.tz_localize(None) == cutoff).all()
-    assert len(result.cutoffs["train"]) == 2 and result.rows["train"] > result.rows["test"]
+    assert len(time_split.cutoffs["train"]) == 2 and time_split.rows["train"] > time_split.rows["test"]
     con = connect(feat_ws.warehouse, read_only=True)
+    # independent SQL: the food items each customer signed up before the cutoff bought in the window
     bought = con.execute("""
-        SELECT DISTINCT oh.customer_id, m.menu_item_name FROM raw_pos.order_header oh
-        JOIN raw_pos.order_detail od USING (order_id) JOIN raw_pos.menu m USING (menu_item_id)
-        WHERE oh.order_ts >= ? AND oh.order_ts < ? AND oh.customer_id IS NOT NULL
-          AND m.item_category <> 'Beverage'""", [cutoff, cutoff + timedelta(days=91)]).df()
+        SELECT DISTINCT o.customer_id, o.menu_item_name FROM analytics.orders_v o
+        JOIN raw_customer.customer_loyalty c ON c.customer_id = o.customer_id
+        WHERE o.date >= $cutoff::DATE AND o.date < $cutoff::DATE + $days AND c.sign_up_date < $cutoff::DATE
+          AND o.menu_item_name IN (SELECT menu_item_name FROM raw_pos.menu WHERE item_category <> 'Beverage')""",
+                         {"cutoff": cutoff, "days": WINDOW_DAYS}).fetchall()
     positives = test.loc[test[LABEL] == 1, [CUSTOMER_ID, ITEM]]
-    assert len(positives) == len(bought.merge(test[[CUSTOMER_ID, ITEM]]))
+    assert len(bought) > 1000
+    assert set(positives.itertuples(index=False, name=None)) == set(bought)
+    assert len(positives) == len(bought)  # and each pair once
     # history features at the cutoff never count the window's purchases
     assert (test["days_since_item_purchase"] >= 1).all()
+
+
+def test_history_features_equal_independent_sql_at_the_cutoff_and_online(feat_ws, time_split):
+    con = connect(feat_ws.warehouse, read_only=True)
+    sample = sample_customers(con, 12)
+    # training rows at the test cutoff, through Feast's point-in-time join
+    test = pd.read_parquet(time_split.paths["test"])
+    assert_features_equal_sql(con, test[test[CUSTOMER_ID].isin(sample)],
+                              datetime.fromisoformat(time_split.cutoffs["test"][0]))
+    # the online store at the serving snapshot
+    online = OnlineFeatures(feat_ws)
+    assert_features_equal_sql(con, online.for_customers(sample), online.as_of.to_pydatetime())
 
 
 def test_a_late_order_never_changes_earlier_features(feat_ws, tmp_path):

@@ -136,3 +136,48 @@ def test_the_cli_prints_tables_and_no_third_party_noise(own_home):
         for text in noise:
             assert text not in done.stderr, (text, done.stderr[-2000:])
     assert "Materializing" in features.stderr and "\x1b[" not in features.stderr
+
+
+def test_a_random_split_version_is_gated_on_the_time_window(own_home):
+    """The random split leaks its labels into its features; a version trained on it is scored on
+    the same rows as every other version (the time split's test window) and marked as such."""
+    ws, first = own_home
+    job = run(ws.home, "train", "--split", "random", "--epochs", "1", "--seed-samples", "0")
+    evaluation, yardstick = job["evaluation"], first["evaluation"]
+    assert evaluation["training_split"] == "random"
+    assert (evaluation["rows"], evaluation["customers"]) == (yardstick["rows"], yardstick["customers"])
+    assert evaluation["oracle"]["ndcg@10"] == pytest.approx(yardstick["oracle"]["ndcg@10"])
+    assert evaluation["baselines"]["item_knn"] == yardstick["baselines"]["item_knn"]
+    again = run(ws.home, "evaluate", "--version", "2")  # what evaluate says is what the gate saw
+    assert again["model"]["ndcg@10"] == pytest.approx(evaluation["model"]["ndcg@10"], abs=1e-6)
+    better = evaluation["model"]["ndcg@10"] > yardstick["model"]["ndcg@10"]
+    assert job["registry"]["promoted"] == better
+    listed = {v["version"]: v for v in run(ws.home, "registry", "list")}
+    assert listed[2]["training_split"] == "random" and listed[1]["training_split"] == "time"
+    table = CliRunner().invoke(app, ["--home", str(ws.home), "registry", "list"]).output
+    assert "random split (leaky)" in table
+
+
+def test_pipeline_reuses_the_warehouse_unless_forced(own_home):
+    import duckdb
+
+    ws, _ = own_home
+    with duckdb.connect(str(ws.warehouse)) as con:
+        con.execute("INSERT INTO ml.recommendations VALUES (?, now()::TIMESTAMP, '1', NULL, 1, 1, ?, 0.5)",
+                    ["kept-run", "Italian"])
+    before = ws.warehouse.read_bytes()
+    reused = run(ws.home, "pipeline", "--customers", "300", "--epochs", "1", "--seed-samples", "0")
+    assert reused["reused_warehouse"] and reused["setup"] is None
+    assert ws.warehouse.read_bytes() == before  # not rebuilt, not even touched
+    forced = run(ws.home, "pipeline", "--customers", "300", "--epochs", "1", "--seed-samples", "0", "--force")
+    assert not forced["reused_warehouse"]
+    assert forced["setup"]["row_counts"]["raw_customer.customer_loyalty"] == 300
+    with duckdb.connect(str(ws.warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM ml.recommendations WHERE run_id = ?",
+                           ["kept-run"]).fetchone()[0] == 1  # saved recommendations are kept
+
+
+@pytest.mark.parametrize("command", ["recommend", "serve", "app"])
+def test_commands_not_built_yet_say_so(tmp_path, command):
+    result = CliRunner().invoke(app, ["--home", str(tmp_path), command])
+    assert result.exit_code == 2 and "not built yet" in result.output

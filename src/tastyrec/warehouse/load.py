@@ -161,12 +161,35 @@ def _open_text(path: Path):
 
 
 def _check_header(path: Path, expected: list[str]) -> None:
-    with _open_text(path) as f:
-        header = next(csv.reader(f), None)
+    try:
+        with _open_text(path) as f:
+            header = next(csv.reader(f), None)
+    except (OSError, EOFError, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
+        raise CsvError(path, None, f"cannot be read as {'gzip ' if path.name.endswith('.gz') else ''}"
+                                   f"CSV text: {e}") from None
     if header is None:
         raise CsvError(path, 1, "empty file: a header row is required")
-    if [h.strip().lower() for h in header] != expected:
-        raise CsvError(path, 1, f"header {header} does not match the columns {expected}")
+    problem = _header_problem(header, expected)
+    if problem:
+        raise CsvError(path, 1, problem)
+
+
+def _header_problem(header: list[str], expected: list[str]) -> str | None:
+    """What is wrong with a header row, naming the first column that differs; None if nothing.
+
+    Names compare case-insensitively and without surrounding blanks (Snowflake writes unquoted
+    column names in upper case).
+    """
+    found = [h.strip().lower() for h in header]
+    for position, (got, want) in enumerate(zip(found, expected), start=1):
+        if got != want:
+            return f"column {position} is {header[position - 1]!r}, expected {want!r}"
+    count = f"the header has {len(found)} columns, expected {len(expected)}"
+    if len(found) < len(expected):
+        return f"{count}: column {len(found) + 1} {expected[len(found)]!r} is missing"
+    if len(found) > len(expected):
+        return f"{count}: column {len(expected) + 1} {header[len(expected)]!r} is not a column of the table"
+    return None
 
 
 def _duplicate_line(files: list[Path], key_index: int) -> tuple[Path, int, str] | None:
