@@ -19,10 +19,23 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The pipeline (an existing warehouse is reused), then the Streamlit app in the background and
+# the REST service in the foreground; each prints its URL. Ctrl-C stops both: the shell's exit
+# (however it ends) kills the app.
 run: install
 	$(BIN)/tastyrec pipeline
+	$(BIN)/tastyrec app & app=$$!; trap 'kill $$app 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	$(BIN)/tastyrec serve
 
-test: install
+# The app's browser test drives Debian's Chromium (Playwright cannot download a browser here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		chromium chromium-driver fonts-liberation
+
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 clean:

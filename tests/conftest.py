@@ -17,3 +17,15 @@ def small_ws(tmp_path_factory) -> Workspace:
     ws = Workspace.from_env(tmp_path_factory.mktemp("home"))
     setup_synthetic(ws, customers=SMALL_CUSTOMERS, seed=SEED)
     return ws
+
+
+@pytest.fixture(scope="session")
+def trained_ws(tmp_path_factory) -> Workspace:
+    """400 synthetic customers (seed 42) through the whole pipeline: warehouse, features and a
+    registered champion (2 epochs, no seed baseline). Read-only: copy the home to change it."""
+    from tastyrec.jobs import pipeline_job
+    from tastyrec.options import TrainOptions
+
+    ws = Workspace.from_env(tmp_path_factory.mktemp("trained"))
+    pipeline_job(ws, customers=400, seed=42, opts=TrainOptions(epochs=2, progress=False), seed_samples=0)
+    return ws

@@ -184,6 +184,46 @@ def test_training_rows_and_online_rows_agree_column_for_column(feat_ws):
             assert left.tolist() == right.tolist(), col
 
 
+def assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Equal column for column and row for row (history bags compared as lists)."""
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for col in a.columns:
+        if col in MULTI_HOT:
+            assert [list(v) for v in a[col]] == [list(v) for v in b[col]], col
+        elif col == TIMESTAMP:
+            assert (pd.to_datetime(a[col]) == pd.to_datetime(b[col])).all()
+        else:
+            assert a[col].tolist() == b[col].tolist(), col
+
+
+@pytest.mark.parametrize("items", [None, ["Lobster Mac & Cheese", "no such item", "Chicago Dog"]])
+def test_serving_rows_equal_the_sql_assembly_of_training_sets(feat_ws, items):
+    """Serving builds rows with numpy (a query costs more than one customer's ~40 rows); they must
+    be the rows `features.training.assemble`, the SQL of every training set, gives."""
+    import duckdb
+    import pyarrow as pa
+
+    from tastyrec.features.training import assemble
+
+    online = OnlineFeatures(feat_ws)
+    con = connect(feat_ws.warehouse, read_only=True)
+    ids = sample_customers(con, 25) + [10**9]  # an unknown customer gives no rows
+    con.close()
+    customers = online.customers(ids)
+    fast = online.candidate_rows(customers, items)
+    pairs = [(c, i) for c, city in zip(customers.column(CUSTOMER_ID).to_pylist(), customers.column(CITY).to_pylist())
+             if city is not None for i in (items if items is not None else online.candidates[city])
+             if i in online.menu.index]
+    stamp = pa.array([online.as_of] * len(pairs), pa.timestamp("us", tz="UTC"))
+    spine = pa.table({CUSTOMER_ID: pa.array([c for c, _ in pairs], pa.int64()),
+                      ITEM: pa.array([i for _, i in pairs], pa.string()), TIMESTAMP: stamp})
+    menu = online.menu.reset_index().assign(**{TIMESTAMP: online.as_of})
+    with duckdb.connect() as db:
+        by_sql = assemble(db, spine, customers, menu).df()
+    assert len(fast) == len(pairs) > 0 and 10**9 not in set(fast[CUSTOMER_ID])
+    assert_same_rows(fast, by_sql)
+
+
 def test_time_split_labels_come_from_the_window_after_the_cutoff(feat_ws, time_split):
     test = pd.read_parquet(time_split.paths["test"])
     cutoff = datetime.fromisoformat(time_split.cutoffs["test"][0])

@@ -163,7 +163,7 @@ def test_pipeline_reuses_the_warehouse_unless_forced(own_home):
 
     ws, _ = own_home
     with duckdb.connect(str(ws.warehouse)) as con:
-        con.execute("INSERT INTO ml.recommendations VALUES (?, now()::TIMESTAMP, '1', NULL, 1, 1, ?, 0.5)",
+        con.execute("INSERT INTO ml.recommendations VALUES (?, now()::TIMESTAMP, '1', NULL, 1, 1, ?, 0.5, 'spring')",
                     ["kept-run", "Italian"])
     before = ws.warehouse.read_bytes()
     reused = run(ws.home, "pipeline", "--customers", "300", "--epochs", "1", "--seed-samples", "0")
@@ -175,9 +175,3 @@ def test_pipeline_reuses_the_warehouse_unless_forced(own_home):
     with duckdb.connect(str(ws.warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM ml.recommendations WHERE run_id = ?",
                            ["kept-run"]).fetchone()[0] == 1  # saved recommendations are kept
-
-
-@pytest.mark.parametrize("command", ["recommend", "serve", "app"])
-def test_commands_not_built_yet_say_so(tmp_path, command):
-    result = CliRunner().invoke(app, ["--home", str(tmp_path), command])
-    assert result.exit_code == 2 and "not built yet" in result.output

@@ -219,7 +219,7 @@ def test_setup_refuses_an_existing_warehouse_unless_forced(tmp_path):
     with pytest.raises(WarehouseError, match="--force"):
         setup_synthetic(ws, customers=50, seed=1)
     con = connect(ws.warehouse)
-    con.execute("INSERT INTO ml.recommendations VALUES ('r1', now()::TIMESTAMP, '1', NULL, 1, 1, 'Italian', 0.5)")
+    con.execute("INSERT INTO ml.recommendations VALUES ('r1', now()::TIMESTAMP, '1', NULL, 1, 1, 'Italian', 0.5, 'spring')")
     con.close()
     setup_synthetic(ws, customers=60, seed=2, force=True)
     con = connect(ws.warehouse, read_only=True)

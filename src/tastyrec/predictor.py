@@ -3,12 +3,16 @@
 A model directory holds `preprocess.json` (the fitted Preprocessor, never refitted) and
 `model.pt` (written by `model.save_model`); the model is always rebuilt from its saved config.
 Serving code imports this module, never the training loop.
+
+A Predictor runs on a CUDA GPU when one is present (chosen once per process), else on the CPU:
+the model lives on that device, each batch is moved there, and scores come back as CPU numpy.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +25,26 @@ from tastyrec.preprocess import Preprocessor
 PREPROCESS_FILE = "preprocess.json"
 
 
+@cache
+def default_device() -> torch.device:
+    """CUDA when a GPU is present, else the CPU; asked once per process."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class Predictor:
     """Scores feature frames (the columns of a training set) with purchase probabilities."""
 
-    def __init__(self, preprocessor: Preprocessor, model: torch.nn.Module, kind: str):
-        self.preprocessor, self.model, self.kind = preprocessor, model.eval(), kind
+    def __init__(self, preprocessor: Preprocessor, model: torch.nn.Module, kind: str,
+                 device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.preprocessor, self.model, self.kind = preprocessor, model.eval().to(self.device), kind
 
     @classmethod
-    def from_dir(cls, path: str | Path) -> "Predictor":
+    def from_dir(cls, path: str | Path, device: torch.device | str | None = None) -> "Predictor":
         path = Path(path)
         preprocessor = Preprocessor.from_dict(json.loads((path / PREPROCESS_FILE).read_text()))
         model, kind = load_model(path / MODEL_FILE)
-        return cls(preprocessor, model, kind)
+        return cls(preprocessor, model, kind, device)
 
     @staticmethod
     def write_dir(path: str | Path, preprocessor: Preprocessor, model_file: str | Path) -> Path:
@@ -50,6 +62,7 @@ class Predictor:
         batch_size = MODEL_KINDS[self.kind].score_batch
         out = np.empty(len(batch), dtype=np.float32)
         for start in range(0, len(batch), batch_size):
-            part = batch.slice(start, start + batch_size)
-            out[start:start + len(part)] = torch.sigmoid(self.model(part.sparse, part.dense, part.bags)).numpy()
+            part = batch.slice(start, start + batch_size).to(self.device)  # a no-op on the CPU
+            scores = torch.sigmoid(self.model(part.sparse, part.dense, part.bags))  # (B,)
+            out[start:start + len(part)] = scores.cpu().numpy()
         return out

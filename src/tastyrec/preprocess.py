@@ -156,6 +156,7 @@ class Preprocessor:
         self.bag_vocabs: dict[str, list[str]] = {}
         self.bag_lens: dict[str, int] = {}
         self.scaler: MinMaxScaler | None = None
+        self._lookups: dict[str, pd.Index | pa.Array] = {}  # vocabularies as hash indexes, built once
 
     # ---- fitted facts the model config needs --------------------------------------------------
     @property
@@ -184,6 +185,7 @@ class Preprocessor:
     def fit(self, df: pd.DataFrame) -> Preprocessor:
         """Learn vocabularies, bag width and scaling from training rows only."""
         self._check_columns(df)
+        self._lookups = {}
         self.vocabs = {name: sorted(df[name].astype("string").dropna().unique()) for name in self.sparse}
         for name in self.multi_hot:
             arr = _list_array(df[name])
@@ -194,6 +196,14 @@ class Preprocessor:
         self.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(self._dense_raw(df))
         return self
 
+    def _lookup(self, name: str) -> pd.Index | pa.Array:
+        """The vocabulary of a sparse (pd.Index) or multi-hot (pa.Array) feature, built on first use:
+        serving transforms a few dozen rows at a time, where rebuilding it would cost the most."""
+        if name not in self._lookups:
+            self._lookups[name] = (pd.Index(self.vocabs[name]) if name in self.vocabs
+                                   else pa.array(self.bag_vocabs[name], type=pa.string()))
+        return self._lookups[name]
+
     def transform(self, df: pd.DataFrame) -> Batch:
         """Encode `df` with the fitted state; unseen categories -> 0, unknown bag items -> 1."""
         if self.scaler is None:
@@ -202,8 +212,10 @@ class Preprocessor:
         n = len(df)
         sparse = np.empty((n, len(self.sparse)), dtype=np.int32)  # (N, F)
         for j, name in enumerate(self.sparse):
-            sparse[:, j] = _encode(_strings(df[name]), pd.Index(self.vocabs[name]), offset=1, missing=UNKNOWN)
-        dense = self.scaler.transform(self._dense_raw(df)).astype(np.float32)  # (N, n_dense)
+            sparse[:, j] = _encode(_strings(df[name]), self._lookup(name), offset=1, missing=UNKNOWN)
+        # MinMaxScaler.transform's arithmetic (x * scale + min, clipped), without its input checks
+        dense = self._dense_raw(df) * self.scaler.scale_ + self.scaler.min_
+        dense = np.clip(dense, *self.scaler.feature_range).astype(np.float32)  # (N, n_dense)
         bags = {name: torch.from_numpy(self._bag(df[name], name)) for name in self.multi_hot}
         label = None
         if C.LABEL in df.columns:
@@ -238,7 +250,7 @@ class Preprocessor:
         lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
         flat = arr.flatten()  # values of non-null lists only, in row order
         # Arrow's hash lookup on the flat strings; null where unknown (or a null element).
-        found = pc.index_in(flat, value_set=pa.array(self.bag_vocabs[name], type=pa.string()))
+        found = pc.index_in(flat, value_set=self._lookup(name))
         codes = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
         codes = np.where(codes >= 0, codes + 2, UNKNOWN_ITEM)
         rows = np.repeat(np.arange(n), lengths)

@@ -1,9 +1,10 @@
-"""Load a registered version's Predictor (by number or alias), and the seed baseline trained
-with it. Goes through MLflow's artifact repositories, so it keeps working when the store is a
-tracking server."""
+"""Load a registered version's Predictor (by number or alias), the seed baseline trained
+with it, and what its run recorded (evaluation, loss curves). Goes through MLflow's artifact
+repositories, so it keeps working when the store is a tracking server."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from tastyrec.registry.pyfunc import MODEL_DIR_KEY
 from tastyrec.registry.tracking import MODEL_NAME, RegistryError, client, require_registry
 from tastyrec.registry.versions import SEED_BASELINE
 
+LOSS_CURVES = ("train_loss", "val_loss")  # per-epoch run metrics (step = epoch)
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 4
 _PREDICTORS: OrderedDict[tuple[str, int, str], Predictor] = OrderedDict()  # (home, version, run_id)
@@ -99,3 +101,23 @@ def load_seed_baseline(ws: Workspace, version: int) -> Predictor | None:
             return Predictor.from_dir(local)
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"version {version}'s seed baseline cannot be read: {exc}") from None
+
+
+def load_evaluation(ws: Workspace, ref: str | int = CHAMPION) -> dict:
+    """What the version's training run recorded for people to read: {"version", "run_id",
+    "evaluation" (its evaluation.json: model, baselines, oracle, ...), "history" (one dict per
+    epoch: epoch, train_loss, val_loss, where logged)}."""
+    mv = model_version(ws, ref)
+    bound = client(ws)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = bound.download_artifacts(mv.run_id, "evaluation.json", tmp)
+            evaluation = json.loads(Path(path).read_text())
+        except (MlflowException, OSError, ValueError) as exc:
+            raise RegistryError(f"version {mv.version}'s evaluation.json cannot be read: {exc}") from None
+    epochs: dict[int, dict] = {}
+    for name in LOSS_CURVES:
+        for point in bound.get_metric_history(mv.run_id, name):
+            epochs.setdefault(int(point.step), {"epoch": int(point.step)})[name] = point.value
+    return {"version": int(mv.version), "run_id": mv.run_id, "evaluation": evaluation,
+            "history": [epochs[e] for e in sorted(epochs)]}

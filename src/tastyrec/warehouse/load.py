@@ -92,7 +92,8 @@ def _building(ws: Workspace, force: bool) -> Iterator[duckdb.DuckDBPyConnection]
             has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' "
                               "AND schema_name = 'ml' AND table_name = 'recommendations'").fetchone()[0]
             if has:
-                con.execute("INSERT INTO ml.recommendations SELECT * FROM previous.ml.recommendations")
+                # by name: a warehouse of an older version may lack a newer column (it stays NULL)
+                con.execute("INSERT INTO ml.recommendations BY NAME SELECT * FROM previous.ml.recommendations")
             con.execute("DETACH previous")
         con.execute("CHECKPOINT")
         con.close()

@@ -11,6 +11,8 @@ CREATE OR REPLACE TABLE ml.menu_item_features AS
 SELECT menu_type, truck_brand_name, menu_item_name, item_category, item_subcategory, sale_price_usd
 FROM raw_pos.menu;
 
+-- Saved recommendation runs ("campaigns"): one row per customer x rank, written all at once by
+-- tastyrec.campaigns.save together with <home>/stage/recommendations/<run_id>.parquet and .csv.
 CREATE TABLE IF NOT EXISTS ml.recommendations (
     run_id VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL,
@@ -20,5 +22,6 @@ CREATE TABLE IF NOT EXISTS ml.recommendations (
     rank INTEGER NOT NULL,
     menu_item_name VARCHAR NOT NULL,
     score DOUBLE,
+    name VARCHAR,
     PRIMARY KEY (run_id, customer_id, rank)
 );

@@ -1,0 +1,56 @@
+"""Model: the champion version, its test metrics next to the baselines' and the oracle's, its
+loss curves, and every registered version."""
+
+import pandas as pd
+import streamlit as st
+
+from tastyrec.app import data, results
+from tastyrec.app.backend import backend, settings
+from tastyrec.evaluate import METRICS
+from tastyrec.recommend import RecommendError
+from tastyrec.registry import RegistryError, list_versions
+
+config = settings()
+st.title("The model")
+versions = list_versions(config.ws)
+champion = next((v for v in versions if "champion" in v["aliases"]), None)
+if champion is None:
+    st.info("No champion model in this workspace yet: run `tastyrec pipeline` (or `tastyrec train`).")
+    st.stop()
+
+try:
+    serving = f"The app serves version {backend(config).model_info['version']}"
+except RecommendError as e:
+    serving = f"The app's model is not available ({e})"
+st.write(f"**Champion: tastyrec-dlrm version {champion['version']}** ({champion.get('model_kind') or '?'}, "
+         f"trained on the {champion.get('training_split') or '?'} split, registered "
+         f"{champion['created'][:19].replace('T', ' ')} UTC). "
+         + serving + (f" through the service at {config.service}." if config.service else "."))
+if champion["description"]:
+    st.caption(champion["description"])
+
+try:
+    recorded = data.evaluation(str(config.ws.home), champion["version"], champion["run_id"])
+except RegistryError as e:
+    st.error(str(e))
+    st.stop()
+evaluation = recorded["evaluation"]
+methods = [(evaluation["model_name"], evaluation["model"]), *evaluation["baselines"].items()]
+methods += [("oracle (truth)", evaluation["oracle"])] if evaluation.get("oracle") else []
+st.subheader("Test metrics")
+st.caption(f"The final time window: {evaluation['customers']:,} of {evaluation['test_customers_total']:,} test "
+           f"customers, {evaluation['rows']:,} rows. Best baseline: {evaluation.get('best_baseline') or 'none'}.")
+st.dataframe(pd.DataFrame([{"method": name, **{m: metrics.get(m) for m in METRICS}} for name, metrics in methods]),
+             hide_index=True, width="stretch",
+             column_config={m: st.column_config.NumberColumn(format="%.3f") for m in METRICS})
+
+if recorded["history"]:
+    st.subheader("Training")
+    st.altair_chart(results.loss_chart(recorded["history"]), width="stretch")
+
+st.subheader("Registered versions")
+st.dataframe(pd.DataFrame([{"version": v["version"], "aliases": ", ".join(v["aliases"]), "model": v.get("model_kind"),
+                            "split": v.get("training_split"), "ndcg@10": v["metrics"].get("ndcg@10"),
+                            "recall@10": v["metrics"].get("recall@10"), "created": v["created"][:19].replace("T", " ")}
+                           for v in versions]),
+             hide_index=True, width="stretch")

@@ -1,0 +1,112 @@
+"""Recommend: the seed's flow (filters, Get Recommendations, history next to the top items, Save)
+plus charts, a per-customer drill-down and the CSV download."""
+
+import streamlit as st
+
+from tastyrec.app import data, results
+from tastyrec.app.backend import as_recommendations, backend, settings
+from tastyrec.campaigns import save
+from tastyrec.recommend import DEFAULT_TOP_K, MAX_TOP_K, Filters, RecommendError
+
+CUSTOMER_LIMIT = 20_000  # customers one request scores in-process; more: the first ones, with a message
+
+config = settings()
+ws = config.ws
+engine = backend(config)
+st.title("Menu-item recommendations")
+st.caption("Upsell and cross-sell menu items for loyalty customers"
+           + (f" · recommendations from the service at {config.service}" if config.service else ""))
+
+# ---- filters ----------------------------------------------------------------------------------
+left, middle, right = st.columns(3)
+country = left.multiselect("Country", data.countries(ws), key="country", placeholder="All countries")
+city_options = data.cities(ws, tuple(country))
+if "city" in st.session_state:  # drop chosen cities the chosen countries no longer cover
+    st.session_state["city"] = [c for c in st.session_state["city"] if c in city_options]
+city = middle.multiselect("City", city_options, key="city", placeholder="All cities")
+brand = right.multiselect("Truck Brand", data.brands(ws), key="brand", placeholder="All brands")
+flags, k_column = st.columns([2, 1])
+not_visited = flags.checkbox("Trucks not visited", key="trucks_not_visited",
+                             help="Only items of truck brands the customer never bought from.")
+not_ordered = flags.checkbox("Menu items not ordered", key="items_not_ordered",
+                             help="Only items the customer never bought.")
+top_k = k_column.number_input("Items per customer (top-k)", min_value=1, max_value=MAX_TOP_K,
+                              value=DEFAULT_TOP_K, step=1, key="top_k")
+
+if st.button("Get Recommendations", key="get_recommendations", type="primary"):
+    filters = Filters(tuple(country), tuple(city), tuple(brand), not_visited, not_ordered)
+    st.session_state.pop("saved", None)
+    with st.spinner("Scoring the selected customers..."):
+        try:
+            result = engine.recommend(filters=filters, top_k=int(top_k), limit=CUSTOMER_LIMIT)
+            st.session_state["shown"] = results.Shown.of(result, data.menu(ws))
+        except RecommendError as e:
+            st.session_state.pop("shown", None)
+            st.error(str(e))
+
+shown: results.Shown | None = st.session_state.get("shown")
+if shown is None:
+    st.stop()
+
+# ---- the result -------------------------------------------------------------------------------
+result = shown.result
+customers = result["customers"]
+if result["message"]:
+    st.info(result["message"])
+if not customers:
+    st.stop()
+model = result["model"]
+st.success(f"Top {result['top_k']} items for {len(customers):,} customers "
+           f"(model version {model['version']}{', ' + model['alias'] if model['alias'] else ''}; "
+           f"{result['seconds']:.2f} s)")
+if result["truncated"]:
+    st.warning(f"The filters match {result['selected']:,} customers; the first {len(customers):,} by id were "
+               "scored. Narrow the filters to reach the others.")
+
+table_tab, charts_tab, detail_tab = st.tabs(["Customers", "Charts", "One customer"])
+with table_tab:
+    if len(customers) > results.TABLE_ROWS:
+        st.caption(f"Showing the first {results.TABLE_ROWS:,} of {len(customers):,} customers; "
+                   "the CSV download has them all.")
+    st.dataframe(shown.table, hide_index=True, width="stretch",
+                 column_config={"customer_id": st.column_config.NumberColumn("customer", format="%d", width="small"),
+                                "city": st.column_config.TextColumn(width="small"),
+                                "country": st.column_config.TextColumn(width="small"),
+                                "purchase history": st.column_config.TextColumn(width="large"),
+                                "recommendations": st.column_config.TextColumn(width="large")})
+with charts_tab:
+    st.caption("How many of the selected customers each item (and brand) is recommended to, next to how many "
+               "of them bought it before.")
+    item_col, brand_col = st.columns(2)
+    item_col.altair_chart(results.bar_chart(shown.items, f"top {results.CHART_ITEMS} recommended items"),
+                          width="stretch")
+    brand_col.altair_chart(results.bar_chart(shown.brands, "truck brands"), width="stretch")
+with detail_tab:
+    ids = [c["customer_id"] for c in customers[:results.TABLE_ROWS]]  # thousands of options would slow the page
+    chosen = st.selectbox("Customer", ids, key="detail_customer",
+                          help=f"The first {results.TABLE_ROWS:,} customers, as in the table."
+                          if len(customers) > results.TABLE_ROWS else None)
+    one = shown.customer(chosen)
+    st.write(f"Customer {chosen} · {one['city']}, {one['country']}")
+    history_col, recs_col = st.columns(2)
+    history_col.markdown("**Purchase history** (most recent first)")
+    history_col.dataframe(results.history_frame(one), hide_index=True, width="stretch")
+    recs_col.markdown("**Recommendations**")
+    recs_col.dataframe(results.recommendations_frame(one), hide_index=True, width="stretch",
+                       column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                      "sale_price_usd": st.column_config.NumberColumn("price", format="$%.2f")})
+
+# ---- keep it ----------------------------------------------------------------------------------
+st.download_button("Download CSV", shown.csv, file_name="recommendations.csv", mime="text/csv",
+                   key="download_csv", on_click="ignore")
+name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
+name = name_col.text_input("Campaign name", key="campaign_name", placeholder="e.g. Tokyo spring upsell")
+if save_col.button("Save", key="save"):
+    try:
+        campaign = save(ws, as_recommendations(result), name)
+        st.session_state["saved"] = (f"Saved campaign \u201c{campaign.name}\u201d as run {campaign.run_id} "
+                                     f"({campaign.rows:,} rows, {campaign.customers:,} customers).")
+    except RecommendError as e:
+        st.error(str(e))
+if "saved" in st.session_state:
+    st.success(st.session_state["saved"])

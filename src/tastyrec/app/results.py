@@ -1,0 +1,122 @@
+"""A recommendation result (the dict of `Recommendations.to_dict()`) as the app shows it: the
+customer table, the CSV, the chart data and one customer's detail. pandas and Altair only, no
+Streamlit: built once when a result arrives, so a rerun (any click) costs no recomputation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+TABLE_ROWS = 500  # customers shown in the table; the CSV has them all
+HISTORY_SHOWN = 5  # purchase history entries per customer in the table
+CHART_ITEMS = 15  # bars in the item chart
+CSV_COLUMNS = ("customer_id", "city", "country", "rank", "menu_item_name", "truck_brand_name", "item_category",
+               "sale_price_usd", "score")
+RECOMMENDED, BOUGHT = "recommended to", "bought by"
+
+
+@dataclass
+class Shown:
+    """Everything the Recommend page draws for one result."""
+
+    result: dict[str, Any]
+    table: pd.DataFrame  # one row per customer, the first TABLE_ROWS
+    csv: bytes  # one row per (customer, rank), every customer
+    items: pd.DataFrame  # name, kind (RECOMMENDED / BOUGHT), customers
+    brands: pd.DataFrame  # the same per truck brand
+
+    @classmethod
+    def of(cls, result: dict[str, Any], menu: pd.DataFrame) -> "Shown":
+        customers = result["customers"]
+        items, brands = counts(customers, menu)
+        return cls(result, table(customers[:TABLE_ROWS]), long_frame(customers).to_csv(index=False).encode(),
+                   items, brands)
+
+    def customer(self, customer_id: int) -> dict[str, Any]:
+        return next(c for c in self.result["customers"] if c["customer_id"] == customer_id)
+
+
+def _history_text(history: list[dict[str, Any]]) -> str:
+    shown = "; ".join(f"{h['menu_item_name']} ({h['orders']}x, last {h['last_purchase']})"
+                      for h in history[:HISTORY_SHOWN])
+    more = f"; +{len(history) - HISTORY_SHOWN} more" if len(history) > HISTORY_SHOWN else ""
+    return (shown + more) or "-"
+
+
+def _price(value: float | None) -> str:
+    return "" if value is None else f", ${value:.2f}"
+
+
+def table(customers: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per customer: where they are, what they bought, what to offer them."""
+    rows = [{"customer_id": c["customer_id"], "city": c["city"], "country": c["country"],
+             "purchase history": _history_text(c["history"]),
+             "recommendations": " | ".join(f"{r['rank']}. {r['menu_item_name']} ({r['truck_brand_name']}"
+                                           f"{_price(r['sale_price_usd'])}, score {r['score']:.3f})"
+                                           for r in c["recommendations"])}
+            for c in customers]
+    return pd.DataFrame(rows, columns=["customer_id", "city", "country", "purchase history", "recommendations"])
+
+
+def long_frame(customers: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (customer, recommended item): the CSV download."""
+    rows = [{"customer_id": c["customer_id"], "city": c["city"], "country": c["country"],
+             **{k: r.get(k) for k in CSV_COLUMNS[3:]}}
+            for c in customers for r in c["recommendations"]]
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def counts(customers: list[dict[str, Any]], menu: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For each item and each brand: how many selected customers it is recommended to, and how
+    many of them bought it before (from their histories). Items: the CHART_ITEMS most
+    recommended; brands: every one either count names."""
+    recommended = pd.DataFrame([(c["customer_id"], r["menu_item_name"], r["truck_brand_name"])
+                                for c in customers for r in c["recommendations"]],
+                               columns=["customer_id", "item", "brand"])
+    brand_of = dict(zip(menu["menu_item_name"], menu["truck_brand_name"], strict=True))
+    bought = pd.DataFrame([(c["customer_id"], h["menu_item_name"], brand_of.get(h["menu_item_name"]))
+                           for c in customers for h in c["history"]], columns=["customer_id", "item", "brand"])
+
+    def per(column: str, keep: list[str] | None) -> pd.DataFrame:
+        both = pd.DataFrame({RECOMMENDED: recommended.groupby(column)["customer_id"].nunique(),
+                             BOUGHT: bought.dropna(subset=[column]).groupby(column)["customer_id"].nunique()})
+        both = both.fillna(0).astype(int).sort_values([RECOMMENDED, BOUGHT], ascending=False)
+        both = both.loc[[k for k in keep if k in both.index]] if keep is not None else both
+        return both.rename_axis("name").reset_index().melt("name", var_name="kind", value_name="customers")
+
+    top_items = recommended["item"].value_counts().index[:CHART_ITEMS].tolist()
+    return per("item", top_items), per("brand", None)
+
+
+def bar_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """Grouped horizontal bars: per name, customers recommended it next to customers who bought it."""
+    order = frame.loc[frame["kind"] == RECOMMENDED, "name"].tolist()
+    return alt.Chart(frame, title=title).mark_bar().encode(
+        y=alt.Y("name:N", sort=order, title=None),
+        yOffset=alt.YOffset("kind:N", sort=[RECOMMENDED, BOUGHT]),
+        x=alt.X("customers:Q", title="customers"),
+        color=alt.Color("kind:N", sort=[RECOMMENDED, BOUGHT], title=None, legend=alt.Legend(orient="top")),
+        tooltip=["name:N", "kind:N", "customers:Q"],
+    )
+
+
+def history_frame(customer: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(customer["history"], columns=["menu_item_name", "orders", "last_purchase"])
+
+
+def recommendations_frame(customer: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(customer["recommendations"],
+                        columns=["rank", "menu_item_name", "truck_brand_name", "item_category", "sale_price_usd",
+                                 "score"])
+
+
+def loss_chart(history: list[dict[str, Any]]) -> alt.Chart:
+    """Training and validation loss per epoch."""
+    frame = pd.DataFrame(history).melt("epoch", var_name="curve", value_name="loss").dropna()
+    return alt.Chart(frame, title="loss per epoch").mark_line(point=True).encode(
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y=alt.Y("loss:Q"), color=alt.Color("curve:N", title=None),
+        tooltip=["epoch:Q", "curve:N", alt.Tooltip("loss:Q", format=".4f")])

@@ -1,0 +1,263 @@
+"""The one recommendation engine: customers -> candidates -> online features -> saved preprocessing
+-> model -> top-k, with each customer's purchase history. The CLI, the REST service and the app
+all call `Engine.recommend`; none of them ranks or filters anything itself.
+
+Selection, as in the seed's app: explicit customer ids, or filters. Several values of one filter
+are OR, different filters AND. `country` and `city` select customers; `brand` keeps the candidate
+items of those truck brands (so only customers in cities those brands serve get results).
+Candidates are the non-beverage items of the brands with a truck in the customer's city (the
+definition training uses); "trucks not visited" keeps the items of brands the customer never
+bought from, "menu items not ordered" drops the items the customer already bought. Both read the
+customer's history as of the serving snapshot, from the online store: what the model sees.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT
+from tastyrec.config import Workspace
+
+DEFAULT_TOP_K = 3
+MAX_TOP_K = 50
+CHUNK_CUSTOMERS = 2_000  # customers scored per pass: bounds memory for any selection size
+ITEM_FIELDS = ("menu_item_name", "truck_brand_name", "item_category", "sale_price_usd")
+
+
+class RecommendError(Exception):
+    """A request the engine cannot serve (no model, no features, bad arguments)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which customers and candidate items a request covers (empty tuples = no restriction)."""
+
+    country: tuple[str, ...] = ()
+    city: tuple[str, ...] = ()
+    brand: tuple[str, ...] = ()
+    trucks_not_visited: bool = False
+    items_not_ordered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class CustomerRecommendations:
+    customer_id: int
+    city: str | None
+    country: str | None
+    history: list[dict[str, Any]]  # menu_item_name, orders, last_purchase (ISO date); most recent first
+    recommendations: list[dict[str, Any]]  # rank, ITEM_FIELDS..., score
+
+
+@dataclass
+class Recommendations:
+    """What a request produced: the shape of `recommend --json` and of the service's response."""
+
+    model: dict[str, Any]  # name, version, alias
+    filters: dict[str, Any]
+    top_k: int
+    customers: list[CustomerRecommendations]
+    unknown_customers: list[int] = field(default_factory=list)
+    selected: int = 0  # customers the selection matched (before "no candidate left")
+    truncated: bool = False  # the selection matched more than the limit
+    message: str | None = None  # why nothing came back, in plain words
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Directory:
+    """Every loyalty customer's city and country, read once from the warehouse (the engine holds
+    no connection open, so the CLI can write to the warehouse while a service runs)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame  # customer_id, city, country; sorted by customer_id
+        self.place = {cid: (city, country) for cid, city, country in frame.itertuples(index=False)}
+
+    @classmethod
+    def load(cls, ws: Workspace) -> "Directory":
+        from tastyrec.warehouse.load import connect
+
+        con = connect(ws.warehouse, read_only=True)
+        try:
+            frame = con.execute("SELECT customer_id, city, country FROM raw_customer.customer_loyalty "
+                                "ORDER BY customer_id").df()
+        finally:
+            con.close()
+        return cls(frame)
+
+    def select(self, filters: Filters) -> np.ndarray:
+        keep = np.ones(len(self.frame), dtype=bool)
+        if filters.country:
+            keep &= self.frame["country"].isin(filters.country).to_numpy()
+        if filters.city:
+            keep &= self.frame[CITY].isin(filters.city).to_numpy()
+        return self.frame[CUSTOMER_ID].to_numpy()[keep]
+
+    def known(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        """(known ids in the given order without repeats, unknown ids)."""
+        ordered = list(dict.fromkeys(int(i) for i in ids))
+        return [i for i in ordered if i in self.place], [i for i in ordered if i not in self.place]
+
+
+class Engine:
+    """Opened once per process (CLI run, service worker, app session): the model of a registered
+    version or alias, the online store and the customer directory. Thread-safe for requests;
+    `reload` swaps in a new champion atomically while requests in flight finish on the old one."""
+
+    def __init__(self, ws: Workspace, ref: str | int = "champion"):
+        from tastyrec.features.online import OnlineFeatures
+
+        if not (ws.feature_repo / "summary.json").exists():
+            raise RecommendError(f"no features in {ws.feature_repo}; run `tastyrec features` first")
+        self.ws, self.ref = ws, ref
+        # Scoring is many small forwards (one customer: ~40 rows). Torch's intra-op threads cost
+        # more than they save there (p50 of one customer's top 3: 60 ms with 2 threads on 2 busy
+        # cores, 9 ms with 1), so a process that serves uses one; it scales with more workers.
+        torch.set_num_threads(1)
+        self.online = OnlineFeatures(ws)
+        self.directory = Directory.load(ws)
+        self._lock = threading.Lock()
+        self._load_model()
+
+    def _load_model(self) -> None:
+        from tastyrec.registry import RegistryError, load_predictor
+
+        try:
+            predictor, version = load_predictor(self.ws, self.ref)
+        except RegistryError as e:
+            raise RecommendError(str(e)) from None
+        alias = None if isinstance(self.ref, int) or str(self.ref).isdigit() else str(self.ref)
+        with self._lock:
+            self._model = (predictor, {"name": "tastyrec-dlrm", "version": version, "alias": alias,
+                                       "kind": predictor.kind, "loaded_at": datetime.now().isoformat()})
+
+    def reload(self) -> dict[str, Any]:
+        """Resolve the reference again (a new champion) and load its model; returns model info."""
+        self._load_model()
+        return self.model_info
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return dict(self._model[1])
+
+    @property
+    def predictor(self):
+        return self._model[0]
+
+    # -----------------------------------------------------------------------------------------
+    def recommend(self, customer_ids: list[int] | None = None, filters: Filters = Filters(),
+                  top_k: int = DEFAULT_TOP_K, limit: int | None = None) -> Recommendations:
+        """Top-k items per selected customer (ids, or the filters' customers, sorted by id), with
+        their purchase history. `limit` caps how many customers are scored (the rest: truncated)."""
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise RecommendError(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
+        started = time.perf_counter()
+        predictor, info = self._model  # one model for the whole request, whatever reload does
+        unknown: list[int] = []
+        if customer_ids is not None:
+            ids, unknown = self.directory.known(customer_ids)
+        else:
+            ids = self.directory.select(filters).tolist()
+        selected = len(ids)
+        truncated = limit is not None and selected > limit
+        ids = ids[:limit] if truncated else ids
+        results = []
+        for start in range(0, len(ids), CHUNK_CUSTOMERS):
+            results += self._chunk(predictor, ids[start:start + CHUNK_CUSTOMERS], filters, top_k)
+        return Recommendations(
+            model={k: info[k] for k in ("name", "version", "alias")}, filters=filters.to_dict(), top_k=top_k,
+            customers=results, unknown_customers=unknown, selected=selected, truncated=truncated,
+            message=_empty_message(selected, results, filters, unknown),
+            seconds=round(time.perf_counter() - started, 4))
+
+    def _chunk(self, predictor, ids: list[int], filters: Filters, top_k: int) -> list[CustomerRecommendations]:
+        customers = self.online.customers(ids)
+        rows = self.online.candidate_rows(customers)
+        keep = np.ones(len(rows), dtype=bool)
+        if filters.brand:
+            keep &= rows[BRAND].isin(filters.brand).to_numpy()
+        if filters.items_not_ordered:
+            keep &= rows[ITEM_PURCHASE_COUNT].to_numpy() == 0
+        if filters.trucks_not_visited:
+            keep &= np.array([brand not in set(bought) for brand, bought in
+                              zip(rows[BRAND], rows["history_brands"])], dtype=bool)
+        rows = rows.loc[keep].reset_index(drop=True)
+        if rows.empty:
+            return []
+        scores = predictor.predict(rows)
+        # best first; equal scores by item name, so they always rank the same way (lexsort: the
+        # last key is the primary one)
+        customer = rows[CUSTOMER_ID].to_numpy()
+        order = np.lexsort((pd.factorize(rows[ITEM], sort=True)[0], -scores, customer))
+        sorted_customers = customer[order]
+        first = np.r_[True, sorted_customers[1:] != sorted_customers[:-1]]
+        rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        top = order[rank < top_k]  # row positions, by customer then rank
+        fields = {f: rows[f].to_numpy()[top] for f in ITEM_FIELDS}
+        histories = _histories(customers, self.online.as_of)
+        out: dict[int, CustomerRecommendations] = {}
+        for j, (row, r) in enumerate(zip(top, rank[rank < top_k])):
+            cid = int(customer[row])
+            if cid not in out:
+                city, country = self.directory.place[cid]
+                out[cid] = CustomerRecommendations(cid, city, country, histories.get(cid, []), [])
+            out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in fields.items()},
+                                             "score": float(scores[row])})
+        return list(out.values())
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """P(purchase) for raw feature rows (the columns of a training set): the seed's forward."""
+        return self._model[0].predict(rows)
+
+
+def _plain(value: Any) -> Any:
+    """numpy / pandas scalars as Python values, missing as None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _histories(customers: pa.Table, as_of: pd.Timestamp) -> dict[int, list[dict[str, Any]]]:
+    """Each customer's food purchases before the serving snapshot: item, orders, last purchase
+    date; most recent first, then by name."""
+    day = as_of.date()
+    out = {}
+    for cid, items, orders, days in zip(*(customers.column(c).to_pylist() for c in (
+            CUSTOMER_ID, "history_items", "history_item_orders", "history_item_days"))):
+        entries = [{"menu_item_name": item, "orders": int(n), "last_purchase": (day - timedelta(days=int(d))).isoformat()}
+                   for item, n, d in zip(items or [], orders or [], days or [])]
+        entries.sort(key=lambda e: e["menu_item_name"])
+        entries.sort(key=lambda e: e["last_purchase"], reverse=True)  # stable: ties stay by name
+        out[int(cid)] = entries
+    return out
+
+
+def _empty_message(selected: int, results: list, filters: Filters, unknown: list[int]) -> str | None:
+    if results:
+        return None
+    if not selected:
+        if unknown:
+            return f"none of the customer ids is known: {', '.join(map(str, unknown))}"
+        return "no customer matches the filters"
+    reasons = []
+    if filters.brand:
+        reasons.append("no truck of the chosen brands serves their cities")
+    if filters.trucks_not_visited:
+        reasons.append("they may have visited every truck in their city")
+    if filters.items_not_ordered:
+        reasons.append("they may have tried every menu item")
+    why = "; ".join(reasons) or "their cities have no trucks"
+    return f"{selected:,} customers match, but none has a candidate item left ({why})"

@@ -1,0 +1,386 @@
+"""The REST inference service: a thin FastAPI shell around the one engine (tastyrec.recommend).
+
+Routes validate the request, call the `Engine` opened once per worker in the app's lifespan, and
+return its result; nothing is ranked or filtered here. Limits (`Limits`; each answered with a
+status code, never a 500):
+
+    POST /recommendations   at most 1,000 customer ids (413 above); unknown ids -> 404;
+                            a filter selection of more than 1,000 customers is served for the
+                            first 1,000 (by id) with `truncated: true`; top_k 1..50 (422 outside)
+    POST /score             at most 10,000 rows (413 above); missing columns -> 422
+    malformed bodies        422 (FastAPI's validation, naming the field)
+
+With a token (`TASTYREC_API_TOKEN`, or `create_app(token=...)`) every route but the docs needs
+`Authorization: Bearer <token>`: 401 without it, 403 with a wrong one.
+
+POST /admin/reload reaches one worker process; with several, it also touches a stamp file
+(`ReloadSignal`) and every other worker reloads before its next request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from tastyrec.columns import DENSE, MULTI_HOT, SPARSE
+from tastyrec.config import Workspace
+from tastyrec.recommend import DEFAULT_TOP_K, MAX_TOP_K, Engine, Filters, RecommendError
+
+TOKEN_ENV = "TASTYREC_API_TOKEN"
+HOME_ENV = "TASTYREC_HOME"
+REF_ENV = "TASTYREC_SERVE_REF"  # the version or alias `tastyrec serve` hands to its workers
+STAMP_ENV = "TASTYREC_SERVE_RELOAD_STAMP"  # the workers' shared reload stamp file
+log = logging.getLogger(__name__)
+
+MAX_FILTER_VALUES = 100  # values per filter (there are 15 countries, 30 cities, 15 brands)
+CUSTOMER_ID_RANGE = {"ge": 0, "le": 2**63 - 1}  # int64: larger ids are malformed, not unknown
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one request may ask for (the documented defaults; tests shrink them), and how
+    many requests one worker lets into the engine at once."""
+
+    customer_ids: int = 1_000  # ids per /recommendations request; more -> 413
+    filter_customers: int = 1_000  # customers served per filter selection; more -> truncated
+    score_rows: int = 10_000  # rows per /score request; more -> 413
+    # The engine's work is mostly Python holding the GIL: 16 requests let in together took turns
+    # with it at 0.7x the throughput of 2 at a time (bench/serve.py's load, 2 cores). Two, not one,
+    # so that a large filter selection does not hold up every small request. Scale with --workers.
+    engine_concurrency: int = 2
+
+
+LIMITS = Limits()
+
+
+# ---- request and response bodies (the schema /docs shows) ---------------------------------------
+class FiltersBody(BaseModel):
+    """Several values of one filter are OR, different filters AND; empty = no restriction."""
+
+    model_config = ConfigDict(extra="forbid")
+    country: list[str] = Field(default=[], max_length=MAX_FILTER_VALUES, description="customers of these countries")
+    city: list[str] = Field(default=[], max_length=MAX_FILTER_VALUES, description="customers of these cities")
+    brand: list[str] = Field(default=[], max_length=MAX_FILTER_VALUES, description="only items of these truck brands")
+    trucks_not_visited: bool = Field(False, description="only items of brands the customer never bought from")
+    items_not_ordered: bool = Field(False, description="only items the customer never bought")
+
+
+class RecommendRequest(BaseModel):
+    """Exactly one of `customer_ids` and `filters`."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_ids: list[Annotated[int, Field(**CUSTOMER_ID_RANGE)]] | None = Field(
+        None, min_length=1, description=f"at most {LIMITS.customer_ids:,} ids (413 above); unknown ids: 404")
+    filters: FiltersBody | None = Field(
+        None, description=f"a selection of more than {LIMITS.filter_customers:,} customers is served for the "
+                          "first ones by id, with truncated: true")
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="items per customer")
+
+    @model_validator(mode="after")
+    def one_selection(self) -> "RecommendRequest":
+        if (self.customer_ids is None) == (self.filters is None):
+            raise ValueError("give exactly one of customer_ids and filters")
+        return self
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+    alias: str | None
+
+
+class HistoryEntry(BaseModel):
+    menu_item_name: str
+    orders: int
+    last_purchase: str = Field(description="ISO date")
+
+
+class Recommendation(BaseModel):
+    rank: int
+    menu_item_name: str
+    truck_brand_name: str | None
+    item_category: str | None
+    sale_price_usd: float | None
+    score: float = Field(description="P(purchase in the next window)")
+
+
+class CustomerRecommendations(BaseModel):
+    customer_id: int
+    city: str | None
+    country: str | None
+    history: list[HistoryEntry] = Field(description="food purchases, most recent first")
+    recommendations: list[Recommendation]
+
+
+class RecommendResponse(BaseModel):
+    """`tastyrec recommend --json`'s shape (Recommendations.to_dict)."""
+
+    model: ModelRef
+    filters: FiltersBody
+    top_k: int
+    customers: list[CustomerRecommendations]
+    unknown_customers: list[int]
+    selected: int = Field(description="customers the selection matched")
+    truncated: bool = Field(description="the selection matched more customers than were served")
+    message: str | None = Field(description="why nothing came back, in plain words")
+    seconds: float
+
+
+# One optional, typed field per feature column of columns.py: a wrong type is a 422, not a 500.
+# Which columns are required depends on the loaded model (the seed's DLRM reads fewer): checked
+# in the route. Other keys (customer_id, label, ...) are ignored.
+FeatureRow = create_model(
+    "FeatureRow", __config__=ConfigDict(extra="ignore"),
+    **{name: (str | int | None, None) for name in SPARSE},
+    **{name: (float | None, None) for name in DENSE},
+    **{name: (list[str] | None, None) for name in MULTI_HOT},
+)
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[FeatureRow] = Field(  # type: ignore[valid-type]
+        min_length=1, description=f"feature rows with the columns the model reads (GET /metadata; a training "
+                                  f"set's columns); at most {LIMITS.score_rows:,} (413 above)")
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float] = Field(description="P(purchase) per row, in order")
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    version: int
+    alias: str | None
+    kind: str
+    loaded_at: str
+    device: str
+
+
+class Features(BaseModel):
+    sparse: list[str]
+    dense: list[str]
+    multi_hot: list[str]
+
+
+class Metadata(BaseModel):
+    model: ModelRef
+    kind: str
+    features: Features = Field(description="the columns the model reads, in tensor order")
+    config: dict[str, Any] = Field(description="the model's saved hyperparameters")
+    test_metrics: dict[str, float | None] = Field(description="the version's metrics on the test window")
+
+
+# ---- reloading several worker processes --------------------------------------------------------
+class ReloadSignal:
+    """A file whose modification time says "reload": the worker that answers POST /admin/reload
+    touches it, and every worker reloads once before its next request when it is newer than the
+    last reload it saw (a stat per request)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seen = self._stamp()
+        self._lock = threading.Lock()
+
+    def _stamp(self) -> int:
+        try:
+            return self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def pending(self) -> bool:
+        return self._stamp() > self.seen
+
+    def send(self) -> None:
+        self.path.touch()
+        self.seen = self._stamp()
+
+    def follow(self, engine: Engine) -> None:
+        """Reload once per stamp (blocking; other threads wait for it). A failed reload keeps the
+        model and is logged: requests go on being served."""
+        with self._lock:
+            stamp = self._stamp()
+            if stamp <= self.seen:
+                return
+            self.seen = stamp
+            try:
+                engine.reload()
+            except RecommendError as e:
+                log.error("reload failed, still serving version %s: %s", engine.model_info["version"], e)
+
+
+# ---- auth and the engine, as dependencies ------------------------------------------------------
+bearer = HTTPBearer(auto_error=False, description=f"required when {TOKEN_ENV} is set")
+
+
+# `async def`: cheap checks that need no thread of the pool.
+async def require_token(request: Request,
+                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """401 without a bearer token, 403 with a wrong one; nothing to check when no token is set."""
+    expected: str | None = request.app.state.token
+    if not expected:
+        return
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(403, "wrong bearer token")
+
+
+async def get_engine(request: Request) -> Engine:
+    engine, signal = request.app.state.engine, request.app.state.reload_signal
+    if signal is not None and signal.pending():  # another worker was told to reload
+        await run_in_threadpool(signal.follow, engine)
+    return engine
+
+
+async def get_limits(request: Request) -> Limits:
+    return request.app.state.limits
+
+
+async def get_engine_slots(request: Request) -> threading.BoundedSemaphore:
+    return request.app.state.engine_slots
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+EngineSlotsDep = Annotated[threading.BoundedSemaphore, Depends(get_engine_slots)]
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+# ---- routes: validate, call the engine, return -------------------------------------------------
+# Plain `def`: FastAPI runs them in its thread pool, so scoring never blocks the event loop.
+@router.get("/health", response_model=Health, tags=["service"])
+def health(engine: EngineDep) -> dict[str, Any]:
+    """The model version this worker serves."""
+    info = engine.model_info
+    return {"status": "ok", "model": info["name"], "version": info["version"], "alias": info["alias"],
+            "kind": info["kind"], "loaded_at": info["loaded_at"], "device": str(engine.predictor.device)}
+
+
+@router.post("/recommendations", response_model=RecommendResponse, tags=["recommendations"],
+             responses={404: {"description": "unknown customer ids"}, 413: {"description": "too many ids"}})
+def recommendations(body: RecommendRequest, engine: EngineDep, limits: LimitsDep,
+                    slots: EngineSlotsDep) -> dict[str, Any]:
+    """Top-k menu items per customer, with their purchase history: by ids, or by filters."""
+    if body.customer_ids is not None and len(body.customer_ids) > limits.customer_ids:
+        raise HTTPException(413, f"at most {limits.customer_ids:,} customer ids per request "
+                                 f"(got {len(body.customer_ids):,})")
+    f = body.filters or FiltersBody()
+    filters = Filters(tuple(f.country), tuple(f.city), tuple(f.brand), f.trucks_not_visited, f.items_not_ordered)
+    try:
+        with slots:
+            result = engine.recommend(customer_ids=body.customer_ids, filters=filters, top_k=body.top_k,
+                                      limit=None if body.customer_ids is not None else limits.filter_customers)
+    except RecommendError as e:
+        raise HTTPException(422, str(e)) from None
+    if result.unknown_customers:
+        raise HTTPException(404, f"unknown customer ids: {', '.join(map(str, result.unknown_customers))}")
+    return result.to_dict()
+
+
+@router.post("/score", response_model=ScoreResponse, tags=["model"],
+             responses={413: {"description": "too many rows"}})
+def score(body: ScoreRequest, engine: EngineDep, limits: LimitsDep, slots: EngineSlotsDep) -> dict[str, Any]:
+    """P(purchase) for raw feature rows: the model's forward, preprocessing included."""
+    if len(body.rows) > limits.score_rows:
+        raise HTTPException(413, f"at most {limits.score_rows:,} rows per request (got {len(body.rows):,})")
+    predictor = engine.predictor  # one model for the whole request, whatever a reload does
+    pre = predictor.preprocessor
+    columns = [*pre.sparse, *pre.dense, *pre.multi_hot]
+    missing = [c for c in columns if any(c not in row.model_fields_set for row in body.rows)]
+    if missing:
+        raise HTTPException(422, f"rows lack feature columns: {', '.join(missing)}")
+    frame = pd.DataFrame([row.model_dump(include=set(columns)) for row in body.rows], columns=columns)
+    with slots:
+        scores = predictor.predict(frame)
+    return {"scores": scores.tolist()}
+
+
+@router.get("/metadata", response_model=Metadata, tags=["model"])
+def metadata(engine: EngineDep) -> dict[str, Any]:
+    """The served model: its feature columns, kind, hyperparameters and test metrics."""
+    from tastyrec.registry import list_versions
+
+    predictor, info = engine.predictor, engine.model_info
+    pre = predictor.preprocessor
+    metrics = next((v["metrics"] for v in list_versions(engine.ws) if v["version"] == info["version"]), {})
+    return {"model": info, "kind": predictor.kind,
+            "features": {"sparse": list(pre.sparse), "dense": list(pre.dense), "multi_hot": list(pre.multi_hot)},
+            "config": predictor.model.config.to_dict(), "test_metrics": metrics}
+
+
+@router.post("/admin/reload", response_model=Health, tags=["service"],
+             responses={409: {"description": "the reference names no loadable model; the old one stays"}})
+def reload(request: Request, engine: EngineDep) -> dict[str, Any]:
+    """Load the version the reference names now (a new champion), in every worker; requests in
+    flight finish on the model they started with."""
+    try:
+        engine.reload()
+    except RecommendError as e:
+        raise HTTPException(409, f"{e}; still serving version {engine.model_info['version']}") from None
+    if request.app.state.reload_signal is not None:
+        request.app.state.reload_signal.send()
+    return health(engine)
+
+
+# ---- the app ------------------------------------------------------------------------------------
+def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = None,
+               engine: Engine | None = None, limits: Limits = LIMITS, reload_stamp: Path | None = None) -> FastAPI:
+    """The service for workspace `ws`, serving the version `ref` names (re-resolved on reload).
+
+    `token`: the bearer token every route requires (None or empty: none). `engine`: an Engine
+    already open (the single-worker `tastyrec serve` opens it to report errors before listening);
+    otherwise the lifespan opens one. `limits`: what one request may ask for. `reload_stamp`:
+    the file several worker processes share to reload together (see ReloadSignal).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # the stamp is read before the model loads: a reload sent while this worker is still
+        # loading (the old champion) makes it reload before its first request, never missed
+        signal = ReloadSignal(reload_stamp) if reload_stamp else None
+        app.state.engine = engine or Engine(ws, ref)
+        app.state.reload_signal = signal
+        yield
+        app.state.engine = None
+
+    app = FastAPI(title="tastyrec", lifespan=lifespan,
+                  description="Menu-item recommendations for Tasty Bytes loyalty customers (tastyrec-dlrm).")
+    app.state.token = token or None
+    app.state.limits = limits
+    app.state.engine_slots = threading.BoundedSemaphore(limits.engine_concurrency)
+    app.include_router(router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory for several workers: each worker builds its app from the environment
+    `tastyrec serve` sets (TASTYREC_HOME, TASTYREC_SERVE_REF, TASTYREC_API_TOKEN and
+    TASTYREC_SERVE_RELOAD_STAMP)."""
+    stamp = os.environ.get(STAMP_ENV)
+    return create_app(Workspace.from_env(os.environ.get(HOME_ENV)), os.environ.get(REF_ENV) or "champion",
+                      os.environ.get(TOKEN_ENV), reload_stamp=Path(stamp) if stamp else None)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); any other host is public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,322 @@
+"""The Streamlit app: its flow under Streamlit's AppTest (in-process engine, and the REST service
+as backend), and the same flow in a real Chromium driven by Playwright against `tastyrec app`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+from tastyrec.app import MAIN, command
+from tastyrec.app.backend import SERVICE_ENV
+from tastyrec.config import Workspace
+from tastyrec.warehouse.load import connect
+
+QUOTED_CITY = "O'Brien"  # a few Tokyo customers are moved here: values with quotes must just work
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "app.png"
+TIMEOUT_S = 120  # a script run that opens the model on a busy CI machine
+
+
+@pytest.fixture(scope="module")
+def app_ws(trained_ws, tmp_path_factory) -> Workspace:
+    """A copy of the trained workspace (the app saves campaigns into it) in which the first three
+    Tokyo customers live in a city with a quote in its name."""
+    ws = Workspace.from_env(shutil.copytree(trained_ws.home, tmp_path_factory.mktemp("app") / "home"))
+    con = connect(ws.warehouse)
+    try:
+        con.execute("UPDATE raw_customer.customer_loyalty SET city = $quoted WHERE customer_id IN "
+                    "(SELECT customer_id FROM raw_customer.customer_loyalty WHERE city = 'Tokyo' "
+                    "ORDER BY customer_id LIMIT 3)", {"quoted": QUOTED_CITY})
+    finally:
+        con.close()
+    return ws
+
+
+def sql(ws: Workspace, query: str, *params) -> list[tuple]:
+    con = connect(ws.warehouse, read_only=True)
+    try:
+        return con.execute(query, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def app_test(ws: Workspace, monkeypatch, service: str | None = None) -> AppTest:
+    monkeypatch.setenv("TASTYREC_HOME", str(ws.home))
+    if service:
+        monkeypatch.setenv(SERVICE_ENV, service)
+    else:
+        monkeypatch.delenv(SERVICE_ENV, raising=False)
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT_S).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def get_recommendations(at: AppTest, country=(), city=(), brand=(), not_visited=False, not_ordered=False,
+                        top_k: int | None = None) -> AppTest:
+    """Fill the filters as a user would (each change reruns the script), then click the button."""
+    for key, values in (("country", country), ("city", city), ("brand", brand)):
+        for value in values:
+            at.multiselect(key=key).select(value).run()
+    at.checkbox(key="trucks_not_visited").set_value(not_visited)
+    at.checkbox(key="items_not_ordered").set_value(not_ordered)
+    if top_k is not None:
+        at.number_input(key="top_k").set_value(top_k)
+    at.button(key="get_recommendations").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def save(at: AppTest, name: str) -> str:
+    """Save the result as a campaign; the run id from the confirmation."""
+    at.text_input(key="campaign_name").input(name)
+    at.button(key="save").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    confirmation = next(s.value for s in at.success if s.value.startswith("Saved campaign"))
+    return re.search(r"as run (\S+) \(", confirmation).group(1)
+
+
+def result_of(at: AppTest) -> dict:
+    return at.session_state["shown"].result
+
+
+def test_flow_country_city_flags_save(app_ws, monkeypatch):
+    at = app_test(app_ws, monkeypatch)
+    at.multiselect(key="country").select("Japan").run()
+    japanese = {c for (c,) in sql(app_ws, "SELECT DISTINCT city FROM raw_customer.customer_loyalty "
+                                          "WHERE country = ?", "Japan")}
+    assert set(at.multiselect(key="city").options) == japanese  # narrowed to the chosen country
+    get_recommendations(at, city=["Tokyo"], not_visited=True, not_ordered=True)
+
+    result = result_of(at)
+    tokyo = [cid for (cid,) in sql(app_ws, "SELECT customer_id FROM raw_customer.customer_loyalty "
+                                           "WHERE city = 'Tokyo' ORDER BY customer_id")]
+    shown = [c["customer_id"] for c in result["customers"]]
+    assert shown and set(shown) <= set(tokyo)
+    assert result["filters"] == {"country": ["Japan"], "city": ["Tokyo"], "brand": [], "trucks_not_visited": True,
+                                 "items_not_ordered": True}
+    for c in result["customers"]:  # the flags hold: nothing bought before, no brand visited before
+        bought = {h["menu_item_name"] for h in c["history"]}
+        assert len(c["recommendations"]) <= 3 and not bought & {r["menu_item_name"] for r in c["recommendations"]}
+    assert any(s.value.startswith(f"Top 3 items for {len(shown)} customers") for s in at.success)
+    table = at.dataframe[0].value
+    assert table["customer_id"].tolist() == shown and set(table["city"]) == {"Tokyo"}
+    assert {"purchase history", "recommendations"} <= set(table.columns)
+
+    run_id = save(at, "Tokyo spring upsell")
+    rows = sql(app_ws, "SELECT customer_id, rank, menu_item_name, name, filters::VARCHAR FROM ml.recommendations "
+                       "WHERE run_id = ? ORDER BY customer_id, rank", run_id)
+    assert len(rows) == sum(len(c["recommendations"]) for c in result["customers"])
+    assert {r[3] for r in rows} == {"Tokyo spring upsell"} and json.loads(rows[0][4]) == result["filters"]
+    assert (app_ws.stage / "recommendations" / f"{run_id}.csv").exists()
+
+
+def test_quoted_values_in_filters_and_names(app_ws, monkeypatch):
+    at = app_test(app_ws, monkeypatch)
+    assert QUOTED_CITY in at.multiselect(key="city").options
+    get_recommendations(at, city=[QUOTED_CITY])
+    result = result_of(at)
+    assert len(result["customers"]) == 3 and {c["city"] for c in result["customers"]} == {QUOTED_CITY}
+    run_id = save(at, 'O\'Brien "quoted" campaign')
+    assert sql(app_ws, "SELECT DISTINCT name FROM ml.recommendations WHERE run_id = ?", run_id) == [
+        ('O\'Brien "quoted" campaign',)]
+
+
+def test_empty_result_shows_the_engines_message(app_ws, monkeypatch):
+    # a city and a brand that has no truck there: its customers have no candidate item
+    city, brand = sql(app_ws, """
+        SELECT c.city, b.truck_brand_name
+        FROM (SELECT DISTINCT city FROM raw_customer.customer_loyalty) c,
+             (SELECT DISTINCT truck_brand_name FROM raw_pos.menu) b
+        WHERE NOT EXISTS (SELECT 1 FROM raw_pos.truck t JOIN raw_pos.menu m USING (menu_type_id)
+                          WHERE t.primary_city = c.city AND m.truck_brand_name = b.truck_brand_name)
+        ORDER BY 1, 2 LIMIT 1""")[0]
+    at = get_recommendations(app_test(app_ws, monkeypatch), city=[city], brand=[brand])
+    result = result_of(at)
+    assert result["customers"] == [] and result["message"]
+    assert [i.value for i in at.info] == [result["message"]]
+    assert "no truck of the chosen brands" in result["message"] and not at.dataframe
+
+
+def test_top_k_drilldown_csv_and_charts(app_ws, monkeypatch):
+    at = get_recommendations(app_test(app_ws, monkeypatch), country=["Japan"], top_k=5)
+    result = result_of(at)
+    assert result["top_k"] == 5 and all(len(c["recommendations"]) == 5 for c in result["customers"])
+    csv = pd.read_csv(io.BytesIO(at.session_state["shown"].csv))
+    assert len(csv) == 5 * len(result["customers"]) and csv["rank"].max() == 5
+    assert len(at.get("vega_lite_chart")) == 2  # items and brands: recommended vs bought
+    assert at.get("download_button")[0].label == "Download CSV"
+
+    second = result["customers"][1]
+    at.selectbox(key="detail_customer").select(second["customer_id"]).run()
+    history, recs = at.dataframe[1].value, at.dataframe[2].value
+    assert history["menu_item_name"].tolist() == [h["menu_item_name"] for h in second["history"]]
+    assert recs["score"].tolist() == [r["score"] for r in second["recommendations"]]
+
+
+def test_reopen_a_saved_campaign(app_ws, monkeypatch):
+    at = get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"])
+    run_id = save(at, "to reopen")
+    saved = result_of(at)
+    at.switch_page("pages/campaigns.py").run()
+    listing = at.dataframe[0].value
+    assert run_id in listing["run id"].tolist()
+    assert listing.set_index("run id").loc[run_id, "name"] == "to reopen"
+    at.selectbox(key="campaign_run").select(run_id).run()
+    assert not at.exception
+    rows = at.dataframe[1].value
+    expected = [(c["customer_id"], r["rank"], r["menu_item_name"]) for c in saved["customers"]
+                for r in c["recommendations"]]
+    assert list(rows[["customer_id", "rank", "menu_item_name"]].itertuples(index=False, name=None)) == expected
+    assert any("city: Tokyo" in m.value for m in at.markdown)
+
+
+def test_model_page(app_ws, monkeypatch):
+    at = app_test(app_ws, monkeypatch)
+    at.switch_page("pages/model.py").run()
+    assert not at.exception, at.exception
+    assert any("Champion: tastyrec-dlrm version 1" in m.value for m in at.markdown)
+    from tastyrec.registry.loading import load_evaluation
+
+    evaluation = load_evaluation(app_ws, 1)["evaluation"]
+    table = at.dataframe[0].value
+    assert table["method"].tolist() == [evaluation["model_name"], *evaluation["baselines"],
+                                        *(["oracle (truth)"] if evaluation["oracle"] else [])]
+    assert table.loc[0, "ndcg@10"] == pytest.approx(evaluation["model"]["ndcg@10"])
+    assert len(at.get("vega_lite_chart")) == 1  # the loss curves
+    assert at.dataframe[1].value["version"].tolist() == [1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_service_backend_gives_the_same_result(app_ws, monkeypatch):
+    import uvicorn
+
+    from tastyrec.service import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app_ws), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.started
+        remote = result_of(get_recommendations(app_test(app_ws, monkeypatch, f"http://127.0.0.1:{port}"),
+                                               city=["Tokyo"], not_ordered=True))
+        local = result_of(get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"], not_ordered=True))
+        assert remote["customers"] and remote["customers"] == local["customers"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_cli_refuses_a_workspace_without_warehouse(tmp_path):
+    from tastyrec.cli import app
+
+    result = CliRunner().invoke(app, ["--home", str(tmp_path), "app"])
+    assert result.exit_code == 1 and "no warehouse" in result.output
+    argv = command(tmp_path, port=8600, service="http://127.0.0.1:8000")
+    assert argv[argv.index("--browser.gatherUsageStats") + 1] == "false"
+    assert argv[argv.index("--server.headless") + 1] == "true"
+    assert argv[-4:] == ["--home", str(tmp_path), "--service", "http://127.0.0.1:8000"]
+
+
+# ---- a real browser ---------------------------------------------------------------------------
+def wait_for_health(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"`tastyrec app` exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not come up in {TIMEOUT_S} s")
+
+
+def pick(page, label: str, value: str) -> None:
+    """Choose one value of a multiselect (a combobox): type it, click its option."""
+    box = page.get_by_role("combobox", name=label)
+    box.click()
+    box.fill(value)
+    page.get_by_role("option", name=value, exact=True).click()
+    page.keyboard.press("Escape")
+
+
+def wait_idle(page) -> None:
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=TIMEOUT_S * 1000)
+
+
+def test_browser_flow(app_ws, capsys):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get)"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in (SERVICE_ENV, "TASTYREC_HOME")}
+    process = subprocess.Popen([sys.executable, "-m", "tastyrec.cli", "--home", str(app_ws.home), "app",
+                                "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        wait_for_health(url, process)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1250})
+            page.set_default_timeout(TIMEOUT_S * 1000)
+            page.goto(url)
+            page.get_by_role("button", name="Get Recommendations").wait_for()  # the model is open
+            pick(page, "Country", "Japan")
+            pick(page, "City", "Tokyo")
+            page.get_by_text("Trucks not visited").click()
+            page.get_by_text("Menu items not ordered").click()
+            wait_idle(page)
+
+            started = time.perf_counter()
+            page.get_by_role("button", name="Get Recommendations").click()
+            grid = page.get_by_test_id("stDataFrame").first.locator("table[role=grid]")
+            grid.wait_for(state="attached")
+            with capsys.disabled():  # a figure for the log, not an assertion
+                print(f"\nGet Recommendations for one city (Tokyo, both flags) to the table: "
+                      f"{time.perf_counter() - started:.2f} s")
+            summary = page.get_by_text(re.compile(r"^Top 3 items for \d+ customers")).inner_text()
+            customers = int(re.search(r"for (\d+) customers", summary).group(1))
+            assert customers > 0 and grid.get_attribute("aria-rowcount") == str(customers + 1)  # + header
+            assert "Tokyo" in grid.locator("td").all_inner_texts()
+
+            page.get_by_label("Campaign name").fill("Tokyo from the browser")
+            page.get_by_role("button", name="Save", exact=True).click()
+            confirmation = page.get_by_text(re.compile(r"^Saved campaign")).inner_text()
+            run_id = re.search(r"as run (\S+) \(", confirmation).group(1)
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            browser.close()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert f"app at {url}" in output
+    rows = sql(app_ws, "SELECT count(DISTINCT customer_id), min(name) FROM ml.recommendations WHERE run_id = ?", run_id)
+    assert rows == [(customers, "Tokyo from the browser")]

@@ -1,0 +1,420 @@
+"""The REST service against a real uvicorn server (`tastyrec serve` in a child process, loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tastyrec.cli import app as cli
+from tastyrec.columns import DENSE, MULTI_HOT, SPARSE
+from tastyrec.config import Workspace
+from tastyrec.service import LIMITS, TOKEN_ENV, Limits, create_app
+
+TOKEN = "test-token-7f3a"
+INJECTIONS = ["O'Brien", "x' OR '1'='1", "'; DROP TABLE raw_customer.customer_loyalty; --", '") OR 1=1 --']
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`tastyrec --home HOME serve --port P ...` in a child process; stopped with Ctrl-C (SIGINT)."""
+
+    def __init__(self, home: Path, *args: str, token: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / f"serve-{self.port}.log"
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | ({TOKEN_ENV: token} if token else {})
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tastyrec.cli", "--home", str(home), "serve",
+                                          "--port", str(self.port), *args], stdout=log, stderr=subprocess.STDOUT,
+                                         env=env)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", headers=self.headers, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the server did not answer /health in time:\n{self.log.read_text()}")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=60)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def ws(trained_ws, tmp_path_factory) -> Workspace:
+    """A copy of the trained workspace: the reload test registers a second version in it."""
+    return Workspace.from_env(shutil.copytree(trained_ws.home, tmp_path_factory.mktemp("service") / "home"))
+
+
+@pytest.fixture(scope="module")
+def server(ws):
+    running = Server(ws.home, token=TOKEN)
+    yield running
+    assert running.stop() == 0, running.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def second_version(ws) -> int:
+    """Version 2, registered in the module's workspace (the champion stays version 1)."""
+    from tastyrec.jobs import train_job
+    from tastyrec.options import TrainOptions
+    from tastyrec.registry import promote
+
+    version = train_job(ws, TrainOptions(epochs=1, progress=False, seed=5), seed_samples=0).registry.version
+    promote(ws, 1)  # in case the gate moved the alias
+    return version
+
+
+@contextmanager
+def champion(ws: Workspace, version: int) -> Iterator[None]:
+    """`version` is the champion inside the block; version 1 again after it, whatever happened."""
+    from tastyrec.registry import promote
+
+    promote(ws, version)
+    try:
+        yield
+    finally:
+        promote(ws, 1)
+
+
+@pytest.fixture(scope="module")
+def engine(ws):
+    from tastyrec.recommend import Engine
+
+    return Engine(ws)
+
+
+@pytest.fixture(scope="module")
+def warehouse(ws):
+    from tastyrec.warehouse.load import connect
+
+    con = connect(ws.warehouse, read_only=True)
+    yield con
+    con.close()
+
+
+def same(a: dict, b: dict) -> None:
+    """Two Recommendations dicts agree on everything but the time taken."""
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+
+
+# ---- the basics ----------------------------------------------------------------------------------
+def test_health_names_the_served_version_and_the_cli_printed_the_urls(server, api) -> None:
+    health = api.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "tastyrec-dlrm"
+    assert health["version"] == 1 and health["alias"] == "champion" and health["kind"] == "dlrm"
+    assert health["loaded_at"] and health["device"] == "cpu"
+    printed = server.log.read_text()
+    assert f"{server.url} (docs {server.url}/docs)" in printed and "version 1 (champion)" in printed
+
+
+def test_docs_and_the_openapi_schema_are_served(api) -> None:
+    assert "swagger" in api.get("/docs").text.lower()
+    schema = api.get("/openapi.json").json()
+    assert {"/health", "/recommendations", "/score", "/metadata", "/admin/reload"} <= set(schema["paths"])
+    assert "RecommendRequest" in schema["components"]["schemas"]
+
+
+def test_recommendations_for_ids(api) -> None:
+    body = api.post("/recommendations", json={"customer_ids": [7, 5, 7], "top_k": 4}).json()
+    assert [c["customer_id"] for c in body["customers"]] == [5, 7]  # sorted, no repeats
+    assert body["model"] == {"name": "tastyrec-dlrm", "version": 1, "alias": "champion"}
+    for c in body["customers"]:
+        recs = c["recommendations"]
+        assert [r["rank"] for r in recs] == [1, 2, 3, 4]
+        assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+        assert all(0 < r["score"] < 1 for r in recs) and c["city"] and c["country"]
+    assert body["unknown_customers"] == [] and body["selected"] == 2 and not body["truncated"]
+
+
+def test_recommendations_for_filters(api, warehouse) -> None:
+    country, n = warehouse.execute("SELECT country, count(*) FROM raw_customer.customer_loyalty "
+                                   "GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 1").fetchone()
+    body = api.post("/recommendations", json={"filters": {"country": [country]}}).json()
+    assert body["selected"] == n and not body["truncated"] and body["top_k"] == 3
+    assert body["customers"] and all(c["country"] == country for c in body["customers"])
+    assert all(len(c["recommendations"]) == 3 for c in body["customers"])
+
+
+@contextmanager
+def serving_in_thread(app) -> Iterator[str]:
+    """uvicorn serving `app` on a free loopback port in a thread of this process; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_a_filter_selection_over_the_limit_is_served_capped(api, ws, engine) -> None:
+    everyone = api.post("/recommendations", json={"filters": {}, "top_k": 1}).json()
+    assert everyone["selected"] == 400 and not everyone["truncated"]  # under the limit of 1,000
+    with serving_in_thread(create_app(ws, engine=engine, limits=Limits(filter_customers=50))) as url:
+        capped = httpx.post(f"{url}/recommendations", json={"filters": {}, "top_k": 1}, timeout=60).json()
+    assert capped["selected"] == 400 and capped["truncated"]
+    first = set(engine.directory.frame["customer_id"].head(50).tolist())  # the first 50 by id
+    assert [c["customer_id"] for c in capped["customers"]] == \
+        [c["customer_id"] for c in everyone["customers"] if c["customer_id"] in first]
+
+
+# ---- the flags mean what they say, checked against the warehouse --------------------------------
+def test_items_not_ordered_were_never_ordered_and_trucks_not_visited_never_sold(api, warehouse) -> None:
+    city = warehouse.execute("SELECT city FROM raw_customer.customer_loyalty GROUP BY ALL "
+                             "ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()[0]
+    ordered = "SELECT count(*) FROM analytics.orders_v WHERE customer_id = ? AND menu_item_name = ?"
+    visited = "SELECT count(*) FROM analytics.orders_v WHERE customer_id = ? AND truck_brand_name = ?"
+
+    def pairs(**flags) -> list[tuple[int, dict]]:
+        body = api.post("/recommendations", json={"filters": {"city": [city], **flags}, "top_k": 10})
+        assert body.status_code == 200, body.text
+        return [(c["customer_id"], r) for c in body.json()["customers"] for r in c["recommendations"]]
+
+    plain = pairs()
+    # without the flags the model does recommend items already bought and brands already visited
+    assert any(warehouse.execute(ordered, [c, r["menu_item_name"]]).fetchone()[0] for c, r in plain)
+    assert any(warehouse.execute(visited, [c, r["truck_brand_name"]]).fetchone()[0] for c, r in plain)
+
+    new_items = pairs(items_not_ordered=True)
+    assert new_items
+    assert all(warehouse.execute(ordered, [c, r["menu_item_name"]]).fetchone()[0] == 0 for c, r in new_items)
+    new_brands = pairs(trucks_not_visited=True)
+    assert new_brands
+    assert all(warehouse.execute(visited, [c, r["truck_brand_name"]]).fetchone()[0] == 0 for c, r in new_brands)
+
+
+def test_brand_filter_keeps_only_that_brand(api, warehouse) -> None:
+    city, brand = warehouse.execute("SELECT primary_city, truck_brand_name FROM raw_pos.truck t "
+                                    "JOIN raw_pos.menu m USING (menu_type_id) ORDER BY 1, 2 LIMIT 1").fetchone()
+    body = api.post("/recommendations", json={"filters": {"city": [city], "brand": [brand]}, "top_k": 50}).json()
+    recs = [r for c in body["customers"] for r in c["recommendations"]]
+    assert recs and {r["truck_brand_name"] for r in recs} == {brand}
+
+
+# ---- one engine: the CLI, the service and the engine agree --------------------------------------
+@pytest.mark.parametrize("request_body, cli_args", [
+    ({"customer_ids": [3, 11, 42], "top_k": 5}, ["--customer", "3", "--customer", "11", "--customer", "42", "--top-k", "5"]),
+    ({"filters": {"country": ["Germany", "France"], "items_not_ordered": True}},
+     ["--country", "Germany", "--country", "France", "--items-not-ordered"]),
+])
+def test_cli_service_and_engine_give_identical_lists(api, engine, ws, request_body, cli_args) -> None:
+    from tastyrec.recommend import Filters
+
+    served = api.post("/recommendations", json=request_body).json()
+    f = request_body.get("filters", {})
+    direct = engine.recommend(customer_ids=request_body.get("customer_ids"), top_k=request_body.get("top_k", 3),
+                              filters=Filters(tuple(f.get("country", ())), tuple(f.get("city", ())), (),
+                                              False, f.get("items_not_ordered", False))).to_dict()
+    done = CliRunner().invoke(cli, ["--home", str(ws.home), "recommend", *cli_args, "--json"])
+    assert done.exit_code == 0, done.output
+    printed = json.loads(done.stdout)
+    assert printed.pop("campaign") is None
+    assert served["customers"]
+    same(served, direct)
+    same(served, printed)
+
+
+# ---- scoring and metadata -----------------------------------------------------------------------
+def rows_of(frame) -> list[dict]:
+    """Feature rows as JSON-able dicts (lists for the multi-hot columns, None for missing)."""
+    out = []
+    for row in frame[[*SPARSE, *DENSE, *MULTI_HOT]].to_dict("records"):
+        out.append({k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else
+                        [str(x) for x in v] if k in MULTI_HOT else v.item() if isinstance(v, np.generic) else v)
+                    for k, v in row.items()})
+    return out
+
+
+def test_score_is_the_models_forward(api, engine) -> None:
+    frame = engine.online.for_customers([5, 7])
+    got = api.post("/score", json={"rows": rows_of(frame)})
+    assert got.status_code == 200, got.text
+    assert np.allclose(got.json()["scores"], engine.score(frame), atol=1e-6)
+
+
+def test_score_names_missing_columns_and_refuses_wrong_types(api, engine) -> None:
+    rows = rows_of(engine.online.for_customers([5]).head(2))
+    lacking = [{k: v for k, v in row.items() if k not in ("age", "history_items")} for row in rows]
+    got = api.post("/score", json={"rows": lacking})
+    assert got.status_code == 422 and "age" in got.json()["detail"] and "history_items" in got.json()["detail"]
+    assert api.post("/score", json={"rows": [rows[0] | {"age": "old"}]}).status_code == 422
+    assert api.post("/score", json={"rows": [rows[0] | {"history_items": "Crepe"}]}).status_code == 422
+    assert api.post("/score", json={"rows": []}).status_code == 422
+    assert api.post("/score", json={"rows": [{}] * (LIMITS.score_rows + 1)}).status_code == 413
+
+
+def test_metadata_describes_the_served_model(api, engine, ws) -> None:
+    from tastyrec.registry import list_versions
+
+    meta = api.get("/metadata").json()
+    assert meta["model"]["version"] == 1 and meta["kind"] == "dlrm"
+    assert meta["features"] == {"sparse": list(SPARSE), "dense": list(DENSE), "multi_hot": list(MULTI_HOT)}
+    assert meta["config"] == engine.predictor.model.config.to_dict()
+    assert meta["test_metrics"]["ndcg@10"] == pytest.approx(list_versions(ws)[-1]["metrics"]["ndcg@10"])
+
+
+# ---- validation: 4xx with a message, never a 5xx --------------------------------------------------
+def test_unknown_ids_are_404_naming_them(api) -> None:
+    got = api.post("/recommendations", json={"customer_ids": [5, 98765, 4321]})
+    assert got.status_code == 404
+    assert got.json()["detail"] == "unknown customer ids: 98765, 4321"
+
+
+def test_too_many_ids_are_413(api) -> None:
+    got = api.post("/recommendations", json={"customer_ids": list(range(1, LIMITS.customer_ids + 2))})
+    assert got.status_code == 413 and f"{LIMITS.customer_ids:,}" in got.json()["detail"]
+
+
+@pytest.mark.parametrize("body", [
+    {"customer_ids": [5], "top_k": 0},
+    {"customer_ids": [5], "top_k": 51},
+    {},
+    {"customer_ids": [5], "filters": {}},
+    {"customer_ids": []},
+    {"customer_ids": ["five"]},
+    {"customer_ids": [2**63]},
+    {"customer_ids": [5], "extra": 1},
+    {"filters": {"country": "Germany"}},
+    {"filters": {"planet": ["Mars"]}},
+    [5],
+])
+def test_malformed_bodies_are_422(api, body) -> None:
+    got = api.post("/recommendations", json=body)
+    assert got.status_code == 422, got.text
+    assert got.json()["detail"]
+
+
+def test_invalid_json_is_422(api) -> None:
+    got = api.post("/recommendations", content=b'{"customer_ids": [5,', headers={"Content-Type": "application/json"})
+    assert got.status_code == 422
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_quotes_and_sql_injection_in_filters_match_nothing(api, warehouse, value) -> None:
+    for field in ("country", "city"):
+        got = api.post("/recommendations", json={"filters": {field: [value]}})
+        assert got.status_code == 200, got.text
+        assert got.json()["customers"] == [] and got.json()["selected"] == 0 and got.json()["message"]
+    got = api.post("/recommendations", json={"filters": {"country": ["Germany"], "brand": [value]}})
+    assert got.status_code == 200 and got.json()["customers"] == [] and got.json()["selected"] > 0
+    assert warehouse.execute("SELECT count(*) FROM raw_customer.customer_loyalty").fetchone()[0] == 400
+
+
+def test_schemathesis_finds_no_server_error(server, tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
+                           "--checks", "not_a_server_error", "--max-examples", "20", "--seed", "1",
+                           "--workers", "1", "-H", f"Authorization: Bearer {TOKEN}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:]
+
+
+# ---- auth ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("route, method", [("/health", "get"), ("/metadata", "get"), ("/recommendations", "post"),
+                                           ("/score", "post"), ("/admin/reload", "post")])
+def test_every_route_needs_the_token(server, route, method) -> None:
+    missing = httpx.request(method, f"{server.url}{route}", json={"customer_ids": [5]})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    wrong = httpx.request(method, f"{server.url}{route}", json={"customer_ids": [5]},
+                          headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 403
+    basic = httpx.request(method, f"{server.url}{route}", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert basic.status_code == 401
+
+
+def test_serve_refuses_a_public_address_without_a_token(ws, monkeypatch) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    done = CliRunner().invoke(cli, ["--home", str(ws.home), "serve", "--host", "0.0.0.0", "--port", "1"])
+    assert done.exit_code == 1 and "without a token" in done.output and TOKEN_ENV in done.output
+
+
+def test_serve_says_when_there_is_no_model(tmp_path) -> None:
+    done = CliRunner().invoke(cli, ["--home", str(tmp_path), "serve", "--port", "1"])
+    assert done.exit_code == 1 and "run `tastyrec features` first" in " ".join(done.output.split())
+
+
+def test_a_service_without_a_token_is_open_and_several_workers_reload_together(ws, second_version) -> None:
+    running = Server(ws.home, "--workers", "2")
+    try:
+        with running.client() as client:
+            assert client.get("/health").json()["version"] == 1
+            got = client.post("/recommendations", json={"customer_ids": [5]})
+            assert got.status_code == 200 and got.json()["customers"][0]["customer_id"] == 5
+            with champion(ws, second_version):
+                assert client.post("/admin/reload").json()["version"] == second_version
+                # a new connection per request, so the kernel spreads them over both workers
+                versions = {httpx.get(f"{running.url}/health", headers={"Connection": "close"}).json()["version"]
+                            for _ in range(20)}
+        assert versions == {second_version}
+    finally:
+        assert running.stop() == 0, running.log.read_text()[-3000:]
+    assert "2 workers" in running.log.read_text()
+
+
+# ---- reload -------------------------------------------------------------------------------------
+def test_reload_picks_up_a_new_champion_without_failing_requests(api, ws, second_version) -> None:
+    def ask(_) -> int:
+        return api.post("/recommendations", json={"customer_ids": [5, 7]}).status_code
+
+    try:
+        with champion(ws, second_version):
+            with ThreadPoolExecutor(4) as pool:
+                in_flight = pool.map(ask, range(40))
+                reloaded = api.post("/admin/reload")
+                statuses = list(in_flight)
+            assert reloaded.status_code == 200 and reloaded.json()["version"] == second_version == 2
+            assert set(statuses) == {200}
+            assert api.get("/health").json()["version"] == 2
+            assert api.post("/recommendations", json={"customer_ids": [5]}).json()["model"]["version"] == 2
+    finally:  # version 1 again for the other tests, whatever their order
+        assert api.post("/admin/reload").json()["version"] == 1
