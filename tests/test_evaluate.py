@@ -38,7 +38,7 @@ def test_a_zero_best_baseline_gives_null_ratios_not_a_crash() -> None:
 
 
 def test_the_table_prints_a_dash_for_undefined_ratios(capsys) -> None:
-    from tastyrec import cli
+    from tastyrec.cli import training as cli
 
     test = tiny_test()
     evaluation = evaluate_frame(test, {"tastyrec seed-dlrm": np.zeros(len(test))}, truth=None)

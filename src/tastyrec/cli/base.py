@@ -1,0 +1,110 @@
+"""The command line's shared parts: the Typer app, consoles, progress bars, errors, and the
+silencing of known third-party noise (in the CLI only)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tastyrec.config import Workspace
+from tastyrec.model import MODEL_KINDS
+from tastyrec.options import SPLITS
+
+# Choices the CLI refuses others of (Typer lists them in the error): one Enum per option.
+ModelChoice = Enum("ModelChoice", {k: k for k in MODEL_KINDS}, type=str)
+SplitChoice = Enum("SplitChoice", {k: k for k in SPLITS}, type=str)
+
+
+# Warnings of libraries we use that a user can do nothing about (ibis' fetch_arrow_table inside
+# Feast's DuckDB store, SQLAlchemy's noload inside MLflow, ...). Libraries add filters of their
+# own when imported, so the CLI drops them where they are shown instead. Tests still see them.
+THIRD_PARTY = re.compile(r"[/\\]site-packages[/\\](ibis|feast|mlflow|sqlalchemy|alembic|pydantic|"
+                         r"google|pkg_resources|setuptools|sklearn|implicit|dask|pyarrow)[/\\]")
+QUIET_LOGGERS = {"mlflow": "ERROR", "alembic": "WARNING"}  # INFO lines, the cloudpickle notice
+
+
+def quiet_third_party() -> None:
+    """Silence known third-party warnings, log lines and MLflow's download bars, in the CLI only."""
+    show = warnings.showwarning
+    if getattr(show, "tastyrec_quiet", False):
+        return
+
+    def show_ours(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)) \
+                and THIRD_PARTY.search(filename or ""):
+            return
+        show(message, category, filename, lineno, file, line)
+
+    show_ours.tastyrec_quiet = True  # type: ignore[attr-defined]
+    warnings.showwarning = show_ours
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", QUIET_LOGGERS["mlflow"])  # MLflow sets it again on import
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # "Downloading artifacts" bars
+
+
+app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loyalty customers.",
+                  no_args_is_help=True, add_completion=False)
+registry_app = typer.Typer(help="List model versions and move the champion alias.")
+app.add_typer(registry_app, name="registry")
+err = Console(stderr=True)
+out = Console() if sys.stdout.isatty() else Console(width=160)  # tables stay readable in logs
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         home: Annotated[Optional[Path], typer.Option(
+             "--home", envvar="TASTYREC_HOME", help="Workspace folder (default ./.tastyrec).")] = None) -> None:
+    quiet_third_party()
+    ctx.obj = Workspace.from_env(home)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator:
+    """A Rich progress bar on stderr; yields a (what, done, total) callback."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, disable=not enabled, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        yield update
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def print_counts(counts: dict[str, int], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+
+
+def _number(value) -> str:
+    from tastyrec.metrics import finite
+
+    return "-" if (v := finite(value)) is None else f"{v:.3f}"

@@ -1,0 +1,70 @@
+"""Commands that build data: setup, export-csv, features."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tastyrec.config import Workspace
+from tastyrec.cli.base import JsonOpt, app, fail, out, print_counts, progress_bar
+
+
+@app.command()
+def setup(ctx: typer.Context,
+          customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
+          seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
+          from_csv: Annotated[Optional[Path], typer.Option(
+              "--from-csv", help="Load the seed's stage layout from this folder instead.")] = None,
+          force: Annotated[bool, typer.Option(help="Rebuild an existing warehouse.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Create the DuckDB warehouse from synthetic data (default) or from CSV files."""
+    from tastyrec.warehouse.load import WarehouseError, setup_from_csv, setup_synthetic
+
+    ws: Workspace = ctx.obj
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            if from_csv:
+                result = setup_from_csv(ws, from_csv, force=force, progress=progress)
+            else:
+                result = setup_synthetic(ws, customers=customers, seed=seed, force=force, progress=progress)
+    except WarehouseError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(asdict(result)))
+    else:
+        print_counts(result.row_counts, f"{result.warehouse} ({result.source}, {result.seconds} s)")
+
+
+@app.command("export-csv")
+def export_csv(ctx: typer.Context, target: Annotated[Path, typer.Argument(help="Folder to write.")]) -> None:
+    """Write the raw tables in the seed's stage layout (raw_pos/<table>/<table>.csv.gz, ...)."""
+    from tastyrec.warehouse.load import WarehouseError, export_csv as export
+
+    try:
+        with progress_bar() as progress:
+            written = export(ctx.obj, target, progress=progress)
+    except WarehouseError as e:
+        fail(str(e))
+    for table, path in written.items():
+        out.print(f"{table} -> {path}")
+
+
+@app.command()
+def features(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Compute feature tables, apply the Feast repo and materialise the online store."""
+    from tastyrec.features.build import FeaturesError, build_features
+
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            result = build_features(ctx.obj, progress=progress)
+    except FeaturesError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(asdict(result)))
+        return
+    print_counts(result.rows, f"{result.repo} ({result.seconds} s)")
+    out.print("snapshots: " + ", ".join(result.snapshots))

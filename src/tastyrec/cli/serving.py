@@ -1,0 +1,169 @@
+"""Commands that serve recommendations: recommend, campaigns, serve, app."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from tastyrec.config import Workspace
+from tastyrec.cli.base import JsonOpt, app, err, fail, out
+
+
+def print_recommendations(result) -> None:
+    """One row per customer: where they are, what they bought, what to offer them."""
+    model = result.model
+    table = Table(title=f"top {result.top_k} for {len(result.customers):,} customers "
+                        f"(tastyrec-dlrm version {model['version']}{', ' + model['alias'] if model['alias'] else ''})")
+    for column in ("customer", "city", "purchase history (orders, last)", "recommendations (score)"):
+        table.add_column(column)
+    for c in result.customers:
+        history = ", ".join(f"{h['menu_item_name']} ({h['orders']}, {h['last_purchase']})" for h in c.history[:4])
+        more = f" +{len(c.history) - 4} more" if len(c.history) > 4 else ""
+        recs = "\n".join(f"{r['rank']}. {r['menu_item_name']} - {r['truck_brand_name']}, "
+                         f"${r['sale_price_usd']:.2f} ({r['score']:.3f})" for r in c.recommendations)
+        table.add_row(str(c.customer_id), f"{c.city}, {c.country}", (history + more) or "-", recs)
+    out.print(table)
+
+
+@app.command()
+def recommend(ctx: typer.Context,
+              customer: Annotated[Optional[list[int]], typer.Option(help="Customer id (repeat for several).")] = None,
+              country: Annotated[Optional[list[str]], typer.Option(help="Customers of this country (repeatable).")] = None,
+              city: Annotated[Optional[list[str]], typer.Option(help="Customers of this city (repeatable).")] = None,
+              brand: Annotated[Optional[list[str]], typer.Option(help="Only items of this truck brand (repeatable).")] = None,
+              trucks_not_visited: Annotated[bool, typer.Option(
+                  "--trucks-not-visited", help="Only items of brands the customer never bought from.")] = False,
+              items_not_ordered: Annotated[bool, typer.Option(
+                  "--items-not-ordered", help="Only items the customer never bought.")] = False,
+              top_k: Annotated[int, typer.Option(help="Items per customer (1-50).")] = 3,
+              version: Annotated[Optional[str], typer.Option(help="Model version or alias (default: champion).")] = None,
+              save: Annotated[Optional[str], typer.Option(help="Save the result as a campaign with this name.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Top-k menu items for customers: by id, or by country / city / brand filters."""
+    from tastyrec.campaigns import save as save_campaign
+    from tastyrec.recommend import Engine, Filters, RecommendError
+
+    if customer and (country or city):
+        fail("give --customer ids or --country/--city filters, not both")
+    filters = Filters(tuple(country or ()), tuple(city or ()), tuple(brand or ()), trucks_not_visited,
+                      items_not_ordered)
+    try:
+        engine = Engine(ctx.obj, version or "champion")
+        with err.status("scoring..."):
+            result = engine.recommend(customer_ids=list(customer) if customer else None, filters=filters, top_k=top_k)
+        campaign = save_campaign(ctx.obj, result, save) if save and result.customers else None
+    except RecommendError as e:
+        fail(str(e))
+    if result.unknown_customers:
+        err.print(f"[yellow]unknown customer ids:[/yellow] {', '.join(map(str, result.unknown_customers))}")
+    if as_json:
+        print(json.dumps(result.to_dict() | {"campaign": campaign.to_dict() if campaign else None}, default=str))
+    elif result.customers:
+        print_recommendations(result)
+    if result.message:
+        err.print(result.message)
+    if campaign and not as_json:
+        out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.rows:,} rows, "
+                  f"{', '.join(campaign.files)}")
+    if customer and not result.selected:
+        raise typer.Exit(1)
+
+
+@app.command()
+def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List saved campaigns (name, time, filters, customers, model version)."""
+    from tastyrec.campaigns import list_campaigns
+
+    saved = list_campaigns(ctx.obj)
+    if as_json:
+        print(json.dumps([c.to_dict() for c in saved]))
+        return
+    table = Table(title="saved campaigns")
+    for column in ("run id", "name", "created", "filters", "customers", "model version"):
+        table.add_column(column)
+    for c in saved:
+        filters = ", ".join(f"{k}={v}" for k, v in c.filters.items() if v)
+        table.add_row(c.run_id, c.name, c.created_at.replace("T", " "), filters or "-", f"{c.customers:,}",
+                      str(c.model_version))
+    out.print(table)
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          host: Annotated[str, typer.Option(help="Address to listen on (loopback unless a token is set).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+          workers: Annotated[int, typer.Option(min=1, help="Worker processes (each opens the model once).")] = 1,
+          version: Annotated[Optional[str], typer.Option(help="Model version or alias (default: champion).")] = None,
+          ) -> None:
+    """Start the REST inference service (FastAPI + uvicorn; OpenAPI docs at /docs). Ctrl-C stops it.
+
+    Set TASTYREC_API_TOKEN to require `Authorization: Bearer <token>`; it is required off loopback."""
+    import tempfile
+
+    import uvicorn
+
+    from tastyrec import service
+    from tastyrec.recommend import Engine, RecommendError
+
+    ws: Workspace = ctx.obj
+    token = os.environ.get(service.TOKEN_ENV) or None
+    if not token and not service.is_loopback(host):
+        fail(f"refusing to serve on {host} without a token: set {service.TOKEN_ENV} (clients then send "
+             "`Authorization: Bearer <token>`), or listen on 127.0.0.1")
+    ref = version or "champion"
+    try:
+        engine = Engine(ws, ref)  # errors (no model, no features) before listening, in plain words
+    except RecommendError as e:
+        fail(str(e))
+    info = engine.model_info
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    out.print(f"serving tastyrec-dlrm version {info['version']}{' (' + info['alias'] + ')' if info['alias'] else ''} "
+              f"at {url} (docs {url}/docs), {workers} worker{'s' if workers > 1 else ''}"
+              f"{', bearer token required' if token else ''}; Ctrl-C stops it")
+    if workers == 1:
+        uvicorn.run(service.create_app(ws, ref, token, engine=engine), host=host, port=port)
+        return
+    del engine  # each worker process opens its own, from the environment set here
+    with tempfile.TemporaryDirectory(prefix="tastyrec-serve-") as tmp:
+        os.environ.update({service.HOME_ENV: str(ws.home), service.REF_ENV: ref,
+                           service.STAMP_ENV: str(Path(tmp, "reload"))})
+        uvicorn.run("tastyrec.service:app_from_env", factory=True, host=host, port=port, workers=workers)
+
+
+@app.command("app")
+def streamlit_app(ctx: typer.Context,
+                  port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
+                  host: Annotated[str, typer.Option(help="Address to listen on (the app has no login).")] = "127.0.0.1",
+                  service: Annotated[Optional[str], typer.Option(
+                      help="Get recommendations from this `tastyrec serve` URL instead of an in-process engine "
+                           "(its token from TASTYREC_API_TOKEN).")] = None) -> None:
+    """Start the Streamlit app for marketing people (streamlit run, headless, no usage statistics).
+    Ctrl-C stops it."""
+    from tastyrec.app import command
+    from tastyrec.registry import RegistryError, champion_version
+
+    ws: Workspace = ctx.obj
+    if not ws.warehouse.exists():
+        fail(f"no warehouse in {ws.home}: run `tastyrec pipeline` first")
+    if not service:
+        try:
+            version = champion_version(ws)
+        except RegistryError as e:
+            fail(str(e))
+        if version is None:
+            fail(f"no champion model in {ws.home}: run `tastyrec pipeline` (or `tastyrec train`) first")
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    out.print(f"app at {url} ({'recommendations from ' + service if service else 'engine in-process'}, "
+              f"workspace {ws.home}); Ctrl-C stops it")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] the app has no login: anyone who can reach {url} can use it")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = command(ws.home, port, host, service)
+    os.execv(argv[0], argv)  # streamlit takes over this process: Ctrl-C and kill reach it directly

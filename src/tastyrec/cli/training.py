@@ -1,0 +1,168 @@
+"""Commands that train, evaluate and govern models: train, evaluate, pipeline, registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from tastyrec.options import SEED_SAMPLES, TrainError, TrainOptions
+from tastyrec.cli.base import JsonOpt, ModelChoice, SplitChoice, _number, app, err, fail, out, progress_bar, registry_app
+
+
+def print_evaluation(evaluation) -> None:
+    """The model, each baseline and the oracle side by side on the test window."""
+    from tastyrec.evaluate import METRICS
+
+    table = Table(title=f"test window: {evaluation.customers:,} of {evaluation.test_customers_total:,} "
+                        f"test customers (seeded sample), {evaluation.rows:,} rows")
+    table.add_column("method")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for name, metrics in evaluation.methods():
+        table.add_row(name, *(_number(metrics.get(m)) for m in METRICS))
+    out.print(table)
+    if evaluation.fraction_of_oracle_ndcg10 is not None:
+        out.print(f"NDCG@10 = {evaluation.fraction_of_oracle_ndcg10:.3f} x the oracle's")
+    lift = evaluation.lift_over_best_baseline_ndcg10
+    out.print(f"NDCG@10 = {_number(lift)} x the best baseline's ({evaluation.best_baseline or 'none'})")
+
+
+def train_options(**given) -> TrainOptions:
+    try:
+        return TrainOptions(**given).resolved()
+    except TrainError as e:  # a clear message, nothing launched
+        fail(str(e))
+        raise  # not reached: fail exits
+EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation loss).")]
+NprocOpt = Annotated[int, typer.Option(help="torchrun processes (DDP; gloo on CPU, nccl on GPUs).")]
+SeedSamplesOpt = Annotated[int, typer.Option(help="Training rows for the seed's DLRM baseline (0 = skip it).")]
+
+
+@app.command()
+def train(ctx: typer.Context,
+          epochs: EpochsOpt = TrainOptions.epochs, nproc: NprocOpt = TrainOptions.nproc,
+          batch_size: Annotated[Optional[int], typer.Option(
+              help="Global batch size (default: the model's, 4096 for dlrm, the seed's 256 for seed-dlrm).")] = None,
+          lr: Annotated[Optional[float], typer.Option(
+              help="Adam learning rate (default: the model's, 0.002 for dlrm, the seed's 0.001 for seed-dlrm).")] = None,
+          max_samples: Annotated[Optional[int], typer.Option(help="Cap on training rows.")] = None,
+          split: Annotated[SplitChoice, typer.Option(
+              help="time (default) or random (the seed's; leaky, kept for comparison).")] = SplitChoice(TrainOptions.split),
+          model: Annotated[ModelChoice, typer.Option(help="dlrm or the seed's seed-dlrm.")] = ModelChoice(TrainOptions.model),
+          resume: Annotated[bool, typer.Option(help="Continue the last unfinished run.")] = False,
+          seed_samples: SeedSamplesOpt = SEED_SAMPLES,
+          as_json: JsonOpt = False) -> None:
+    """Train with torchrun DDP, evaluate against baselines and the oracle, register in MLflow."""
+    from tastyrec.jobs import train_job
+
+    opts = train_options(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
+                         split=split.value, model=model.value, resume=resume, progress=not as_json)
+    try:
+        job = train_job(ctx.obj, opts, seed_samples=seed_samples)
+    except (TrainError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(job.to_dict(), default=str))
+        return
+    print_evaluation(job.evaluation)
+    out.print(job.registry.decision)
+
+
+@app.command()
+def evaluate(ctx: typer.Context,
+             version: Annotated[Optional[str], typer.Option(help="Model version (default: champion).")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Evaluate a registered model against the baselines and the oracle on the test window."""
+    from tastyrec.jobs import evaluate_job
+    from tastyrec.registry import RegistryError
+
+    try:
+        evaluation = evaluate_job(ctx.obj, version or "champion")
+    except RegistryError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(evaluation.to_dict()))
+        return
+    out.print(f"version {evaluation.version} of the registered model")
+    print_evaluation(evaluation)
+
+
+@app.command()
+def pipeline(ctx: typer.Context,
+             customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
+             seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
+             epochs: EpochsOpt = TrainOptions.epochs, nproc: NprocOpt = TrainOptions.nproc,
+             seed_samples: SeedSamplesOpt = SEED_SAMPLES,
+             force: Annotated[bool, typer.Option(
+                 help="Rebuild an existing warehouse (saved recommendations are kept).")] = False,
+             as_json: JsonOpt = False) -> None:
+    """setup -> features -> train -> evaluate -> register, in one command (an existing
+    warehouse is reused unless --force)."""
+    from tastyrec.features.build import FeaturesError
+    from tastyrec.jobs import pipeline_job
+    from tastyrec.warehouse.load import WarehouseError
+
+    opts = train_options(epochs=epochs, nproc=nproc, progress=not as_json)
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            result = pipeline_job(ctx.obj, customers, seed, opts, force=force, seed_samples=seed_samples,
+                                  progress=progress)
+    except (WarehouseError, FeaturesError, TrainError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+        return
+    err.print(result.message)
+    print_evaluation(result.job.evaluation)
+    out.print(result.job.registry.decision)
+    setup = f"setup {result.setup.seconds} s, " if result.setup else ""
+    out.print(f"{setup}features {result.features.seconds} s, train + evaluate + register {result.job.seconds} s")
+
+
+@registry_app.command("list")
+def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List registered versions, their test metrics (on the time split's test window) and aliases."""
+    from tastyrec.registry import list_versions
+
+    versions = list_versions(ctx.obj)
+    if as_json:
+        print(json.dumps(versions, default=str))
+        return
+    table = Table(title="tastyrec-dlrm")
+    for column in ("version", "aliases", "model", "trained on", "ndcg@10", "recall@10", "auc", "created"):
+        table.add_column(column)
+    for v in versions:
+        m = v["metrics"]
+        split = v.get("training_split") or "?"
+        table.add_row(str(v["version"]), ", ".join(v["aliases"]), v.get("model_kind") or "?",
+                      f"{split} split" + (" (leaky)" if split == "random" else ""),
+                      _number(m.get("ndcg@10")), _number(m.get("recall@10")), _number(m.get("auc")),
+                      v["created"][:19].replace("T", " "))
+    out.print(table)
+
+
+@registry_app.command("promote")
+def registry_promote(ctx: typer.Context, version: Annotated[int, typer.Argument()]) -> None:
+    """Move the champion alias to VERSION by hand."""
+    from tastyrec.registry import RegistryError, promote
+
+    try:
+        move = promote(ctx.obj, version)
+    except RegistryError as e:
+        fail(str(e))
+    out.print(move.message)
+
+
+@registry_app.command("rollback")
+def registry_rollback(ctx: typer.Context) -> None:
+    """Move the champion alias back to the version that held it before."""
+    from tastyrec.registry import RegistryError, rollback
+
+    try:
+        move = rollback(ctx.obj)
+    except RegistryError as e:
+        fail(str(e))
+    out.print(move.message)
