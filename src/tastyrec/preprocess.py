@@ -123,6 +123,8 @@ class Batch:
 
 def _strings(series: pd.Series) -> np.ndarray:
     """Values as an object array of str, missing values as None (so they never match a vocab)."""
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        return series.to_numpy(dtype=object)  # already str / None (serving rows): no conversion
     s = series.astype("string")  # ints like children_count become "2"; NaN/None become <NA>
     return s.to_numpy(dtype=object, na_value=None)
 

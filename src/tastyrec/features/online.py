@@ -82,7 +82,8 @@ class OnlineFeatures:
             else:
                 values = customers.column(col).take(take).to_pandas().to_numpy()
             if col in DENSE:  # missing means "no history yet": the column's default, as in training
-                values = pd.Series(values, dtype="float64").fillna(DENSE_DEFAULTS.get(col, 0.0)).to_numpy()
+                values = np.asarray(values, dtype=np.float64)
+                values = np.where(np.isnan(values), DENSE_DEFAULTS.get(col, 0.0), values)
             elif col in MULTI_HOT:  # a customer with no history yet has an empty bag
                 values = pd.Series([np.array([] if v is None else v, dtype=object) for v in values], dtype=object)
             out[col] = values
