@@ -209,16 +209,17 @@ class Engine:
         sorted_customers = customer[order]
         first = np.r_[True, sorted_customers[1:] != sorted_customers[:-1]]
         rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-        top = order[rank < top_k]  # row positions, by customer then rank
-        fields = {f: rows[f].to_numpy()[top] for f in ITEM_FIELDS}
+        in_top = rank < top_k
+        top = order[in_top]  # row positions, by customer then rank
+        shown = {f: rows[f].to_numpy()[top] for f in ITEM_FIELDS}
         histories = _histories(customers, self.online.as_of)
         out: dict[int, CustomerRecommendations] = {}
-        for j, (row, r) in enumerate(zip(top, rank[rank < top_k])):
+        for j, (row, r) in enumerate(zip(top, rank[in_top])):
             cid = int(customer[row])
             if cid not in out:
                 city, country = self.directory.place[cid]
                 out[cid] = CustomerRecommendations(cid, city, country, histories.get(cid, []), [])
-            out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in fields.items()},
+            out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in shown.items()},
                                              "score": float(scores[row])})
         return list(out.values())
 

@@ -1,8 +1,9 @@
 """Training sets from Feast's point-in-time joins.
 
-Training sets and serving (features.online) both end in `assemble`: per-pair features from the
-history lists, defaults for "no history yet", and the column order of columns.py. So a training
-row and a serving row of the same customer, item and snapshot are equal column for column.
+Training sets end in the SQL of `assemble`: per-pair features from the history lists, defaults
+for "no history yet", and the column order of columns.py. Serving (features.online) builds the
+same rows with numpy; tests/test_features.py checks that a training row and a serving row of the
+same customer, item and snapshot are equal column for column.
 """
 
 from __future__ import annotations
