@@ -12,17 +12,22 @@ from tastyrec.baselines import (
     GlobalPopularity,
     ImplicitALS,
     ItemKNN,
+    RecentRepeat,
+    Repeat,
     oracle_scores,
     score_all,
 )
-from tastyrec.columns import CITY, CUSTOMER_ID, ITEM
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_RECENT_ORDERS
 from tastyrec.columns import ITEM_PURCHASE_COUNT as PURCHASE_COUNT
 
 ITEMS = ["burger", "fries", "salsa", "sushi", "taco"]
 
 
-def _history(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=[CUSTOMER_ID, ITEM, PURCHASE_COUNT])
+def _history(rows: list[tuple]) -> pd.DataFrame:
+    """(customer, item, count[, recency-weighted count]); the weighted count defaults to count / 2."""
+    frame = pd.DataFrame([r[:3] for r in rows], columns=[CUSTOMER_ID, ITEM, PURCHASE_COUNT])
+    frame[ITEM_RECENT_ORDERS] = [r[3] if len(r) > 3 else r[2] / 2 for r in rows]
+    return frame
 
 
 def _candidates(customers: list[str], items: list[str] = ITEMS) -> pd.DataFrame:
@@ -164,7 +169,7 @@ def test_score_all_scores_every_candidate_with_every_method() -> None:
     candidates = _candidates(["u1", "u4", "new_tokyo"])
     truth = candidates.assign(**{PROPENSITY: 0.1})
     scores = score_all(HISTORY, CUSTOMERS, candidates, truth)
-    assert list(scores) == ["popularity", "city_popularity", "item_knn", "als", "oracle"]
+    assert list(scores) == ["popularity", "city_popularity", "item_knn", "als", "repeat", "repeat_recent", "oracle"]
     for name, values in scores.items():
         assert values.shape == (len(candidates),), name
         assert np.isfinite(values).all(), name
@@ -175,3 +180,29 @@ def test_oracle_refuses_a_truth_that_repeats_a_pair() -> None:
     truth = _candidates(["u1", "u1"], ["burger"]).assign(**{PROPENSITY: [0.1, 0.9]})
     with pytest.raises(pd.errors.MergeError):
         oracle_scores(_candidates(["u1"], ["burger"]), truth)
+
+
+def test_repeat_ranks_own_counts_then_popularity() -> None:
+    candidates = _candidates(["u2", "stranger"])
+    scores = Repeat().fit(HISTORY, CUSTOMERS).score(candidates)
+    # u2 bought taco 3x, salsa 2x, burger 1x; fries and sushi (never bought, both 2/5 popular) tie below
+    mine = _by_item(candidates, scores, "u2")
+    assert list(mine.sort_values(ascending=False).index[:3]) == ["taco", "salsa", "burger"]
+    assert mine["fries"] == mine["sushi"] < mine["burger"]
+    # a customer with no history gets the popularity order: burger (4/5) first
+    stranger = _by_item(candidates, scores, "stranger")
+    np.testing.assert_allclose(stranger, GlobalPopularity().fit(HISTORY, CUSTOMERS).score(
+        _candidates(["stranger"])) / 2)
+    # a count of 1 beats the most popular item the customer never bought: counts come first
+    u3 = _by_item(_candidates(["u3"]), Repeat().fit(HISTORY, CUSTOMERS).score(_candidates(["u3"])), "u3")
+    assert u3["fries"] > u3["taco"]
+
+
+def test_recent_repeat_prefers_what_was_bought_lately() -> None:
+    # u1 bought burger 5x long ago (weighted 0.2) and taco once last week (weighted 0.9)
+    history = _history([("u1", "burger", 5, 0.2), ("u1", "taco", 1, 0.9), ("u2", "burger", 1, 0.5)])
+    candidates = _candidates(["u1"])
+    plain = _by_item(candidates, Repeat().fit(history, CUSTOMERS).score(candidates), "u1")
+    recent = _by_item(candidates, RecentRepeat().fit(history, CUSTOMERS).score(candidates), "u1")
+    assert plain["burger"] > plain["taco"]
+    assert recent["taco"] > recent["burger"] > recent["fries"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tastyrec.baselines import PROPENSITY
-from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, LABEL
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL
 from tastyrec.evaluate import Evaluation, evaluate_frame, loss_figure, ranking_figure
 
 ITEMS = [chr(ord("a") + i) for i in range(12)]
@@ -19,7 +19,8 @@ def tiny_test(positive: str = "l") -> pd.DataFrame:
     """Customers 1 and 2 bought `positive` in the window; customer 3 bought "a" once before."""
     return pd.DataFrame([
         {CUSTOMER_ID: c, ITEM: item, LABEL: int(item == positive and c < 3),
-         ITEM_PURCHASE_COUNT: float(c == 3 and item == "a"), CITY: "X"}
+         ITEM_PURCHASE_COUNT: float(c == 3 and item == "a"), ITEM_RECENT_ORDERS: float(c == 3 and item == "a"),
+         CITY: "X"}
         for c in (1, 2, 3) for item in ITEMS])
 
 
@@ -29,7 +30,7 @@ def test_a_zero_best_baseline_gives_null_ratios_not_a_crash() -> None:
     perfect = (test[ITEM] == "l").to_numpy(dtype=float)
     evaluation = evaluate_frame(test, {"tastyrec dlrm": perfect}, truth=None)
     assert {name: m["ndcg@10"] for name, m in evaluation.baselines.items()} == {
-        "popularity": 0.0, "city_popularity": 0.0, "item_knn": 0.0, "als": 0.0}
+        "popularity": 0.0, "city_popularity": 0.0, "item_knn": 0.0, "als": 0.0, "repeat": 0.0, "repeat_recent": 0.0}
     assert evaluation.model["ndcg@10"] == pytest.approx(1.0)
     assert evaluation.lift_over_best_baseline_ndcg10 is None
     assert evaluation.fraction_of_oracle_ndcg10 is None  # no truth, no oracle

@@ -34,14 +34,16 @@ from mlflow.types.schema import Array  # noqa: E402
 GATE = {1: 0.40, 2: 0.30, 3: 0.45}  # test ndcg@10 of the three registered versions
 
 
-def evaluation(ndcg: float) -> Evaluation:
+def evaluation(ndcg: float, repeat: float = 0.2) -> Evaluation:
+    """The model at `ndcg`; the best baseline is "repeat" at `repeat`."""
     return Evaluation(
         model_name="tastyrec dlrm",
         model={"auc": 0.71, "precision": 0.52, "recall": 0.33, "ndcg@10": ndcg, "recall@10": 0.6,
                "ndcg@3": ndcg - 0.1, "recall@3": 0.3, "new_ndcg@10": float("nan"), "new_recall@10": None,
                "customers": 120},
         baselines={"popularity": {"ndcg@10": 0.25, "recall@10": 0.4, "precision": None},
-                   "item co-occurrence": {"ndcg@10": 0.28, "recall@10": 0.45}},
+                   "item co-occurrence": {"ndcg@10": 0.28, "recall@10": 0.45},
+                   "repeat": {"ndcg@10": repeat, "recall@10": 0.5}},
         oracle={"ndcg@10": 0.61, "recall@10": 0.8}, rows=1200, customers=120, test_customers_total=120,
     )
 
@@ -195,6 +197,31 @@ def test_champion_gate(home) -> None:
     assert [v["ndcg@10"] for v in versions] == [0.45, 0.30, 0.40]
     assert versions[1]["metrics"]["recall@10"] == 0.6 and versions[1]["run_id"] == worse.run_id
     assert versions[1]["description"] == "test version 2" and versions[1]["created"]
+
+
+def test_the_gate_also_needs_the_best_baseline_beaten(home_copy: Workspace, trained: Trained,
+                                                      tmp_path: Path) -> None:
+    def register(ws: Workspace, ndcg: float, repeat: float) -> registry.RegisterResult:
+        return registry.log_and_register(ws, trained.model_dir, {"run": ndcg}, trained.history,
+                                         evaluation(ndcg, repeat), input_example=synthetic_frame(30, seed=4))
+
+    # beats champion 3 (0.45) but not the repeat baseline on its own rows: the champion stays
+    lost = register(home_copy, 0.50, repeat=0.55)
+    assert not lost.promoted
+    assert lost.decision == ("version 4 (ndcg@10 0.5000) beats champion version 3 (0.4500) but not the best "
+                             "baseline, repeat (0.5500): champion stays version 3")
+    assert registry.champion_version(home_copy) == 3
+    won = register(home_copy, 0.50, repeat=0.49)
+    assert won.promoted and registry.champion_version(home_copy) == 5
+    # the first version of a fresh registry is champion anyway (the service needs a model), with a warning
+    fresh = Workspace.from_env(tmp_path / "fresh")
+    first = register(fresh, 0.24, repeat=0.40)
+    assert first.promoted and registry.champion_version(fresh) == 1
+    assert first.decision == ("version 1 (ndcg@10 0.2400) is the first champion: promoted. WARNING: it does not "
+                              "beat the best baseline, repeat (0.4000); it is champion only because there is no other model")
+    neither = register(fresh, 0.30, repeat=0.40)
+    assert neither.decision == ("version 2 (ndcg@10 0.3000) beats champion version 1 (0.2400) but not the best "
+                                "baseline, repeat (0.4000): champion stays version 1")
 
 
 def test_promote_and_rollback_move_the_alias(home_copy: Workspace) -> None:

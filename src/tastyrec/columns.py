@@ -12,6 +12,7 @@ TIMESTAMP = "event_timestamp"
 LABEL = "label"
 CITY = "city"
 ITEM_PURCHASE_COUNT = "item_purchase_count"  # times the customer bought the item before the timestamp
+ITEM_RECENT_ORDERS = "item_recent_orders"  # the same orders, each weighted exp(-its age / window length)
 
 # The seed's 9 label-encoded features and 5 dense features, in the seed's order.
 SEED_SPARSE: tuple[str, ...] = (
@@ -31,6 +32,8 @@ DENSE: tuple[str, ...] = SEED_DENSE + (
     "item_purchase_count",      # times this customer bought this item before the timestamp
     "days_since_item_purchase",  # recency of this item for this customer (large when never)
     "brand_spend_share",        # share of the customer's spend at this item's brand
+    "item_recent_orders",       # recency-weighted item_purchase_count (recent orders count most)
+    "item_interval_days",       # mean days between the customer's orders of this item (large when < 2)
 )
 # Multi-hot bags: the set of items / brands the customer bought before the timestamp.
 # Each is a list of strings; the model embeds them with an EmbeddingBag.
@@ -43,4 +46,5 @@ DENSE_DEFAULTS: dict[str, float] = {
     "avg_yearly_purchase_amount": 0.0, "avg_monthly_purchase_amount": 0.0, "avg_weekly_purchase_amount": 0.0,
     "order_count": 0.0, "days_since_last_order": NEVER_DAYS, "item_purchase_count": 0.0,
     "days_since_item_purchase": NEVER_DAYS, "brand_spend_share": 0.0,
+    "item_recent_orders": 0.0, "item_interval_days": NEVER_DAYS,
 }

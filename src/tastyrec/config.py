@@ -9,7 +9,8 @@ from pathlib import Path
 
 DEFAULT_HOME = "./.tastyrec"
 
-# The synthetic data set covers these dates; the last WINDOW_DAYS form the final (test) window.
+# The synthetic data set covers these dates; the generator records the truth for its last
+# WINDOW_DAYS, which is the test window that features.windows derives from this span.
 DATA_START = date(2020, 1, 1)
 DATA_END = date(2022, 12, 31)  # inclusive
 WINDOW_DAYS = 91

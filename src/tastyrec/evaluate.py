@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tastyrec.baselines import PROPENSITY, score_all
-from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, LABEL, TIMESTAMP
+from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL, TIMESTAMP
 from tastyrec.config import Workspace
 from tastyrec.metrics import evaluate_scores, finite
 
@@ -124,7 +124,7 @@ def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], trut
     """
     frame = test[[CUSTOMER_ID, ITEM, LABEL]].copy()
     new_only = test[ITEM_PURCHASE_COUNT].to_numpy() == 0  # cross-sell: items the customer never bought
-    history = test[[CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT]]
+    history = test[[CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS]]
     customers = test[[CUSTOMER_ID, CITY]].drop_duplicates(CUSTOMER_ID)
     scores = score_all(history, customers, frame[[CUSTOMER_ID, ITEM]], truth)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from tastyrec.config import Workspace
+from tastyrec.features.build import FeaturesError
 from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
@@ -69,11 +70,12 @@ def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | N
     """Fit preprocessing on the training rows, train with torchrun, write the model directory."""
     opts = opts.resolved()
     assert opts.batch_size is not None and opts.lr is not None
-    if not (ws.feature_repo / "summary.json").exists():
-        raise TrainError(f"no features in {ws.feature_repo}; run `tastyrec features` first")
     started = time.perf_counter()
-    training_set = training_set or build_training_set(ws, opts.split, seed=opts.seed,
-                                                      train_windows=opts.train_windows)
+    try:
+        training_set = training_set or build_training_set(ws, opts.split, seed=opts.seed,
+                                                          train_windows=opts.train_windows)
+    except FeaturesError as e:
+        raise TrainError(str(e)) from None
     run_dir = _run_dir(ws, opts)
     # Arrow-backed columns: the history bags stay Arrow lists instead of millions of Python lists
     train_rows = _sample(pd.read_parquet(training_set.paths["train"], dtype_backend="pyarrow"),

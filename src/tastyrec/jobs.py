@@ -18,7 +18,7 @@ import pandas as pd
 from tastyrec.config import Workspace
 from tastyrec.evaluate import Evaluation, evaluate_predictors
 from tastyrec.experiment import TrainOutcome, train_model
-from tastyrec.features.build import FeaturesResult, build_features
+from tastyrec.features.build import FeaturesResult, build_features, built_features
 from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.options import SEED_EPOCHS, SEED_SAMPLES, TrainOptions
 from tastyrec.predictor import Predictor
@@ -88,7 +88,9 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     evaluation = evaluate_predictors(ws, test, predictors)
     evaluation.extra["training_split"] = opts.split
     params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume")}
-    params |= {"train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
+    windows = built_features(ws).windows  # the time windows the model was trained with
+    params |= {**windows, "train_cutoffs": ",".join(training_set.cutoffs["train"]),
+               "train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
                "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device")}
     registered = log_and_register(
         ws, outcome.model_dir, params=params, history=outcome.result.get("history", []), evaluation=evaluation,
@@ -113,8 +115,11 @@ def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
 
 
 def pipeline_job(ws: Workspace, customers: int, seed: int, opts: TrainOptions, force: bool = False,
-                 seed_samples: int = SEED_SAMPLES, progress: Progress | None = None) -> PipelineResult:
-    """setup (or reuse the existing warehouse unless force) -> features -> train_job."""
+                 seed_samples: int = SEED_SAMPLES, progress: Progress | None = None,
+                 windows: dict[str, int | None] | None = None) -> PipelineResult:
+    """setup (or reuse the existing warehouse unless force) -> features -> train_job.
+
+    windows: window_days / train_windows / step_days for `build_features` (None: from the data)."""
     opts = opts.resolved()
     if ws.warehouse.exists() and not force:
         setup = None
@@ -122,6 +127,6 @@ def pipeline_job(ws: Workspace, customers: int, seed: int, opts: TrainOptions, f
     else:
         setup = setup_synthetic(ws, customers=customers, seed=seed, force=force, progress=progress)
         message = f"built the warehouse at {ws.warehouse}: {customers:,} customers, seed {seed}"
-    features = build_features(ws, progress=progress)
+    features = build_features(ws, progress=progress, **(windows or {}))
     job = train_job(ws, opts, seed_samples=seed_samples)
     return PipelineResult(setup=setup, features=features, job=job, message=message)

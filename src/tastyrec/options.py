@@ -36,7 +36,7 @@ class TrainOptions:
     model: str = "dlrm"
     seed: int = 0
     patience: int = 2
-    train_windows: int = 2
+    train_windows: int | None = None  # newest training cutoffs to use; None: all that `features` built
     resume: bool = False
     progress: bool = True
 
@@ -53,6 +53,8 @@ class TrainOptions:
         if opts.batch_size % opts.nproc:
             raise TrainError(f"--batch-size {opts.batch_size} must be a multiple of --nproc {opts.nproc} "
                              "(every process takes an equal share of each global batch)")
+        if opts.train_windows is not None and opts.train_windows < 1:
+            raise TrainError("--train-windows must be at least 1")
         if opts.max_samples is not None and opts.max_samples < 1:
             raise TrainError("--max-samples must be at least 1")
         return opts

@@ -36,6 +36,7 @@ UNKNOWN = 0  # reserved index of every sparse vocabulary
 LOG1P_DENSE: tuple[str, ...] = (
     "avg_yearly_purchase_amount", "avg_monthly_purchase_amount", "avg_weekly_purchase_amount",
     "order_count", "days_since_last_order", "item_purchase_count", "days_since_item_purchase",
+    "item_recent_orders", "item_interval_days",
 )
 
 
@@ -339,6 +340,8 @@ def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
         "item_purchase_count": in_hist.sum(axis=1).astype(np.float64),
         "days_since_item_purchase": np.where(in_hist.any(axis=1), rng.exponential(60.0, n), 3650.0),
         "brand_spend_share": rng.random(n),
+        "item_recent_orders": in_hist.sum(axis=1) * rng.random(n),
+        "item_interval_days": np.where(in_hist.sum(axis=1) > 1, rng.exponential(40.0, n), 2000.0),
     }
     df = pd.DataFrame(frame)
     df.loc[rng.random(n) < 0.02, "age"] = np.nan  # the real data has missing ages

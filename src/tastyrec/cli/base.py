@@ -65,6 +65,12 @@ out = Console() if sys.stdout.isatty() else Console(width=160)  # tables stay re
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+# The time windows of `features` (and `pipeline`); None: derived from the data's span (features.windows)
+WindowDaysOpt = Annotated[Optional[int], typer.Option(
+    help="Label window in days; the last one is the test window (default: a quarter of the data's span, 7..91).")]
+TrainWindowsOpt = Annotated[Optional[int], typer.Option(
+    help="Training cutoffs (default: as many as the data's history allows, up to 4).")]
+StepDaysOpt = Annotated[Optional[int], typer.Option(help="Days between training cutoffs (default: a quarter window).")]
 
 
 @app.callback()

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from tastyrec.config import Workspace
-from tastyrec.cli.base import JsonOpt, app, fail, out, print_counts, progress_bar
+from tastyrec.cli.base import (JsonOpt, StepDaysOpt, TrainWindowsOpt, WindowDaysOpt, app, fail, out, print_counts,
+                                progress_bar)
 
 
 @app.command()
@@ -54,17 +55,22 @@ def export_csv(ctx: typer.Context, target: Annotated[Path, typer.Argument(help="
 
 
 @app.command()
-def features(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def features(ctx: typer.Context, window_days: WindowDaysOpt = None, train_windows: TrainWindowsOpt = None,
+             step_days: StepDaysOpt = None, as_json: JsonOpt = False) -> None:
     """Compute feature tables, apply the Feast repo and materialise the online store."""
     from tastyrec.features.build import FeaturesError, build_features
 
     try:
         with progress_bar(enabled=not as_json) as progress:
-            result = build_features(ctx.obj, progress=progress)
+            result = build_features(ctx.obj, progress=progress, window_days=window_days,
+                                    train_windows=train_windows, step_days=step_days)
     except FeaturesError as e:
         fail(str(e))
     if as_json:
         print(json.dumps(asdict(result)))
         return
     print_counts(result.rows, f"{result.repo} ({result.seconds} s)")
-    out.print("snapshots: " + ", ".join(result.snapshots))
+    w = result.windows
+    out.print(f"{w['window_days']}-day windows over {result.data_span[0]} .. {result.data_span[1]}; "
+              f"{w['train_windows']} training cutoff(s) {w['step_days']} days apart")
+    out.print("cutoffs: " + ", ".join(f"{split} {', '.join(days)}" for split, days in result.cutoffs.items()))

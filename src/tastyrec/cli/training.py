@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from tastyrec.options import SEED_SAMPLES, TrainError, TrainOptions
-from tastyrec.cli.base import JsonOpt, ModelChoice, SplitChoice, _number, app, err, fail, out, progress_bar, registry_app
+from tastyrec.cli.base import (JsonOpt, ModelChoice, SplitChoice, StepDaysOpt, TrainWindowsOpt, WindowDaysOpt, _number,
+                                app, err, fail, out, progress_bar, registry_app)
 
 
 def print_evaluation(evaluation) -> None:
@@ -21,13 +22,18 @@ def print_evaluation(evaluation) -> None:
     table.add_column("method")
     for m in METRICS:
         table.add_column(m, justify="right")
+    best = evaluation.best_baseline
     for name, metrics in evaluation.methods():
-        table.add_row(name, *(_number(metrics.get(m)) for m in METRICS))
+        label = f"{name} (best baseline)" if name == best else name
+        table.add_row(label, *(_number(metrics.get(m)) for m in METRICS))
     out.print(table)
     if evaluation.fraction_of_oracle_ndcg10 is not None:
         out.print(f"NDCG@10 = {evaluation.fraction_of_oracle_ndcg10:.3f} x the oracle's")
     lift = evaluation.lift_over_best_baseline_ndcg10
-    out.print(f"NDCG@10 = {_number(lift)} x the best baseline's ({evaluation.best_baseline or 'none'})")
+    out.print(f"NDCG@10 = {_number(lift)} x the best baseline's ({best or 'none'})")
+    if lift is not None and lift <= 1:
+        out.print(f"[bold]The model does not beat the {best} baseline on the test window: "
+                  f"recommending with {best} would do at least as well.[/bold]")
 
 
 def train_options(**given) -> TrainOptions:
@@ -53,13 +59,16 @@ def train(ctx: typer.Context,
               help="time (default) or random (the seed's; leaky, kept for comparison).")] = SplitChoice(TrainOptions.split),
           model: Annotated[ModelChoice, typer.Option(help="dlrm or the seed's seed-dlrm.")] = ModelChoice(TrainOptions.model),
           resume: Annotated[bool, typer.Option(help="Continue the last unfinished run.")] = False,
+          train_windows: Annotated[Optional[int], typer.Option(
+              help="Use the newest N training cutoffs that `tastyrec features` built (default: all).")] = None,
           seed_samples: SeedSamplesOpt = SEED_SAMPLES,
           as_json: JsonOpt = False) -> None:
     """Train with torchrun DDP, evaluate against baselines and the oracle, register in MLflow."""
     from tastyrec.jobs import train_job
 
     opts = train_options(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
-                         split=split.value, model=model.value, resume=resume, progress=not as_json)
+                         split=split.value, model=model.value, resume=resume, train_windows=train_windows,
+                         progress=not as_json)
     try:
         job = train_job(ctx.obj, opts, seed_samples=seed_samples)
     except (TrainError, ValueError) as e:
@@ -96,6 +105,7 @@ def pipeline(ctx: typer.Context,
              seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
              epochs: EpochsOpt = TrainOptions.epochs, nproc: NprocOpt = TrainOptions.nproc,
              seed_samples: SeedSamplesOpt = SEED_SAMPLES,
+             window_days: WindowDaysOpt = None, train_windows: TrainWindowsOpt = None, step_days: StepDaysOpt = None,
              force: Annotated[bool, typer.Option(
                  help="Rebuild an existing warehouse (saved recommendations are kept).")] = False,
              as_json: JsonOpt = False) -> None:
@@ -109,7 +119,8 @@ def pipeline(ctx: typer.Context,
     try:
         with progress_bar(enabled=not as_json) as progress:
             result = pipeline_job(ctx.obj, customers, seed, opts, force=force, seed_samples=seed_samples,
-                                  progress=progress)
+                                  progress=progress, windows={"window_days": window_days,
+                                                              "train_windows": train_windows, "step_days": step_days})
     except (WarehouseError, FeaturesError, TrainError) as e:
         fail(str(e))
     if as_json:

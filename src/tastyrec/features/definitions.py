@@ -37,9 +37,11 @@ VIEWS: dict[str, tuple[list[Entity], list[tuple[str, object]], str]] = {
         "The seed's average spend per week / month / year, order count and recency, as of the snapshot."),
     "customer_history": ([customer], [
         ("history_items", Array(String)), ("history_item_orders", Array(Float64)),
-        ("history_item_days", Array(Float64)), ("history_brands", Array(String)),
+        ("history_item_days", Array(Float64)), ("history_item_recent", Array(Float64)),
+        ("history_item_interval", Array(Float64)), ("history_brands", Array(String)),
         ("history_brand_shares", Array(Float64))],
-        "Items bought before the snapshot (with orders and days since the last), brands (with spend share)."),
+        "Items bought before the snapshot (with orders, days since the last, recency-weighted orders and "
+        "mean days between orders), brands (with spend share)."),
 }
 
 

@@ -23,10 +23,6 @@ from tastyrec.sqlfiles import run_sql
 from tastyrec.warehouse.load import connect
 
 # the per customer x item features and the customer's aligned lists they are looked up in
-PAIR_LOOKUPS = {"item_purchase_count": ("history_items", "history_item_orders", ITEM),
-                "days_since_item_purchase": ("history_items", "history_item_days", ITEM),
-                "brand_spend_share": ("history_brands", "history_brand_shares", BRAND)}
-assert set(PAIR_LOOKUPS) == set(PAIR_FEATURES)  # the SQL assembly defines the same three
 
 
 class OnlineFeatures:
@@ -98,10 +94,10 @@ class OnlineFeatures:
 
 
 def _pair_features(customers: pa.Table, rows: list[int], names: list[str], brands: list[str]) -> dict[str, np.ndarray]:
-    """item_purchase_count, days_since_item_purchase, brand_spend_share of every output row,
-    looked up in its customer's aligned history lists (NaN where absent: the caller's default)."""
+    """The PAIR_FEATURES (item_purchase_count, ...) of every output row, looked up in its
+    customer's aligned history lists (NaN where absent: the caller's default)."""
     out = {}
-    for feature, (keys_col, values_col, by) in PAIR_LOOKUPS.items():
+    for feature, (keys_col, values_col, by) in PAIR_FEATURES.items():
         lookup = [dict(zip(k or [], v or [])) for k, v in zip(customers.column(keys_col).to_pylist(),
                                                              customers.column(values_col).to_pylist())]
         what = names if by == ITEM else brands

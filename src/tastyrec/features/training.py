@@ -17,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tastyrec.columns import (CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, ITEM_PURCHASE_COUNT, LABEL,
-                              MULTI_HOT, SPARSE, TIMESTAMP)
-from tastyrec.config import WINDOW_DAYS, Workspace, duckdb_memory
+from tastyrec.columns import (BRAND, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS,
+                              LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
+from tastyrec.config import Workspace, duckdb_memory
 from tastyrec.features import definitions
-from tastyrec.features.build import SQL, TRAIN_WINDOWS, feast_prints, feature_store, snapshot_times
+from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, built_features, feast_prints, feature_store
 from tastyrec.sqlfiles import run_sql
 
 SPLITS = ("train", "val", "test")
@@ -42,20 +42,29 @@ class TrainingSet:
     seconds: float
 
 
-# Per customer x item features, looked up in the customer's history lists (customer_history):
-# one definition for training sets and serving, so they cannot drift apart.
-PAIR_FEATURES = {
-    ITEM_PURCHASE_COUNT: "history_item_orders[list_position(history_items, menu_item_name)]",
-    "days_since_item_purchase": "history_item_days[list_position(history_items, menu_item_name)]",
-    "brand_spend_share": "history_brand_shares[list_position(history_brands, truck_brand_name)]",
+# Per customer x item features, looked up in the customer's aligned history lists
+# (customer_history): feature -> (keys list, values list, the row's key column). One definition
+# for training sets (SQL, below) and serving (features.online), so they cannot drift apart.
+PAIR_FEATURES: dict[str, tuple[str, str, str]] = {
+    ITEM_PURCHASE_COUNT: ("history_items", "history_item_orders", ITEM),
+    "days_since_item_purchase": ("history_items", "history_item_days", ITEM),
+    ITEM_RECENT_ORDERS: ("history_items", "history_item_recent", ITEM),
+    "item_interval_days": ("history_items", "history_item_interval", ITEM),
+    "brand_spend_share": ("history_brands", "history_brand_shares", BRAND),
 }
+
+
+def _pair_sql(feature: str) -> str:
+    keys, values, by = PAIR_FEATURES[feature]
+    return f"{values}[list_position({keys}, {by})]"
 
 
 def _assemble_sql(extra: list[str]) -> str:
     """SELECT of KEYS + extra + FEATURES over the spine, customers and items (see assemble)."""
     def expr(col: str) -> str:
         if col in DENSE:
-            return f"coalesce({PAIR_FEATURES.get(col, col)}, {DENSE_DEFAULTS.get(col, 0.0)})::DOUBLE AS {col}"
+            value = _pair_sql(col) if col in PAIR_FEATURES else col
+            return f"coalesce({value}, {DENSE_DEFAULTS.get(col, 0.0)})::DOUBLE AS {col}"
         if col in MULTI_HOT:  # a customer with no history yet has an empty bag
             return f"coalesce({col}, []::VARCHAR[]) AS {col}"
         return col
@@ -80,34 +89,43 @@ def assemble(con: duckdb.DuckDBPyConnection, spine, customers, items=None) -> du
     return cursor.execute(_assemble_sql(extra))
 
 
-def _spine(con, mode: str, seed: int, train_windows: int) -> tuple[pa.Table, dict[str, list[str]]]:
-    """(customer_id, menu_item_name, event_timestamp, label, split) rows and the cutoffs used.
+def chosen_cutoffs(built: FeaturesResult, mode: str, train_windows: int | None) -> dict[str, list[str]]:
+    """split -> cutoff days: the newest `train_windows` (None: all) of the training cutoffs the
+    features were built for, validation and test; the random split uses the serving snapshot."""
+    if mode == "random":
+        return {name: [built.data_span[1]] for name in SPLITS}
+    if mode != "time":
+        raise ValueError(f"unknown split mode {mode!r}: use 'time' or 'random'")
+    train = built.cutoffs["train"]
+    if train_windows is not None and not 1 <= train_windows <= len(train):
+        raise FeaturesError(f"--train-windows must be 1..{len(train)}: `tastyrec features` built "
+                            f"{len(train)} training cutoff(s); run it with --train-windows {train_windows} for more")
+    return {**built.cutoffs, "train": train[-train_windows:] if train_windows else train}
+
+
+def _spine(con, built: FeaturesResult, cutoffs: dict[str, list[str]], mode: str, seed: int) -> pa.Table:
+    """(customer_id, menu_item_name, event_timestamp, label, split) rows for these cutoffs.
 
     Arrow, not pandas: at N = 222,000 the spine has tens of millions of rows.
     """
-    if not 1 <= train_windows <= TRAIN_WINDOWS:
-        raise ValueError(f"train_windows must be 1..{TRAIN_WINDOWS} (the snapshots `tastyrec features` builds)")
-    snapshots = snapshot_times(con, train_windows)
     if mode == "time":
-        cutoffs = [s.replace(tzinfo=None) for s in snapshots[:-1]]  # the last snapshot has no future
-        names = ["train"] * (len(cutoffs) - 2) + ["val", "test"]
-        params = {"cutoffs": cutoffs, "splits": names, "window_days": WINDOW_DAYS}
+        days = [(pd.Timestamp(d).to_pydatetime(), name) for name in SPLITS for d in cutoffs[name]]
+        params = {"cutoffs": [d for d, _ in days], "splits": [n for _, n in days],
+                  "window_days": built.windows["window_days"]}
         spine = run_sql(con, SQL, "spine_time.sql", params, views=["candidates.sql"]).to_arrow_table()
-        by_split = {name: [c.isoformat() for c, n in zip(cutoffs, names) if n == name] for name in SPLITS}
-    elif mode == "random":
-        as_of = snapshots[-1].replace(tzinfo=None)
-        spine = run_sql(con, SQL, "spine_random.sql", {"as_of": as_of, "seed": seed}).to_arrow_table()
-        by_split = {name: [as_of.isoformat()] for name in SPLITS}
     else:
-        raise ValueError(f"unknown split mode {mode!r}: use 'time' or 'random'")
+        params = {"as_of": pd.Timestamp(cutoffs["test"][0]).to_pydatetime(), "seed": seed}
+        spine = run_sql(con, SQL, "spine_random.sql", params).to_arrow_table()
     i = spine.schema.get_field_index(TIMESTAMP)
-    spine = spine.set_column(i, TIMESTAMP, spine.column(i).cast(pa.timestamp("us", tz="UTC")))
-    return spine, by_split
+    return spine.set_column(i, TIMESTAMP, spine.column(i).cast(pa.timestamp("us", tz="UTC")))
 
 
-def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_windows: int = 2,
+def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_windows: int | None = None,
                        max_customers: int | None = None) -> TrainingSet:
     """Spine -> Feast get_historical_features -> pair features -> <home>/datasets/<mode>/<split>.parquet.
+
+    train_windows: how many of the training cutoffs `tastyrec features` built to use, newest
+    first (None: all of them).
 
     Each split is written by DuckDB straight to Parquet (COPY), so the per-row history lists are
     never all in memory at once.
@@ -115,9 +133,11 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     from tastyrec.warehouse.load import connect
 
     started = time.perf_counter()
+    built = built_features(ws)
+    cutoffs = chosen_cutoffs(built, mode, train_windows)
     con = connect(ws.warehouse, read_only=True)
     try:
-        spine, cutoffs = _spine(con, mode, seed, train_windows)
+        spine = _spine(con, built, cutoffs, mode, seed)
     finally:
         con.close()
     if max_customers:

@@ -1,7 +1,7 @@
 """The alias "champion": the gate that moves it after training, and moves by hand.
 
 The alias moves to a new version only when its test NDCG@10 is strictly greater than the
-champion's; `promote` and `rollback` move it by hand. Every move is recorded in the
+champion's and the best baseline's on the same rows; `promote` and `rollback` move it by hand. Every move is recorded in the
 registered-model tag "champion_history" (a JSON list of versions, oldest first), which is what
 `rollback` walks back along.
 """
@@ -106,24 +106,38 @@ def require_version(client: MlflowClient, version: int) -> ModelVersion:
         raise RegistryError(f"model {MODEL_NAME!r} has no version {version} (versions: {known})") from None
 
 
-def gate(client: MlflowClient, version: int, value: float | None) -> tuple[bool, str, int | None]:
-    """Move "champion" to `version` if its test NDCG@10 `value` beats the champion's (a champion
-    without one loses to any version that has one). Returns (promoted, decision, previous).
+def gate(client: MlflowClient, version: int, value: float | None,
+         baseline: tuple[str, float | None] | None = None) -> tuple[bool, str, int | None]:
+    """Move "champion" to `version` if its test NDCG@10 `value` beats both the champion's (a
+    champion without one loses to any version that has one) and the best baseline's
+    (`baseline` = (name, NDCG@10) on the same rows). The first version of a registry always
+    becomes champion, so the service has a model, with a warning when a baseline beat it.
+    Returns (promoted, decision, previous).
 
     Serialised within the process; across processes two trainings finishing at the same moment
     could both pass (the history tag still records both moves).
     """
+    name, base = baseline or (None, None)
+    beats_baseline = base is None or (value is not None and value > base)
+    lost = "" if beats_baseline else f"the best baseline, {name} ({fmt(base)})"
     with _MOVE_LOCK:
         champion = alias_version(client, CHAMPION)
         new = f"version {version} (ndcg@10 {fmt(value)})"
         if champion is None:
-            promoted, decision = True, f"{new} is the first champion: promoted"
+            promoted = True
+            decision = f"{new} is the first champion: promoted"
+            if lost:
+                decision += f". WARNING: it does not beat {lost}; it is champion only because there is no other model"
         else:
             old = gate_value(client, champion)
-            promoted = value is not None and (old is None or value > old)
-            verb = "beats" if promoted else "does not beat"
+            beats_champion = value is not None and (old is None or value > old)
+            promoted = beats_champion and beats_baseline
+            verb = "beats" if beats_champion else "does not beat"
             outcome = "promoted" if promoted else f"champion stays version {champion}"
-            decision = f"{new} {verb} champion version {champion} ({fmt(old)}): {outcome}"
+            decision = f"{new} {verb} champion version {champion} ({fmt(old)})"
+            if lost:
+                decision += f" {'but not' if beats_champion else 'nor'} {lost}"
+            decision += f": {outcome}"
         if promoted:
             _set_champion(client, version, [*_with_current(_history(client), champion), version])
     return promoted, decision, champion

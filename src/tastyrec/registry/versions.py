@@ -139,7 +139,9 @@ def log_and_register(
         text = description or (f"{predictor.kind} from run {run_id}; test ndcg@10 {fmt(gate_value)}, "
                                f"recall@10 {fmt(test_metrics.get('recall@10'))}")
         bound.update_model_version(MODEL_NAME, str(version), description=text)
-        promoted, decision, champion = gate(bound, version, gate_value)
+        best = evaluation.best_baseline
+        baseline = (best, flat_metrics(evaluation.baselines[best]).get(GATE_METRIC)) if best else None
+        promoted, decision, champion = gate(bound, version, gate_value, baseline)
         bound.set_model_version_tag(MODEL_NAME, str(version), DECISION_TAG, decision)
         bound.set_tag(run_id, DECISION_TAG, decision)
     return RegisterResult(version, run_id, promoted, decision, champion)

@@ -1,6 +1,7 @@
 -- A customer's history before the snapshot, as aligned lists (one row per customer, so serving
 -- reads one online row per customer): the non-beverage items bought with how many orders held
--- each and days since the last one, and the brands with their share of the customer's spend.
+-- each, days since the last one, those orders weighted by recency (exp(-age / $decay_days)) and
+-- the mean days between them; and the brands with their share of the customer's spend.
 -- The per-pair features (item_purchase_count, ...) are looked up in these lists by
 -- tastyrec.features.training.assemble, for training and serving alike.
 WITH loyalty_lines AS (
@@ -12,12 +13,20 @@ WITH loyalty_lines AS (
     JOIN raw_pos.menu m ON m.menu_item_id = od.menu_item_id
     WHERE oh.customer_id IS NOT NULL
 ),
-items AS (
-    SELECT s.ts, l.customer_id, l.menu_item_name,
-           count(DISTINCT l.order_id)::DOUBLE AS orders,
-           date_diff('day', max(l.order_ts), s.ts)::DOUBLE AS days
+item_orders AS (
+    -- one row per order that held the item, with its age in days at the snapshot
+    SELECT DISTINCT s.ts, l.customer_id, l.order_id, l.menu_item_name,
+           date_diff('day', l.order_ts, s.ts)::DOUBLE AS age
     FROM snapshots s JOIN loyalty_lines l ON l.order_ts < s.ts AND l.is_food
-    GROUP BY s.ts, l.customer_id, l.menu_item_name
+),
+items AS (
+    SELECT ts, customer_id, menu_item_name,
+           count(*)::DOUBLE AS orders,
+           min(age) AS days,
+           sum(exp(-age / $decay_days)) AS recent,
+           CASE WHEN count(*) > 1 THEN (max(age) - min(age)) / (count(*) - 1) END AS interval
+    FROM item_orders
+    GROUP BY ts, customer_id, menu_item_name
 ),
 brands AS (
     SELECT s.ts, l.customer_id, l.truck_brand_name, sum(l.price) AS spend
@@ -28,7 +37,9 @@ item_lists AS (
     SELECT ts, customer_id,
            list(menu_item_name ORDER BY menu_item_name) AS history_items,
            list(orders ORDER BY menu_item_name) AS history_item_orders,
-           list(days ORDER BY menu_item_name) AS history_item_days
+           list(days ORDER BY menu_item_name) AS history_item_days,
+           list(recent ORDER BY menu_item_name) AS history_item_recent,
+           list(coalesce(interval, $never_days) ORDER BY menu_item_name) AS history_item_interval
     FROM items GROUP BY ts, customer_id
 ),
 brand_lists AS (
@@ -42,6 +53,8 @@ SELECT b.ts AS event_timestamp, b.customer_id,
        coalesce(i.history_items, []::VARCHAR[]) AS history_items,
        coalesce(i.history_item_orders, []::DOUBLE[]) AS history_item_orders,
        coalesce(i.history_item_days, []::DOUBLE[]) AS history_item_days,
+       coalesce(i.history_item_recent, []::DOUBLE[]) AS history_item_recent,
+       coalesce(i.history_item_interval, []::DOUBLE[]) AS history_item_interval,
        b.history_brands, b.history_brand_shares
 FROM brand_lists b LEFT JOIN item_lists i USING (ts, customer_id)
 ORDER BY b.ts, b.customer_id;
