@@ -34,10 +34,10 @@ def test_resume_picks_the_newest_unfinished_run_of_the_same_kind_and_split(tmp_p
     # newer, and its folder name ends in "-dlrm-time" too: a name glob would take it
     unfinished(ws, "20260102-000000-seed-dlrm-time", "seed-dlrm", "time")
     unfinished(ws, "20260103-000000-dlrm-random", "dlrm", "random")
-    assert _run_dir(ws, TrainOptions(resume=True)) == mine
+    assert _run_dir(ws, TrainOptions(resume=True, model="dlrm")) == mine
     assert _run_dir(ws, TrainOptions(resume=True, model="seed-dlrm")).name == "20260102-000000-seed-dlrm-time"
     (mine / "model").mkdir()  # finished: a new run folder, recording its kind and split
-    fresh = _run_dir(ws, TrainOptions(resume=True))
+    fresh = _run_dir(ws, TrainOptions(resume=True, model="dlrm"))
     assert fresh not in ws.checkpoints.iterdir() or fresh.name != mine.name
     assert json.loads((fresh / RUN_FILE).read_text()) == {"model": "dlrm", "split": "time"}
 
@@ -54,7 +54,7 @@ def test_defaults_follow_the_model_kind_unless_given() -> None:
     (dict(nproc=2, batch_size=4095), "multiple of --nproc"),
     (dict(nproc=0), "at least 1"),
     (dict(epochs=0), "at least 1"),
-    (dict(model="bert"), "dlrm, seed-dlrm"),
+    (dict(model="bert"), "auto, dlrm, dlrm-dense-items, seed-dlrm"),
     (dict(split="sideways"), "time, random"),
 ])
 def test_bad_options_are_refused_before_launch(options, message) -> None:
@@ -64,7 +64,7 @@ def test_bad_options_are_refused_before_launch(options, message) -> None:
 
 @pytest.mark.parametrize("args, code, message", [
     (["--nproc", "2", "--batch-size", "4095"], 1, "must be a multiple of --nproc 2"),
-    (["--model", "bert"], 2, "'dlrm', 'seed-dlrm'"),
+    (["--model", "bert"], 2, "'auto', 'dlrm', 'dlrm-dense-items', 'seed-dlrm'"),
     (["--split", "sideways"], 2, "'time', 'random'"),
 ])
 def test_the_cli_refuses_bad_options_without_advising_resume(tmp_path, args, code, message) -> None:

@@ -13,7 +13,7 @@ from tastyrec.cli import app
 from tastyrec.config import Workspace
 from tastyrec.registry import list_versions
 
-METHODS = {"popularity", "city_popularity", "item_knn", "als", "seed-dlrm"}
+METHODS = {"popularity", "city_popularity", "item_knn", "als", "repeat", "repeat_recent", "seed-dlrm"}
 
 
 def run(home, *args: str) -> dict:

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from tastyrec.cli import app as cli
 from tastyrec.columns import DENSE, MULTI_HOT, SPARSE
 from tastyrec.config import Workspace
+from tastyrec.model import AUTO_KINDS
 from tastyrec.service import LIMITS, TOKEN_ENV, Limits, create_app
 
 TOKEN = "test-token-7f3a"
@@ -144,7 +145,7 @@ def same(a: dict, b: dict) -> None:
 def test_health_names_the_served_version_and_the_cli_printed_the_urls(server, api) -> None:
     health = api.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "tastyrec-dlrm"
-    assert health["version"] == 1 and health["alias"] == "champion" and health["kind"] == "dlrm"
+    assert health["version"] == 1 and health["alias"] == "champion" and health["kind"] in AUTO_KINDS
     assert health["loaded_at"] and health["device"] == "cpu"
     printed = server.log.read_text()
     assert f"{server.url} (docs {server.url}/docs)" in printed and "version 1 (champion)" in printed
@@ -298,8 +299,10 @@ def test_metadata_describes_the_served_model(api, engine, ws) -> None:
     from tastyrec.registry import list_versions
 
     meta = api.get("/metadata").json()
-    assert meta["model"]["version"] == 1 and meta["kind"] == "dlrm"
-    assert meta["features"] == {"sparse": list(SPARSE), "dense": list(DENSE), "multi_hot": list(MULTI_HOT)}
+    assert meta["model"]["version"] == 1 and meta["kind"] in AUTO_KINDS
+    pre = engine.predictor.preprocessor
+    assert meta["features"] == {"sparse": list(pre.sparse), "dense": list(pre.dense), "multi_hot": list(MULTI_HOT)}
+    assert meta["features"]["dense"][-2:] == ["item_popularity", "item_knn_score"]  # computed from the history
     assert meta["config"] == engine.predictor.model.config.to_dict()
     assert meta["test_metrics"]["ndcg@10"] == pytest.approx(list_versions(ws)[-1]["metrics"]["ndcg@10"])
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from tastyrec.columns import CUSTOMER_ID, LABEL, TIMESTAMP
 from tastyrec.config import Workspace
 from tastyrec.features.build import FeaturesError
 from tastyrec.features.training import TrainingSet, build_training_set
-from tastyrec.model import MODEL_FILE, MODEL_KINDS, model_config
+from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
 from tastyrec.predictor import Predictor
 from tastyrec.preprocess import Preprocessor
@@ -47,18 +49,22 @@ def _recorded(run_dir: Path) -> dict:
         return {}
 
 
+def _unfinished(ws: Workspace, opts: TrainOptions) -> list[Path]:
+    """Run folders of opts' model kind and split with a checkpoint and no model yet, oldest first."""
+    mine = {"model": opts.model, "split": opts.split}
+    if not ws.checkpoints.exists():
+        return []
+    return sorted(p for p in ws.checkpoints.iterdir()
+                  if (p / CHECKPOINT_FILE).exists() and not (p / "model").exists() and _recorded(p) == mine)
+
+
 def _run_dir(ws: Workspace, opts: TrainOptions) -> Path:
     """A new run folder, or with resume the newest unfinished one of the same model and split."""
-    mine = {"model": opts.model, "split": opts.split}
-    if opts.resume and ws.checkpoints.exists():
-        unfinished = sorted(p for p in ws.checkpoints.iterdir()
-                            if (p / CHECKPOINT_FILE).exists() and not (p / "model").exists()
-                            and _recorded(p) == mine)
-        if unfinished:
-            return unfinished[-1]
+    if opts.resume and (unfinished := _unfinished(ws, opts)):
+        return unfinished[-1]
     run_dir = ws.checkpoints / f"{time.strftime('%Y%m%d-%H%M%S')}-{opts.model}-{opts.split}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_FILE).write_text(json.dumps(mine))
+    (run_dir / RUN_FILE).write_text(json.dumps({"model": opts.model, "split": opts.split}))
     return run_dir
 
 
@@ -66,23 +72,41 @@ def _sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return frame if not n or n >= len(frame) else frame.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
-def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None = None) -> TrainOutcome:
-    """Fit preprocessing on the training rows, train with torchrun, write the model directory."""
-    opts = opts.resolved()
-    assert opts.batch_size is not None and opts.lr is not None
-    started = time.perf_counter()
+def _buyers(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the (customer, cutoff) pairs with at least one purchase in the label window."""
+    bought = frame.groupby([CUSTOMER_ID, TIMESTAMP], sort=False, observed=True)[LABEL].transform("max")
+    return frame[bought.to_numpy(dtype=float) > 0].reset_index(drop=True)
+
+
+@dataclass
+class _Run:
+    """A prepared run: its folder, its training config (tensors written) and preprocessor."""
+
+    opts: TrainOptions
+    run_dir: Path
+    config: TrainConfig
+    preprocessor: Preprocessor
+
+
+def _training_set(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None) -> TrainingSet:
     try:
-        training_set = training_set or build_training_set(ws, opts.split, seed=opts.seed,
-                                                          train_windows=opts.train_windows)
+        return training_set or build_training_set(ws, opts.split, seed=opts.seed, train_windows=opts.train_windows)
     except FeaturesError as e:
         raise TrainError(str(e)) from None
-    run_dir = _run_dir(ws, opts)
+
+
+def _read_rows(training_set: TrainingSet, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation rows (capped by --max-samples)."""
     # Arrow-backed columns: the history bags stay Arrow lists instead of millions of Python lists
-    train_rows = _sample(pd.read_parquet(training_set.paths["train"], dtype_backend="pyarrow"),
-                         opts.max_samples, opts.seed)
-    val_rows = _sample(pd.read_parquet(training_set.paths["val"], dtype_backend="pyarrow"),
-                       opts.max_samples, opts.seed)
+    return tuple(_sample(pd.read_parquet(training_set.paths[split], dtype_backend="pyarrow"), opts.max_samples,
+                         opts.seed) for split in ("train", "val"))
+
+
+def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[pd.DataFrame, pd.DataFrame]) -> _Run:
+    """Fit preprocessing on the training rows, write the tensors and the training config."""
+    run_dir = _run_dir(ws, opts)
     kind = MODEL_KINDS[opts.model]
+    train_rows, val_rows = map(_buyers, rows) if kind.buyers_only else rows
     preprocessor = Preprocessor(kind.feature_set).fit(train_rows)  # training rows only
     preprocessor.transform(train_rows).save(run_dir / "train.pt")
     preprocessor.transform(val_rows).save(run_dir / "val.pt")
@@ -93,19 +117,64 @@ def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | N
                                   len(preprocessor.dense)),
         epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, patience=opts.patience,
         output_path=str(run_dir / "result.json"), progress=opts.progress, eval_batch_size=kind.score_batch)
-    config_path = run_dir / "train_config.json"
+    return _Run(opts, run_dir, config, preprocessor)
+
+
+def _fit(run: _Run, epochs: int) -> dict:
+    """Train up to `epochs` (continuing from the run's checkpoint, if any); the result dict."""
+    config = replace(run.config, epochs=epochs)
+    config_path = run.run_dir / "train_config.json"
     config.to_json(config_path)
-    if opts.nproc == 1:
+    if run.opts.nproc == 1:
         train(config)
     else:
-        _torchrun(config_path, opts.nproc, run_dir)
-    model_dir = Predictor.write_dir(run_dir / "model", preprocessor, run_dir / MODEL_FILE)
-    for tensors in ("train.pt", "val.pt"):  # rebuilt from the training set when needed
-        (run_dir / tensors).unlink(missing_ok=True)
-    return TrainOutcome(run_dir=str(run_dir), model_dir=str(model_dir), options=asdict(opts),
-                        training_set=asdict(training_set),
-                        result=json.loads((run_dir / "result.json").read_text()),
+        _torchrun(config_path, run.opts.nproc, run.run_dir)
+    return json.loads((run.run_dir / "result.json").read_text())
+
+
+def _finish(run: _Run, training_set: TrainingSet, result: dict, started: float) -> TrainOutcome:
+    """The model directory (preprocessing + model file); the tensors are deleted (rebuilt when needed)."""
+    model_dir = Predictor.write_dir(run.run_dir / "model", run.preprocessor, run.run_dir / MODEL_FILE)
+    for tensors in ("train.pt", "val.pt"):
+        (run.run_dir / tensors).unlink(missing_ok=True)
+    return TrainOutcome(run_dir=str(run.run_dir), model_dir=str(model_dir), options=asdict(run.opts),
+                        training_set=asdict(training_set), result=result,
                         seconds=round(time.perf_counter() - started, 2))
+
+
+def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None = None) -> TrainOutcome:
+    """Fit preprocessing on the training rows, train with torchrun, write the model directory.
+    With --model auto, the AUTO_KINDS that does best on validation (`train_best`)."""
+    if opts.model == "auto":
+        return train_best(ws, opts, AUTO_KINDS, training_set)[0]
+    opts = opts.resolved()
+    started = time.perf_counter()
+    training_set = _training_set(ws, opts, training_set)
+    run = _prepare(ws, opts, _read_rows(training_set, opts))
+    return _finish(run, training_set, _fit(run, opts.epochs), started)
+
+
+def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
+               training_set: TrainingSet | None = None) -> tuple[TrainOutcome, dict[str, float]]:
+    """Prepare every model kind on the same rows, train each for one epoch and continue only the
+    one with the lowest validation loss (the validation window is the judge). Returns the kept
+    run and {kind: validation loss after one epoch}. With --resume, an unfinished run of one of
+    the kinds (the one chosen before the run was killed) is continued instead."""
+    if opts.resume:
+        for kind in kinds:
+            if _unfinished(ws, replace(opts, model=kind)):
+                return train_model(ws, replace(opts, model=kind), training_set), {}
+    opts = opts.resolved()
+    started = time.perf_counter()
+    training_set = _training_set(ws, opts, training_set)
+    rows = _read_rows(training_set, opts)
+    runs = {kind: _prepare(ws, replace(opts, model=kind), rows) for kind in kinds}
+    losses = {kind: float(_fit(run, 1)["best_val_loss"]) for kind, run in runs.items()}
+    best = min(losses, key=losses.__getitem__)
+    for kind, run in runs.items():
+        if kind != best:
+            shutil.rmtree(run.run_dir)  # a one-epoch probe, not a model anyone will use
+    return _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started), losses
 
 
 def _torchrun(config_path: Path, nproc: int, run_dir: Path) -> None:

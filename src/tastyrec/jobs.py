@@ -17,9 +17,10 @@ import pandas as pd
 
 from tastyrec.config import Workspace
 from tastyrec.evaluate import Evaluation, evaluate_predictors
-from tastyrec.experiment import TrainOutcome, train_model
+from tastyrec.experiment import TrainOutcome, train_best, train_model
 from tastyrec.features.build import FeaturesResult, build_features, built_features
 from tastyrec.features.training import TrainingSet, build_training_set
+from tastyrec.model import AUTO_KINDS
 from tastyrec.options import SEED_EPOCHS, SEED_SAMPLES, TrainOptions
 from tastyrec.predictor import Predictor
 from tastyrec.warehouse.load import Progress, SetupResult, setup_synthetic
@@ -73,11 +74,12 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
 
     started = time.perf_counter()
     opts = opts.resolved()  # bad options fail here, before anything is built
-    outcome = train_model(ws, opts)
+    outcome, selection = _train_chosen(ws, opts)
+    opts = replace(opts, model=outcome.options["model"])
     training_set = TrainingSet(**outcome.training_set)
     predictors = {f"tastyrec {opts.model}": Predictor.from_dir(outcome.model_dir)}
     seed = None
-    if opts.model == "dlrm" and seed_samples:
+    if opts.model != "seed-dlrm" and seed_samples:
         # The seed's model is slow by design (a 33,024-wide top MLP): it trains on a capped
         # sample, with the seed notebook's own batch size and learning rate (its kind's defaults).
         seed_opts = replace(opts, model="seed-dlrm", max_samples=seed_samples, epochs=seed_epochs, nproc=1,
@@ -89,7 +91,7 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     evaluation.extra["training_split"] = opts.split
     params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume")}
     windows = built_features(ws).windows  # the time windows the model was trained with
-    params |= {**windows, "train_cutoffs": ",".join(training_set.cutoffs["train"]),
+    params |= {**windows, **{f"val_loss_{kind}": loss for kind, loss in selection.items()}, "train_cutoffs": ",".join(training_set.cutoffs["train"]),
                "train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
                "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device")}
     registered = log_and_register(
@@ -99,6 +101,16 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
                                       f"{training_set.rows['train']:,} training rows")
     return JobResult(train=outcome, evaluation=evaluation, registry=registered, seed_baseline=seed,
                      seconds=round(time.perf_counter() - started, 2))
+
+
+def _train_chosen(ws: Workspace, opts: TrainOptions) -> tuple[TrainOutcome, dict[str, float]]:
+    """Train opts.model; with "auto", the AUTO_KINDS that does best on the validation window
+    after one epoch (on data whose items change between the training windows and now, the item
+    embeddings of "dlrm" fit what no longer sells, and "dlrm-dense-items" wins). Returns the
+    kept run and {kind: validation loss} of the kinds compared."""
+    if opts.model != "auto":
+        return train_model(ws, opts), {}
+    return train_best(ws, opts, AUTO_KINDS)
 
 
 def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:

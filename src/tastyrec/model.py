@@ -257,7 +257,10 @@ MODEL_FILE = "model.pt"  # kind + config + weights: everything needed to rebuild
 class ModelKind:
     """Everything that differs between model kinds, in one place.
 
-    feature_set: the Preprocessor's column set ("full" or the seed's 9 + 5).
+    feature_set: the Preprocessor's column set ("full", "dense-items" or the seed's 9 + 5).
+    buyers_only: train on the rows of the (customer, cutoff) pairs that bought something in the
+    label window: the model learns which items, not whether the customer comes back (the
+    ranking metrics rank items within buyers). The seed's model trains on every row, as it did.
     score_batch: rows per forward pass when scoring. The seed's model expands every row into
     32,896 pairwise products (a (B, 256, 256) outer product first), so it gets small batches.
     batch_size / lr: training defaults; the seed's are the seed notebook's own.
@@ -269,12 +272,18 @@ class ModelKind:
     score_batch: int
     batch_size: int
     lr: float
+    buyers_only: bool = True
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
     "dlrm": ModelKind(DLRMConfig, DLRM, "full", score_batch=16_384, batch_size=4096, lr=2e-3),
-    "seed-dlrm": ModelKind(SeedDLRMConfig, SeedDLRM, "seed", score_batch=1_024, batch_size=256, lr=1e-3),
+    # the same DLRM without item embeddings: items only through their dense features
+    "dlrm-dense-items": ModelKind(DLRMConfig, DLRM, "dense-items", score_batch=16_384, batch_size=4096, lr=2e-3),
+    "seed-dlrm": ModelKind(SeedDLRMConfig, SeedDLRM, "seed", score_batch=1_024, batch_size=256, lr=1e-3,
+                           buyers_only=False),
 }
+# `--model auto` (the default) trains these and keeps the one with the lowest validation loss
+AUTO_KINDS = ("dlrm", "dlrm-dense-items")
 
 
 def model_kind(kind: str) -> ModelKind:

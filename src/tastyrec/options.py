@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from tastyrec.model import MODEL_KINDS
+from tastyrec.model import AUTO_KINDS, MODEL_KINDS
 
 SEED_SAMPLES = 10_000  # training rows for the seed's DLRM baseline (its model is slow by design)
 SEED_EPOCHS = 2
@@ -18,6 +18,7 @@ class TrainError(Exception):
 
 
 SPLITS = ("time", "random")
+MODEL_CHOICES = ("auto", *MODEL_KINDS)
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TrainOptions:
     lr: float | None = None
     max_samples: int | None = None
     split: str = "time"
-    model: str = "dlrm"
+    model: str = "auto"  # a MODEL_KINDS key, or "auto": every AUTO_KINDS, the best on validation
     seed: int = 0
     patience: int = 2
     train_windows: int | None = None  # newest training cutoffs to use; None: all that `features` built
@@ -42,11 +43,11 @@ class TrainOptions:
 
     def resolved(self) -> "TrainOptions":
         """These options with the model kind's defaults filled in, after checking them."""
-        if self.model not in MODEL_KINDS:
-            raise TrainError(f"--model must be one of {', '.join(MODEL_KINDS)} (got {self.model!r})")
+        if self.model not in MODEL_CHOICES:
+            raise TrainError(f"--model must be one of {', '.join(MODEL_CHOICES)} (got {self.model!r})")
         if self.split not in SPLITS:
             raise TrainError(f"--split must be one of {', '.join(SPLITS)} (got {self.split!r})")
-        kind = MODEL_KINDS[self.model]
+        kind = MODEL_KINDS[AUTO_KINDS[0] if self.model == "auto" else self.model]
         opts = replace(self, batch_size=self.batch_size or kind.batch_size, lr=self.lr or kind.lr)
         if opts.nproc < 1 or opts.epochs < 1:
             raise TrainError("--nproc and --epochs must be at least 1")

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import torch
 from sklearn.preprocessing import MinMaxScaler
 
-from tastyrec import columns as C
+from tastyrec import collaborative, columns as C
+from tastyrec.collaborative import ItemSimilarity
 
 PAD, UNKNOWN_ITEM = 0, 1  # reserved indices of every multi-hot vocabulary
 UNKNOWN = 0  # reserved index of every sparse vocabulary
@@ -36,7 +37,7 @@ UNKNOWN = 0  # reserved index of every sparse vocabulary
 LOG1P_DENSE: tuple[str, ...] = (
     "avg_yearly_purchase_amount", "avg_monthly_purchase_amount", "avg_weekly_purchase_amount",
     "order_count", "days_since_last_order", "item_purchase_count", "days_since_item_purchase",
-    "item_recent_orders", "item_interval_days",
+    "item_recent_orders", "item_interval_days", "item_knn_score",
 )
 
 
@@ -50,8 +51,15 @@ class FeatureSet:
     log1p: tuple[str, ...]
 
 
+FULL_DENSE = C.DENSE + collaborative.FEATURES  # the training set's dense columns + those fitted here
+ITEM_SPARSE = ("menu_item_name", "menu_type", "truck_brand_name", "item_category", "item_subcategory")
 FEATURE_SETS: dict[str, FeatureSet] = {
-    "full": FeatureSet(C.SPARSE, C.DENSE, C.MULTI_HOT, tuple(c for c in C.DENSE if c in LOG1P_DENSE)),
+    "full": FeatureSet(C.SPARSE, FULL_DENSE, C.MULTI_HOT, tuple(c for c in FULL_DENSE if c in LOG1P_DENSE)),
+    # Items only through their dense features (price, popularity, the customer's repeat and
+    # collaborative scores), no item embeddings: what transfers when the items that sell change
+    # between the training windows and now (seasons, on real data).
+    "dense-items": FeatureSet(tuple(c for c in C.SPARSE if c not in ITEM_SPARSE), FULL_DENSE, C.MULTI_HOT,
+                              tuple(c for c in FULL_DENSE if c in LOG1P_DENSE)),
     # The seed's 9 + 5 features with the seed's plain min-max scaling (no log1p, no bags), so the
     # baseline sees what the seed's model saw. The unknown bucket is kept: the seed crashed on
     # categories unseen in training.
@@ -159,6 +167,7 @@ class Preprocessor:
         self.bag_vocabs: dict[str, list[str]] = {}
         self.bag_lens: dict[str, int] = {}
         self.scaler: MinMaxScaler | None = None
+        self.similarity: ItemSimilarity | None = None  # fitted when the feature set has collaborative features
         self._lookups: dict[str, pd.Index | pa.Array] = {}  # vocabularies as hash indexes, built once
 
     # ---- fitted facts the model config needs --------------------------------------------------
@@ -196,6 +205,7 @@ class Preprocessor:
             self.bag_vocabs[name] = sorted(pc.unique(flat).to_pylist())
             longest = int(pc.max(pc.fill_null(pc.list_value_length(arr), 0)).as_py() or 0)
             self.bag_lens[name] = max(1, min(longest, self.max_bag_len))  # each bag as wide as it needs
+        self.similarity = ItemSimilarity.fit(df) if self._collaborative else None
         self.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(self._dense_raw(df))
         return self
 
@@ -228,14 +238,30 @@ class Preprocessor:
     def fit_transform(self, df: pd.DataFrame) -> Batch:
         return self.fit(df).transform(df)
 
+    @property
+    def _collaborative(self) -> tuple[str, ...]:
+        """The dense features computed here by ItemSimilarity (not columns of the frame)."""
+        return tuple(c for c in self.dense if c in collaborative.FEATURES)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns `transform` reads, each once (the collaborative features are computed from
+        the item and the history bag)."""
+        needs = collaborative.NEEDS if self._collaborative else ()
+        cols = [*self.sparse, *(c for c in self.dense if c not in self._collaborative), *self.multi_hot, *needs]
+        return list(dict.fromkeys(cols))
+
     def _check_columns(self, df: pd.DataFrame) -> None:
-        missing = [c for c in (*self.sparse, *self.dense, *self.multi_hot) if c not in df.columns]
+        missing = [c for c in self.input_columns if c not in df.columns]
         if missing:
             raise KeyError(f"frame lacks feature columns {missing}")
 
     def _dense_raw(self, df: pd.DataFrame) -> np.ndarray:
         """Dense columns as float64 (N, n_dense), NaN -> 0, log1p where heavy-tailed."""
-        x = df[list(self.dense)].to_numpy(dtype=np.float64, na_value=np.nan)
+        derived = self.similarity.features(df) if self._collaborative else {}
+        x = np.empty((len(df), len(self.dense)), dtype=np.float64)
+        for j, name in enumerate(self.dense):
+            x[:, j] = derived[name] if name in derived else df[name].to_numpy(dtype=np.float64, na_value=np.nan)
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         for j, name in enumerate(self.dense):
             if name in self.features.log1p:
@@ -278,6 +304,7 @@ class Preprocessor:
             "bag_vocabs": self.bag_vocabs,
             "dense_min": self.scaler.data_min_.tolist(),
             "dense_max": self.scaler.data_max_.tolist(),
+            "similarity": self.similarity.to_dict() if self.similarity else None,
         }
 
     @classmethod
@@ -289,6 +316,7 @@ class Preprocessor:
         prep.bag_lens = dict(d["bag_lens"])
         prep.vocabs = {k: list(v) for k, v in d["vocabs"].items()}
         prep.bag_vocabs = {k: list(v) for k, v in d["bag_vocabs"].items()}
+        prep.similarity = ItemSimilarity.from_dict(d["similarity"]) if d.get("similarity") else None
         # Fitting on the two rows [min, max] reproduces MinMaxScaler's min_ and scale_ exactly.
         bounds = np.array([d["dense_min"], d["dense_max"]], dtype=np.float64)
         prep.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(bounds)
@@ -319,6 +347,8 @@ def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
         return np.array(values, dtype=object)[rng.integers(0, len(values), n)]
 
     frame = {
+        C.CUSTOMER_ID: np.arange(n, dtype=np.int64),  # one row per customer: each row has its own history
+        C.TIMESTAMP: pd.Timestamp("2022-10-02", tz="UTC"),
         C.ITEM: items[item_idx],
         "menu_type": np.array([f"type_{b}" for b in range(n_brands)], dtype=object)[brand_of_item],
         "truck_brand_name": brands[brand_of_item],

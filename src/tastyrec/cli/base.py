@@ -20,11 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tastyrec.config import Workspace
-from tastyrec.model import MODEL_KINDS
-from tastyrec.options import SPLITS
+from tastyrec.options import MODEL_CHOICES, SPLITS
 
 # Choices the CLI refuses others of (Typer lists them in the error): one Enum per option.
-ModelChoice = Enum("ModelChoice", {k: k for k in MODEL_KINDS}, type=str)
+ModelChoice = Enum("ModelChoice", {k: k for k in MODEL_CHOICES}, type=str)
 SplitChoice = Enum("SplitChoice", {k: k for k in SPLITS}, type=str)
 
 

@@ -85,9 +85,11 @@ def _to_utc_micros(table: pa.Table) -> pa.Table:
     return table.set_column(i, TIMESTAMP, table.column(i).cast(pa.timestamp("us", tz="UTC")))
 
 
-def history_params(windows: Windows) -> dict[str, float]:
-    """customer_history.sql's parameters: recency decays over one label window."""
-    return {"decay_days": float(windows.window_days), "never_days": NEVER_DAYS}
+def view_params(name: str, windows: Windows) -> dict[str, float] | None:
+    """The named parameters of a feature view's SQL: recency decays over one label window."""
+    if name == "customer_history":
+        return {"window_days": windows.window_days, "never_days": NEVER_DAYS}
+    return None
 
 
 def write_feature_tables(ws: Workspace, progress: Progress | None = None,
@@ -121,8 +123,7 @@ def write_feature_tables(ws: Workspace, progress: Progress | None = None,
             for name in definitions.VIEWS:
                 if name == "menu_features" and done > 1:
                     continue  # the menu is static: written once
-                params = history_params(chosen) if name == "customer_history" else None
-                table = _to_utc_micros(run_sql(con, SQL, f"{name}.sql", params).to_arrow_table())
+                table = _to_utc_micros(run_sql(con, SQL, f"{name}.sql", view_params(name, chosen)).to_arrow_table())
                 if writers[name] is None:
                     writers[name] = pq.ParquetWriter(data / f".{name}.parquet.tmp", table.schema)
                 writers[name].write_table(table, row_group_size=256_000)

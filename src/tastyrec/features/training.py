@@ -27,9 +27,10 @@ from tastyrec.sqlfiles import run_sql
 SPLITS = ("train", "val", "test")
 KEYS = [CUSTOMER_ID, ITEM, TIMESTAMP]
 FEATURES = [f for f in SPARSE + DENSE + MULTI_HOT if f not in KEYS]
-# customer-level feature references: one online row per customer
-CUSTOMER_REFS = [r for r in definitions.feature_refs() if not r.startswith("menu_features:")]
-MENU_REFS = [r for r in definitions.feature_refs() if r.startswith("menu_features:")]
+# feature references per entity: one online row per customer, one per menu item
+ITEM_VIEWS = tuple(name for name, (entities, _, _) in definitions.VIEWS.items() if entities == [definitions.menu_item])
+CUSTOMER_REFS = [r for r in definitions.feature_refs() if r.split(":")[0] not in ITEM_VIEWS]
+MENU_REFS = [r for r in definitions.feature_refs() if r.split(":")[0] in ITEM_VIEWS]
 
 
 @dataclass

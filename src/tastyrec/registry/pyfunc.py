@@ -45,7 +45,7 @@ class TastyrecModel(PythonModel):
 def example(predictor: Predictor, input_example: pd.DataFrame) -> pd.DataFrame:
     """A few rows of the feature columns the model reads, list cells as plain lists of str."""
     pre = predictor.preprocessor
-    cols = [*pre.sparse, *pre.dense, *pre.multi_hot]
+    cols = pre.input_columns
     missing = [c for c in cols if c not in input_example.columns]
     if missing:
         raise RegistryError(f"input_example lacks the model's feature columns {missing}")
@@ -64,9 +64,9 @@ def signature(predictor: Predictor, example_rows: pd.DataFrame, predictions: np.
         return ModelSignature(inputs=Schema(specs), outputs=inferred.outputs)
     except Exception:  # older MLflow without list-column inference: spell the schema out
         pre = predictor.preprocessor
-        cols: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, c, required=False) for c in pre.sparse]
-        cols += [ColSpec(DataType.double, c, required=False) for c in pre.dense]
-        cols += [ColSpec(Array(DataType.string), c, required=False) for c in pre.multi_hot]
+        types = {c: DataType.double for c in pre.dense} | {c: Array(DataType.string) for c in pre.multi_hot}
+        cols: list[ColSpec | TensorSpec] = [ColSpec(types.get(c, DataType.string), c, required=False)
+                                            for c in pre.input_columns]
         return ModelSignature(inputs=Schema(cols), outputs=Schema([ColSpec(DataType.float)]))
 
 

@@ -1,6 +1,6 @@
 -- A customer's history before the snapshot, as aligned lists (one row per customer, so serving
 -- reads one online row per customer): the non-beverage items bought with how many orders held
--- each, days since the last one, those orders weighted by recency (exp(-age / $decay_days)) and
+-- each, days since the last one, those orders weighted by recency (exp(-age / $window_days)) and
 -- the mean days between them; and the brands with their share of the customer's spend.
 -- The per-pair features (item_purchase_count, ...) are looked up in these lists by
 -- tastyrec.features.training.assemble, for training and serving alike.
@@ -23,7 +23,7 @@ items AS (
     SELECT ts, customer_id, menu_item_name,
            count(*)::DOUBLE AS orders,
            min(age) AS days,
-           sum(exp(-age / $decay_days)) AS recent,
+           sum(exp(-age / $window_days)) AS recent,
            CASE WHEN count(*) > 1 THEN (max(age) - min(age)) / (count(*) - 1) END AS interval
     FROM item_orders
     GROUP BY ts, customer_id, menu_item_name

@@ -1,0 +1,102 @@
+"""Collaborative inputs of the DLRM, fitted on training rows only and saved with the model.
+
+Two dense features per (customer, item) row that the warehouse cannot compute per row cheaply:
+
+- `item_popularity`: the share of customers who had bought the item before the newest training
+  cutoff (the same value for every customer);
+- `item_knn_score`: the item's cosine similarity (over those customers' purchases) to each item
+  in the customer's history bag, summed, the item itself left out: item-kNN, as an input.
+
+Both come from the history bags of the training rows at their newest cutoff, never from labels,
+and are frozen with the model: evaluation and serving read the same numbers, whatever their own
+snapshot. Learning popularity from labels instead (an item embedding) ties the model to the
+items that sold in its training windows; on real data with seasons that does not transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from tastyrec.columns import CUSTOMER_ID, ITEM, TIMESTAMP
+
+HISTORY = "history_items"
+FEATURES = ("item_popularity", "item_knn_score")
+NEEDS = (ITEM, HISTORY)  # the columns these features are computed from (fitting reads the keys too)
+
+
+def _histories(df: pd.DataFrame) -> tuple[np.ndarray, pa.ListArray]:
+    """Each row's group (customer, timestamp: rows of a group share one history bag) and the
+    bag of each group's first row."""
+    keys = pd.MultiIndex.from_arrays([df[CUSTOMER_ID].to_numpy(), df[TIMESTAMP].to_numpy()])
+    group, uniques = pd.factorize(keys)
+    first = np.zeros(len(uniques), dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group))[::-1]  # the first row index of every group
+    bags = pa.array(df[HISTORY].iloc[first], type=pa.list_(pa.string()), from_pandas=True)
+    return group, bags.combine_chunks() if isinstance(bags, pa.ChunkedArray) else bags
+
+
+@dataclass
+class ItemSimilarity:
+    """Item popularity and item x item cosine similarity of the customers' history bags."""
+
+    items: list[str]
+    popularity: np.ndarray  # (n_items,) share of customers who bought the item
+    similarity: np.ndarray  # (n_items, n_items) cosine, zero diagonal
+
+    def _bought(self, bags: pa.ListArray) -> sp.csr_matrix:
+        """(len(bags), n_items) 0/1: which known items each bag holds."""
+        lengths = pc.fill_null(pc.list_value_length(bags), 0).to_numpy(zero_copy_only=False)
+        codes = pc.fill_null(pc.index_in(bags.flatten(), value_set=pa.array(self.items, pa.string())), -1)
+        codes = codes.to_numpy(zero_copy_only=False)
+        rows = np.repeat(np.arange(len(bags)), lengths)
+        known = codes >= 0
+        matrix = sp.csr_matrix((np.ones(known.sum(), np.float32), (rows[known], codes[known])),
+                               shape=(len(bags), len(self.items)))
+        matrix.data[:] = 1.0  # an item twice in a bag still counts once
+        return matrix
+
+    @classmethod
+    def fit(cls, df: pd.DataFrame) -> ItemSimilarity:
+        """From the history bags of the customers at the newest timestamp of the training rows."""
+        newest = df[df[TIMESTAMP] == df[TIMESTAMP].max()]
+        _, bags = _histories(newest)
+        items = sorted(set(df[ITEM].astype(str)) | set(pc.unique(pc.drop_null(bags.flatten())).to_pylist()))
+        empty = cls(items, np.zeros(len(items)), np.zeros((len(items), len(items))))
+        bought = empty._bought(bags)
+        co = (bought.T @ bought).toarray().astype(np.float64)  # customers who bought both
+        norms = np.sqrt(np.diag(co))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = np.nan_to_num(co / np.outer(norms, norms))
+        np.fill_diagonal(similarity, 0.0)  # the item itself is item_purchase_count's job
+        popularity = np.diag(co) / max(len(bags), 1)
+        # rounded as saved (to_dict), so the model trains on exactly what serving computes
+        return cls(items, np.round(popularity, 6), np.round(similarity, 6))
+
+    def features(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """item_popularity and item_knn_score of every row, from its item and its history bag
+        alone (0 for items unseen in training), so a row scores the same in any frame."""
+        item = pd.Index(self.items).get_indexer(df[ITEM].astype(str))
+        bags = pa.array(df[HISTORY], type=pa.list_(pa.string()), from_pandas=True)
+        bags = bags.combine_chunks() if isinstance(bags, pa.ChunkedArray) else bags
+        bought = self._bought(bags).tocoo()  # (rows, items): one entry per distinct item of a bag
+        rows, history = bought.row, bought.col
+        mine = item[rows]  # the row's own item, for every item in its bag
+        known = mine >= 0
+        knn = np.bincount(rows[known], weights=self.similarity[history[known], mine[known]], minlength=len(df))
+        popularity = np.where(item >= 0, self.popularity[np.maximum(item, 0)], 0.0)
+        return {"item_popularity": popularity, "item_knn_score": knn}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "popularity": self.popularity.tolist(),
+                "similarity": self.similarity.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ItemSimilarity:
+        return cls(list(d["items"]), np.asarray(d["popularity"]), np.asarray(d["similarity"]))
