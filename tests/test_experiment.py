@@ -43,7 +43,10 @@ def test_resume_picks_the_newest_unfinished_run_of_the_same_kind_and_split(tmp_p
 
 
 def test_defaults_follow_the_model_kind_unless_given() -> None:
-    assert (TrainOptions().resolved().batch_size, TrainOptions().resolved().lr) == (4096, 2e-3)
+    assert (TrainOptions(model="dlrm").resolved().batch_size, TrainOptions(model="dlrm").resolved().lr) == (4096, 2e-3)
+    dense = TrainOptions(model="dlrm-dense-items").resolved()
+    assert (dense.batch_size, dense.lr) == (4096, 5e-4)
+    assert TrainOptions().resolved().lr is None  # auto: each kind takes its own
     seed = TrainOptions(model="seed-dlrm").resolved()
     assert (seed.batch_size, seed.lr) == (256, 1e-3)  # the seed notebook's own
     given = TrainOptions(model="seed-dlrm", batch_size=512, lr=0.01).resolved()

@@ -168,7 +168,7 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     started = time.perf_counter()
     training_set = _training_set(ws, opts, training_set)
     rows = _read_rows(training_set, opts)
-    runs = {kind: _prepare(ws, replace(opts, model=kind), rows) for kind in kinds}
+    runs = {kind: _prepare(ws, replace(opts, model=kind).resolved(), rows) for kind in kinds}
     losses = {kind: float(_fit(run, 1)["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():

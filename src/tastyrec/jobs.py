@@ -75,7 +75,7 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     started = time.perf_counter()
     opts = opts.resolved()  # bad options fail here, before anything is built
     outcome, selection = _train_chosen(ws, opts)
-    opts = replace(opts, model=outcome.options["model"])
+    opts = TrainOptions(**outcome.options)  # the kind kept, with its batch size and lr
     training_set = TrainingSet(**outcome.training_set)
     predictors = {f"tastyrec {opts.model}": Predictor.from_dir(outcome.model_dir)}
     seed = None

@@ -42,12 +42,18 @@ class TrainOptions:
     progress: bool = True
 
     def resolved(self) -> "TrainOptions":
-        """These options with the model kind's defaults filled in, after checking them."""
+        """These options with the model kind's defaults filled in, after checking them. With
+        "auto" every kind in AUTO_KINDS is checked and batch size / lr stay as given (each kind
+        fills in its own when it is trained)."""
         if self.model not in MODEL_CHOICES:
             raise TrainError(f"--model must be one of {', '.join(MODEL_CHOICES)} (got {self.model!r})")
         if self.split not in SPLITS:
             raise TrainError(f"--split must be one of {', '.join(SPLITS)} (got {self.split!r})")
-        kind = MODEL_KINDS[AUTO_KINDS[0] if self.model == "auto" else self.model]
+        if self.model == "auto":
+            for kind in AUTO_KINDS:
+                replace(self, model=kind).resolved()
+            return self
+        kind = MODEL_KINDS[self.model]
         opts = replace(self, batch_size=self.batch_size or kind.batch_size, lr=self.lr or kind.lr)
         if opts.nproc < 1 or opts.epochs < 1:
             raise TrainError("--nproc and --epochs must be at least 1")
