@@ -117,3 +117,18 @@ def test_batch_file_round_trip(prep: Preprocessor, train_df: pd.DataFrame, tmp_p
     part = loaded.take(torch.tensor([3, 1]))
     assert torch.equal(part.bags["history_brands"], batch.bags["history_brands"][[3, 1]])
     assert len(loaded.slice(10, 20)) == 10
+
+
+def test_a_narrowed_preprocessor_equals_one_fitted_on_the_narrow_set(prep: Preprocessor, train_df: pd.DataFrame) -> None:
+    """`--model auto` fits and transforms once and narrows for the dense-items kind: the result
+    must be what fitting that kind's preprocessing on the same rows gives."""
+    fitted = Preprocessor("dense-items").fit(train_df)
+    narrow, batch = prep.narrowed("dense-items", prep.transform(train_df))
+    assert narrow.to_dict() == fitted.to_dict()
+    expected = fitted.transform(train_df)
+    assert batch is not None and torch.equal(batch.sparse, expected.sparse)
+    assert torch.equal(batch.dense, expected.dense) and torch.equal(batch.label, expected.label)
+    assert all(torch.equal(batch.bags[k], expected.bags[k]) for k in expected.bags)
+    assert torch.equal(narrow.transform(train_df.head(7)).sparse, expected.sparse[:7])
+    with pytest.raises(ValueError, match="fewer sparse columns"):
+        prep.narrowed("seed")

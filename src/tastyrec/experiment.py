@@ -26,7 +26,7 @@ from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
 from tastyrec.predictor import Predictor
-from tastyrec.preprocess import Preprocessor
+from tastyrec.preprocess import Batch, Preprocessor
 from tastyrec.train import CHECKPOINT_FILE, TrainConfig, train
 
 RUN_FILE = "run.json"  # {"model": kind, "split": split} of a run folder
@@ -102,14 +102,41 @@ def _read_rows(training_set: TrainingSet, opts: TrainOptions) -> tuple[pd.DataFr
                          opts.seed) for split in ("train", "val"))
 
 
-def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[pd.DataFrame, pd.DataFrame]) -> _Run:
-    """Fit preprocessing on the training rows, write the tensors and the training config."""
+@dataclass
+class _Prepared:
+    """A fitted preprocessor and the training and validation tensors it made for a model kind."""
+
+    kind: str
+    preprocessor: Preprocessor
+    train: Batch
+    val: Batch
+
+    @classmethod
+    def of(cls, kind: str, rows: tuple[pd.DataFrame, pd.DataFrame]) -> _Prepared:
+        """Fit `kind`'s preprocessing on the training rows only, transform both splits."""
+        spec = MODEL_KINDS[kind]
+        train_rows, val_rows = map(_buyers, rows) if spec.buyers_only else rows
+        preprocessor = Preprocessor(spec.feature_set).fit(train_rows)
+        return cls(kind, preprocessor, preprocessor.transform(train_rows), preprocessor.transform(val_rows))
+
+    def narrowed(self, kind: str) -> _Prepared:
+        """The same for a kind that reads fewer sparse columns of the same rows (see
+        Preprocessor.narrowed): one fit and transform serves every kind of `--model auto`."""
+        if MODEL_KINDS[kind].buyers_only != MODEL_KINDS[self.kind].buyers_only:
+            raise ValueError(f"{kind!r} trains on other rows than {self.kind!r}")
+        preprocessor, train = self.preprocessor.narrowed(MODEL_KINDS[kind].feature_set, self.train)
+        return _Prepared(kind, preprocessor, train, self.preprocessor.narrowed(preprocessor.feature_set, self.val)[1])
+
+
+def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[pd.DataFrame, pd.DataFrame],
+             prepared: _Prepared | None = None) -> _Run:
+    """Write the tensors (fitted on the training rows unless `prepared`) and the training config."""
     run_dir = _run_dir(ws, opts)
     kind = MODEL_KINDS[opts.model]
-    train_rows, val_rows = map(_buyers, rows) if kind.buyers_only else rows
-    preprocessor = Preprocessor(kind.feature_set).fit(train_rows)  # training rows only
-    preprocessor.transform(train_rows).save(run_dir / "train.pt")
-    preprocessor.transform(val_rows).save(run_dir / "val.pt")
+    prepared = prepared or _Prepared.of(opts.model, rows)
+    preprocessor = prepared.preprocessor
+    prepared.train.save(run_dir / "train.pt")
+    prepared.val.save(run_dir / "val.pt")
     config = TrainConfig(
         train_path=str(run_dir / "train.pt"), val_path=str(run_dir / "val.pt"), checkpoint_dir=str(run_dir),
         model_kind=opts.model,
@@ -168,7 +195,10 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     started = time.perf_counter()
     training_set = _training_set(ws, opts, training_set)
     rows = _read_rows(training_set, opts)
-    runs = {kind: _prepare(ws, replace(opts, model=kind).resolved(), rows) for kind in kinds}
+    full = _Prepared.of(kinds[0], rows)  # the first kind reads every column the others read
+    runs = {kind: _prepare(ws, replace(opts, model=kind).resolved(), rows,
+                           full if kind == kinds[0] else full.narrowed(kind)) for kind in kinds}
+    del full, rows
     losses = {kind: float(_fit(run, 1)["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():
