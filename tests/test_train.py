@@ -84,6 +84,18 @@ def test_loss_falls_and_result_is_written(data_dir: Path, tmp_path: Path) -> Non
     assert_same_weights(model.state_dict(), result.state_dict)
 
 
+def test_training_in_process_leaves_the_callers_thread_count(data_dir: Path, tmp_path: Path) -> None:
+    """A service engine in the same process scores with one thread; training must not leave it
+    two (the CLI, service and engine then disagreed in the last bits of a score)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(make_config(data_dir, tmp_path / "ckpt", epochs=1, num_threads=2))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_early_stopping_keeps_the_best_epoch(data_dir: Path, tmp_path: Path) -> None:
     # lr = 0: the validation loss never improves after epoch 1, so patience 1 stops at epoch 2
     result = train(make_config(data_dir, tmp_path / "ckpt", lr=0.0, epochs=5, patience=1))

@@ -238,9 +238,13 @@ def train(config: TrainConfig) -> TrainResult:
     see the module docstring for the data order, loss weighting and resume guarantees."""
     started = time.perf_counter()
     d = setup_distributed()
+    threads = torch.get_num_threads()
     try:
         return _train(config, d, started)
     finally:
+        # called in-process (one process), the caller keeps its own thread count: a serving
+        # engine in the same process scores with 1 thread, and more would change its sums' order
+        torch.set_num_threads(threads)
         if d.owns_group:
             dist.destroy_process_group()
 
