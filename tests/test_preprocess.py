@@ -123,10 +123,10 @@ def test_a_narrowed_preprocessor_equals_one_fitted_on_the_narrow_set(prep: Prepr
     """`--model auto` fits and transforms once and narrows for the dense-items kind: the result
     must be what fitting that kind's preprocessing on the same rows gives."""
     fitted = Preprocessor("dense-items").fit(train_df)
-    narrow, batch = prep.narrowed("dense-items", prep.transform(train_df))
+    narrow, [batch] = prep.narrowed("dense-items", prep.transform(train_df))
     assert narrow.to_dict() == fitted.to_dict()
     expected = fitted.transform(train_df)
-    assert batch is not None and torch.equal(batch.sparse, expected.sparse)
+    assert torch.equal(batch.sparse, expected.sparse)
     assert torch.equal(batch.dense, expected.dense) and torch.equal(batch.label, expected.label)
     assert all(torch.equal(batch.bags[k], expected.bags[k]) for k in expected.bags)
     assert torch.equal(narrow.transform(train_df.head(7)).sparse, expected.sparse[:7])

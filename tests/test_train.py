@@ -85,8 +85,8 @@ def test_loss_falls_and_result_is_written(data_dir: Path, tmp_path: Path) -> Non
 
 
 def test_training_in_process_leaves_the_callers_thread_count(data_dir: Path, tmp_path: Path) -> None:
-    """A service engine in the same process scores with one thread; training must not leave it
-    two (the CLI, service and engine then disagreed in the last bits of a score)."""
+    """A service engine in the same process scores with one thread; training in-process must
+    not leave the process on the thread count it trained with."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -124,8 +124,8 @@ class _Prepared:
         Preprocessor.narrowed): one fit and transform serves every kind of `--model auto`."""
         if MODEL_KINDS[kind].buyers_only != MODEL_KINDS[self.kind].buyers_only:
             raise ValueError(f"{kind!r} trains on other rows than {self.kind!r}")
-        preprocessor, train = self.preprocessor.narrowed(MODEL_KINDS[kind].feature_set, self.train)
-        return _Prepared(kind, preprocessor, train, self.preprocessor.narrowed(preprocessor.feature_set, self.val)[1])
+        preprocessor, (train, val) = self.preprocessor.narrowed(MODEL_KINDS[kind].feature_set, self.train, self.val)
+        return _Prepared(kind, preprocessor, train, val)
 
 
 def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[pd.DataFrame, pd.DataFrame],

@@ -238,9 +238,9 @@ class Preprocessor:
     def fit_transform(self, df: pd.DataFrame) -> Batch:
         return self.fit(df).transform(df)
 
-    def narrowed(self, feature_set: str, batch: Batch | None = None) -> tuple[Preprocessor, Batch | None]:
+    def narrowed(self, feature_set: str, *batches: Batch) -> tuple[Preprocessor, list[Batch]]:
         """This fitted preprocessor for a feature set that reads fewer sparse columns and the same
-        dense and multi-hot ones (e.g. "dense-items" from "full"), and `batch` (transformed by
+        dense and multi-hot ones (e.g. "dense-items" from "full"), and `batches` (transformed by
         this one) with only those sparse columns: what fitting and transforming the same rows
         again would give, without the cost. `--model auto` prepares its kinds this way."""
         features = FEATURE_SETS[feature_set]
@@ -250,10 +250,8 @@ class Preprocessor:
         narrow = Preprocessor.from_dict(self.to_dict() | {"feature_set": feature_set,
                                                           "features": dataclasses.asdict(features)})
         narrow.vocabs = {name: self.vocabs[name] for name in features.sparse}
-        if batch is None:
-            return narrow, None
         keep = torch.tensor([self.sparse.index(name) for name in features.sparse], dtype=torch.long)
-        return narrow, dataclasses.replace(batch, sparse=batch.sparse.index_select(1, keep))
+        return narrow, [dataclasses.replace(b, sparse=b.sparse.index_select(1, keep)) for b in batches]
 
     @property
     def _collaborative(self) -> tuple[str, ...]:

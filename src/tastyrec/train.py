@@ -243,7 +243,7 @@ def train(config: TrainConfig) -> TrainResult:
         return _train(config, d, started)
     finally:
         # called in-process (one process), the caller keeps its own thread count: a serving
-        # engine in the same process scores with 1 thread, and more would change its sums' order
+        # engine in the same process chose 1 thread (recommend.Engine), training must not undo it
         torch.set_num_threads(threads)
         if d.owns_group:
             dist.destroy_process_group()
