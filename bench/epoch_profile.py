@@ -15,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
-from tastyrec.experiment import _buyers  # noqa: E402
+from tastyrec.parquet_rows import ParquetRows  # noqa: E402
 from tastyrec.model import MODEL_KINDS, build_model, model_config  # noqa: E402
 from tastyrec.preprocess import Preprocessor  # noqa: E402
 from tastyrec.train import DLRMTrain  # noqa: E402
@@ -47,17 +46,18 @@ def main() -> None:
     print(f"machine: {machine()}; {args.threads} torch threads")
 
     path = Path(args.home) / "datasets" / "time" / "train.parquet"
-    rows = timed("read + buyers only", lambda: _buyers(pd.read_parquet(path, dtype_backend="pyarrow")))
-    prep = timed("fit preprocessing", lambda: Preprocessor(kind.feature_set).fit(rows))
-    data = timed("transform", lambda: prep.transform(rows))
-    del rows
-    shuffled = timed("epoch gather (one permutation)", lambda: data.take(torch.randperm(len(data))))
+    rows = timed("choose rows (buyers only)", lambda: ParquetRows.open(path, buyers_only=kind.buyers_only))
+    prep = timed("fit preprocessing (two passes over the chunks)", lambda: Preprocessor(kind.feature_set).fit_chunks(
+        lambda: (frame for _, frame in rows.chunks())))
+    data = timed("transform (bags once per customer and snapshot)", lambda: prep.transform_rows(rows))
+    order = torch.randperm(len(data))
 
     torch.manual_seed(0)
     model = build_model(args.kind, model_config(args.kind, prep.cardinalities, prep.bag_sizes, len(prep.dense)))
     wrapped, optimizer = DLRMTrain(model), torch.optim.Adam(model.parameters(), lr=kind.lr)
     size = kind.batch_size
-    batches = [shuffled.slice(i * size, (i + 1) * size) for i in range(min(args.steps, len(data) // size))]
+    # each step gathers its rows, as train.py does
+    batches = [data.take(order[i * size:(i + 1) * size]) for i in range(min(args.steps, len(data) // size))]
 
     def step(batch) -> None:
         loss, _ = wrapped(batch)
@@ -68,7 +68,7 @@ def main() -> None:
     with torch.no_grad():
         started = time.perf_counter()
         for b in batches:
-            model(b.sparse, b.dense, b.bags)
+            model(*b.inputs())
         forward = (time.perf_counter() - started) / len(batches)
     started = time.perf_counter()
     for b in batches:

@@ -59,6 +59,10 @@ def test_defaults_follow_the_model_kind_unless_given() -> None:
     (dict(epochs=0), "at least 1"),
     (dict(model="bert"), "auto, dlrm, dlrm-dense-items, seed-dlrm"),
     (dict(split="sideways"), "time, random"),
+    (dict(nnodes=2), "needs --rdzv-endpoint HOST:PORT"),
+    (dict(nnodes=2, rdzv_endpoint="node0"), "needs --rdzv-endpoint HOST:PORT"),
+    (dict(nnodes=2, node_rank=2, rdzv_endpoint="node0:29400"), "--node-rank must be 0..1"),
+    (dict(nnodes=2, nproc=2, batch_size=4094, rdzv_endpoint="node0:29400"), "multiple of --nproc x --nnodes 4"),
 ])
 def test_bad_options_are_refused_before_launch(options, message) -> None:
     with pytest.raises(TrainError, match=message):
@@ -66,7 +70,8 @@ def test_bad_options_are_refused_before_launch(options, message) -> None:
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--nproc", "2", "--batch-size", "4095"], 1, "must be a multiple of --nproc 2"),
+    (["--nproc", "2", "--batch-size", "4095"], 1, "must be a multiple of --nproc x --nnodes 2"),
+    (["--nnodes", "2", "--node-rank", "1"], 1, "needs --rdzv-endpoint HOST:PORT"),
     (["--model", "bert"], 2, "'auto', 'dlrm', 'dlrm-dense-items', 'seed-dlrm'"),
     (["--split", "sideways"], 2, "'time', 'random'"),
 ])
@@ -87,8 +92,8 @@ def test_resume_is_advised_only_when_a_run_was_interrupted(tmp_path) -> None:
                          batch_size=2, lr=1e-3, progress=False)
     config.to_json(tmp_path / "train_config.json")
     with pytest.raises(TrainError) as failed:
-        _torchrun(tmp_path / "train_config.json", 1, tmp_path)
+        _torchrun(TrainOptions(nproc=1), tmp_path / "train_config.json", tmp_path)
     assert "exited with status" in str(failed.value) and "--resume" not in str(failed.value)
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"")  # as if an epoch had completed before the failure
     with pytest.raises(TrainError, match="start again with --resume"):
-        _torchrun(tmp_path / "train_config.json", 1, tmp_path)
+        _torchrun(TrainOptions(nproc=1), tmp_path / "train_config.json", tmp_path)

@@ -31,17 +31,6 @@ FEATURES = ("item_popularity", "item_knn_score")
 NEEDS = (ITEM, HISTORY)  # the columns these features are computed from (fitting reads the keys too)
 
 
-def _histories(df: pd.DataFrame) -> tuple[np.ndarray, pa.ListArray]:
-    """Each row's group (customer, timestamp: rows of a group share one history bag) and the
-    bag of each group's first row."""
-    keys = pd.MultiIndex.from_arrays([df[CUSTOMER_ID].to_numpy(), df[TIMESTAMP].to_numpy()])
-    group, uniques = pd.factorize(keys)
-    first = np.zeros(len(uniques), dtype=np.int64)
-    first[group[::-1]] = np.arange(len(group))[::-1]  # the first row index of every group
-    bags = pa.array(df[HISTORY].iloc[first], type=pa.list_(pa.string()), from_pandas=True)
-    return group, bags.combine_chunks() if isinstance(bags, pa.ChunkedArray) else bags
-
-
 @dataclass
 class ItemSimilarity:
     """Item popularity and item x item cosine similarity of the customers' history bags."""
@@ -65,9 +54,13 @@ class ItemSimilarity:
     @classmethod
     def fit(cls, df: pd.DataFrame) -> ItemSimilarity:
         """From the history bags of the customers at the newest timestamp of the training rows."""
-        newest = df[df[TIMESTAMP] == df[TIMESTAMP].max()]
-        _, bags = _histories(newest)
-        items = sorted(set(df[ITEM].astype(str)) | set(pc.unique(pc.drop_null(bags.flatten())).to_pylist()))
+        return SimilarityFit().add(df).result()
+
+    @classmethod
+    def fit_bags(cls, items: set[str], bags: pa.ListArray) -> ItemSimilarity:
+        """From one history bag per customer (at the newest training timestamp) and the items of
+        the training rows: what `fit` computes, for callers that read the rows in chunks."""
+        items = sorted(items | set(pc.unique(pc.drop_null(bags.flatten())).to_pylist()))
         empty = cls(items, np.zeros(len(items)), np.zeros((len(items), len(items))))
         bought = empty._bought(bags)
         co = (bought.T @ bought).toarray().astype(np.float64)  # customers who bought both
@@ -100,3 +93,34 @@ class ItemSimilarity:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemSimilarity:
         return cls(list(d["items"]), np.asarray(d["popularity"]), np.asarray(d["similarity"]))
+
+
+class SimilarityFit:
+    """`ItemSimilarity.fit` over rows that come in chunks (in any order): the items of the rows,
+    and one history bag per customer at the newest timestamp seen (the rows of a customer and
+    timestamp all carry the same bag)."""
+
+    def __init__(self) -> None:
+        self.items: set[str] = set()
+        self.newest: pd.Timestamp | None = None
+        self.parts: list[tuple[np.ndarray, pa.ListArray]] = []  # (customers, their bags) at `newest`
+
+    def add(self, df: pd.DataFrame) -> SimilarityFit:
+        if len(df) == 0:
+            return self
+        self.items.update(df[ITEM].astype(str))
+        newest = df[TIMESTAMP].max()
+        if self.newest is None or newest > self.newest:
+            self.newest, self.parts = newest, []
+        if newest == self.newest:
+            rows = df.loc[df[TIMESTAMP] == newest, [CUSTOMER_ID, HISTORY]].drop_duplicates(CUSTOMER_ID)
+            bags = pa.array(rows[HISTORY], type=pa.list_(pa.string()), from_pandas=True)
+            self.parts.append((rows[CUSTOMER_ID].to_numpy(), bags.combine_chunks()
+                               if isinstance(bags, pa.ChunkedArray) else bags))
+        return self
+
+    def result(self) -> ItemSimilarity:
+        customers = np.concatenate([c for c, _ in self.parts]) if self.parts else np.empty(0, np.int64)
+        bags = pa.concat_arrays([b for _, b in self.parts]) if self.parts else pa.array([], pa.list_(pa.string()))
+        _, first = np.unique(customers, return_index=True)  # a customer split across chunks counts once
+        return ItemSimilarity.fit_bags(self.items, bags.take(pa.array(first)))

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 DEFAULT_HOME = "./.tastyrec"
+
+Progress = Callable[[str, int, int], None]  # (what, done, total): long work reports through it
+PROGRESS_LOG = "TASTYREC_PROGRESS_LOG"  # a file: one JSON line per progress update, for unattended runs
+
+
+def log_progress(what: str, done: int, total: int) -> None:
+    """Append {"time", "what", "done", "total"} to the file TASTYREC_PROGRESS_LOG names, if set
+    (bench/fullscale.py times the stages of a run with it)."""
+    if path := os.environ.get(PROGRESS_LOG):
+        with open(path, "a") as log:
+            log.write(json.dumps({"time": time.time(), "what": what, "done": done, "total": total}) + "\n")
 
 # The synthetic data set covers these dates; the generator records the truth for its last
 # WINDOW_DAYS, which is the test window that features.windows derives from this span.

@@ -7,7 +7,9 @@ of each global batch (see train.py), so results do not depend on the number of p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +19,9 @@ import torch.distributed as dist
 # ---------------------------------------------------------------------------------------------
 # process group
 # ---------------------------------------------------------------------------------------------
+NODE_RANK_ENV = "TASTYREC_NODE_RANK"  # set by `tastyrec train` for its torchrun workers
+
+
 @dataclass
 class Dist:
     rank: int
@@ -24,10 +29,16 @@ class Dist:
     local_world_size: int
     device: torch.device
     owns_group: bool  # we initialised the process group, so we destroy it
+    leader: int = 0  # the rank that writes checkpoints and results: the first process of node 0
+    nodes: dict[int, dict[str, Any]] = field(default_factory=dict)  # node rank -> {"host", "ranks"}
 
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rank == self.leader
 
 
 def setup_distributed() -> Dist:
@@ -48,6 +59,24 @@ def setup_distributed() -> Dist:
         rank, world, local_world, local_rank = 0, 1, 1, 0
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     return Dist(rank, world, local_world, device, owns)
+
+
+def share_from_node_zero(obj: Any, d: Dist) -> Any:
+    """`obj` as node 0 has it, on every rank; sets d.leader to node 0's first rank.
+
+    Across machines, torchrun's c10d rendezvous numbers the ranks in no fixed node order, and
+    only node 0 (the `tastyrec train` that prepared the data) holds the run's config: the others
+    pass None and receive it here."""
+    if not d.enabled:
+        return obj
+    gathered: list[Any] = [None] * d.world_size
+    dist.all_gather_object(gathered, (int(os.environ.get(NODE_RANK_ENV, "0")), socket.gethostname()))
+    for rank, (node, host) in enumerate(gathered):
+        d.nodes.setdefault(node, {"host": host, "ranks": []})["ranks"].append(rank)
+    d.leader = d.nodes[0]["ranks"][0]
+    shared = [obj]
+    dist.broadcast_object_list(shared, src=d.leader)
+    return shared[0]
 
 
 def all_sum(values: list[float], d: Dist) -> list[float]:

@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tastyrec.baselines import PROPENSITY, score_all
 from tastyrec.columns import CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL, TIMESTAMP
-from tastyrec.config import Workspace
+from tastyrec.config import Progress, Workspace
 from tastyrec.metrics import evaluate_scores, finite
 
 # Every method is scored on the same customers: at most this many test customers, drawn with a
@@ -142,22 +143,27 @@ def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], trut
                       customers=customers_scored, test_customers_total=test_customers_total or customers_scored)
 
 
-def sample_customers(test: pd.DataFrame, n: int = EVAL_CUSTOMERS, seed: int = 0) -> pd.DataFrame:
-    """The test rows of at most n customers, drawn with a fixed seed (all of them if fewer)."""
-    customers = np.sort(test[CUSTOMER_ID].unique())
+def sample_customers(test_path: str | Path, n: int = EVAL_CUSTOMERS, seed: int = 0) -> tuple[pd.DataFrame, int]:
+    """The test rows of at most n customers drawn with a fixed seed (all of them if fewer), in file
+    order, and the number of test customers. Only the drawn customers' rows are read: at full
+    scale the test window holds millions of rows with their history lists."""
+    customers = np.sort(pq.read_table(test_path, columns=[CUSTOMER_ID]).column(CUSTOMER_ID).unique().to_numpy())
     if len(customers) <= n:
-        return test
+        return pd.read_parquet(test_path), len(customers)
     chosen = np.random.default_rng(seed).choice(customers, size=n, replace=False)
-    return test[test[CUSTOMER_ID].isin(chosen)].reset_index(drop=True)
+    rows = pq.read_table(test_path, filters=[(CUSTOMER_ID, "in", chosen.tolist())]).to_pandas()
+    return rows, len(customers)
 
 
 def evaluate_predictors(ws: Workspace, test_path: str | Path, predictors: dict,
-                        max_customers: int = EVAL_CUSTOMERS) -> Evaluation:
+                        max_customers: int = EVAL_CUSTOMERS, progress: Progress | None = None) -> Evaluation:
     """Score the test split with each predictor (first = the model) and evaluate everything."""
-    test = pd.read_parquet(test_path)
-    total = int(test[CUSTOMER_ID].nunique())
-    test = sample_customers(test, max_customers)
-    scores = {name: predictor.predict(test) for name, predictor in predictors.items()}
+    test, total = sample_customers(test_path, max_customers)
+    scores = {}
+    for name, predictor in predictors.items():
+        scores[name] = predictor.predict(test)
+        if progress:
+            progress("scoring the test window", len(scores), len(predictors))
     return evaluate_frame(test, scores, truth_for(ws, test), test_customers_total=total)
 
 

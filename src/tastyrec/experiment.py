@@ -12,22 +12,22 @@ import json
 import os
 import shutil
 import subprocess
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import pandas as pd
-
-from tastyrec.columns import CUSTOMER_ID, LABEL, TIMESTAMP
-from tastyrec.config import Workspace
+from tastyrec.config import Progress, Workspace
 from tastyrec.features.build import FeaturesError
 from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
 from tastyrec.predictor import Predictor
+from tastyrec.parquet_rows import ParquetRows
 from tastyrec.preprocess import Batch, Preprocessor
-from tastyrec.train import CHECKPOINT_FILE, TrainConfig, train
+from tastyrec.distributed import NODE_RANK_ENV
+from tastyrec.train import CHECKPOINT_FILE, LOST_FILE, NODES_FILE, TrainConfig, train
 
 RUN_FILE = "run.json"  # {"model": kind, "split": split} of a run folder
 
@@ -68,16 +68,6 @@ def _run_dir(ws: Workspace, opts: TrainOptions) -> Path:
     return run_dir
 
 
-def _sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
-    return frame if not n or n >= len(frame) else frame.sample(n=n, random_state=seed).reset_index(drop=True)
-
-
-def _buyers(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the (customer, cutoff) pairs with at least one purchase in the label window."""
-    bought = frame.groupby([CUSTOMER_ID, TIMESTAMP], sort=False, observed=True)[LABEL].transform("max")
-    return frame[bought.to_numpy(dtype=float) > 0].reset_index(drop=True)
-
-
 @dataclass
 class _Run:
     """A prepared run: its folder, its training config (tensors written) and preprocessor."""
@@ -88,18 +78,21 @@ class _Run:
     preprocessor: Preprocessor
 
 
-def _training_set(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None) -> TrainingSet:
+def _training_set(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None,
+                  progress: Progress | None = None) -> TrainingSet:
     try:
-        return training_set or build_training_set(ws, opts.split, seed=opts.seed, train_windows=opts.train_windows)
+        return training_set or build_training_set(ws, opts.split, seed=opts.seed, train_windows=opts.train_windows,
+                                                  progress=progress)
     except FeaturesError as e:
         raise TrainError(str(e)) from None
 
 
-def _read_rows(training_set: TrainingSet, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Training and validation rows (capped by --max-samples)."""
-    # Arrow-backed columns: the history bags stay Arrow lists instead of millions of Python lists
-    return tuple(_sample(pd.read_parquet(training_set.paths[split], dtype_backend="pyarrow"), opts.max_samples,
-                         opts.seed) for split in ("train", "val"))
+def _read_rows(training_set: TrainingSet, opts: TrainOptions, kind: str) -> tuple[ParquetRows, ParquetRows]:
+    """The training and validation rows `kind` trains on (capped by --max-samples; buyers only
+    when the kind says so), to be read chunk by chunk."""
+    buyers_only = MODEL_KINDS[kind].buyers_only
+    return tuple(ParquetRows.open(training_set.paths[split], opts.max_samples, opts.seed, buyers_only)
+                 for split in ("train", "val"))
 
 
 @dataclass
@@ -112,12 +105,14 @@ class _Prepared:
     val: Batch
 
     @classmethod
-    def of(cls, kind: str, rows: tuple[pd.DataFrame, pd.DataFrame]) -> _Prepared:
-        """Fit `kind`'s preprocessing on the training rows only, transform both splits."""
-        spec = MODEL_KINDS[kind]
-        train_rows, val_rows = map(_buyers, rows) if spec.buyers_only else rows
-        preprocessor = Preprocessor(spec.feature_set).fit(train_rows)
-        return cls(kind, preprocessor, preprocessor.transform(train_rows), preprocessor.transform(val_rows))
+    def of(cls, kind: str, rows: tuple[ParquetRows, ParquetRows], progress: Progress | None = None) -> _Prepared:
+        """Fit `kind`'s preprocessing on the training rows only (two passes), transform both splits."""
+        train_rows, val_rows = rows
+        passes = iter(("preprocessing: vocabularies", "preprocessing: dense ranges"))
+        preprocessor = Preprocessor(MODEL_KINDS[kind].feature_set)
+        preprocessor.fit_chunks(lambda: (frame for _, frame in train_rows.chunks(None, progress, next(passes))))
+        return cls(kind, preprocessor, preprocessor.transform_rows(train_rows, progress, "training tensors"),
+                   preprocessor.transform_rows(val_rows, progress, "validation tensors"))
 
     def narrowed(self, kind: str) -> _Prepared:
         """The same for a kind that reads fewer sparse columns of the same rows (see
@@ -128,12 +123,12 @@ class _Prepared:
         return _Prepared(kind, preprocessor, train, val)
 
 
-def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[pd.DataFrame, pd.DataFrame],
-             prepared: _Prepared | None = None) -> _Run:
+def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[ParquetRows, ParquetRows],
+             prepared: _Prepared | None = None, progress: Progress | None = None) -> _Run:
     """Write the tensors (fitted on the training rows unless `prepared`) and the training config."""
     run_dir = _run_dir(ws, opts)
     kind = MODEL_KINDS[opts.model]
-    prepared = prepared or _Prepared.of(opts.model, rows)
+    prepared = prepared or _Prepared.of(opts.model, rows, progress)
     preprocessor = prepared.preprocessor
     prepared.train.save(run_dir / "train.pt")
     prepared.val.save(run_dir / "val.pt")
@@ -147,15 +142,17 @@ def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[pd.DataFrame, pd.Dat
     return _Run(opts, run_dir, config, preprocessor)
 
 
-def _fit(run: _Run, epochs: int) -> dict:
-    """Train up to `epochs` (continuing from the run's checkpoint, if any); the result dict."""
+def _fit(run: _Run, epochs: int, alone: bool = False) -> dict:
+    """Train up to `epochs` (continuing from the run's checkpoint, if any); the result dict.
+    alone: on this machine only, even when the run spans several (`--model auto`'s probes)."""
+    opts = replace(run.opts, nnodes=1, rdzv_endpoint=None) if alone else run.opts
     config = replace(run.config, epochs=epochs)
     config_path = run.run_dir / "train_config.json"
     config.to_json(config_path)
-    if run.opts.nproc == 1:
+    if opts.world_size == 1:
         train(config)
     else:
-        _torchrun(config_path, run.opts.nproc, run.run_dir)
+        _torchrun(opts, config_path, run.run_dir)
     return json.loads((run.run_dir / "result.json").read_text())
 
 
@@ -169,20 +166,22 @@ def _finish(run: _Run, training_set: TrainingSet, result: dict, started: float) 
                         seconds=round(time.perf_counter() - started, 2))
 
 
-def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None = None) -> TrainOutcome:
+def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | None = None,
+                progress: Progress | None = None) -> TrainOutcome:
     """Fit preprocessing on the training rows, train with torchrun, write the model directory.
     With --model auto, the AUTO_KINDS that does best on validation (`train_best`)."""
     if opts.model == "auto":
-        return train_best(ws, opts, AUTO_KINDS, training_set)[0]
+        return train_best(ws, opts, AUTO_KINDS, training_set, progress)[0]
     opts = opts.resolved()
     started = time.perf_counter()
-    training_set = _training_set(ws, opts, training_set)
-    run = _prepare(ws, opts, _read_rows(training_set, opts))
+    training_set = _training_set(ws, opts, training_set, progress)
+    run = _prepare(ws, opts, _read_rows(training_set, opts, opts.model), progress=progress)
     return _finish(run, training_set, _fit(run, opts.epochs), started)
 
 
 def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
-               training_set: TrainingSet | None = None) -> tuple[TrainOutcome, dict[str, float]]:
+               training_set: TrainingSet | None = None,
+               progress: Progress | None = None) -> tuple[TrainOutcome, dict[str, float]]:
     """Prepare every model kind on the same rows, train each for one epoch and continue only the
     one with the lowest validation loss (the validation window is the judge). Returns the kept
     run and {kind: validation loss after one epoch}. With --resume, an unfinished run of one of
@@ -190,16 +189,16 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     if opts.resume:
         for kind in kinds:
             if _unfinished(ws, replace(opts, model=kind)):
-                return train_model(ws, replace(opts, model=kind), training_set), {}
+                return train_model(ws, replace(opts, model=kind), training_set, progress), {}
     opts = opts.resolved()
     started = time.perf_counter()
-    training_set = _training_set(ws, opts, training_set)
-    rows = _read_rows(training_set, opts)
-    full = _Prepared.of(kinds[0], rows)  # the first kind reads every column the others read
+    training_set = _training_set(ws, opts, training_set, progress)
+    rows = _read_rows(training_set, opts, kinds[0])
+    full = _Prepared.of(kinds[0], rows, progress)  # the first kind reads every column the others read
     runs = {kind: _prepare(ws, replace(opts, model=kind).resolved(), rows,
                            full if kind == kinds[0] else full.narrowed(kind)) for kind in kinds}
     del full, rows
-    losses = {kind: float(_fit(run, 1)["best_val_loss"]) for kind, run in runs.items()}
+    losses = {kind: float(_fit(run, 1, alone=True)["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():
         if kind != best:
@@ -207,14 +206,59 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     return _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started), losses
 
 
-def _torchrun(config_path: Path, nproc: int, run_dir: Path) -> None:
-    """torchrun --standalone --nproc-per-node N -m tastyrec.train --config config_path."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "tastyrec.train", "--config", str(config_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+def follow(opts: TrainOptions, wait_s: float = 3600) -> None:
+    """`tastyrec train --node-rank R` with R > 0: wait until node 0 opens the rendezvous (node 0
+    first prepares the data and, with --model auto, runs the one-epoch probes by itself), then
+    train with it. Node 0 reads and writes the run folder on the shared home, evaluates and
+    registers; this node only trains."""
+    opts = opts.resolved()
+    host, _, port = opts.rdzv_endpoint.rpartition(":")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TrainError(f"node {opts.node_rank}: node 0 did not open the rendezvous at "
+                                 f"{opts.rdzv_endpoint} within {wait_s:.0f} s; start `tastyrec train "
+                                 f"--node-rank 0 --nnodes {opts.nnodes} --rdzv-endpoint {opts.rdzv_endpoint}` "
+                                 "there") from None
+            time.sleep(1)
+    _torchrun(opts, None, None)
+
+
+def _torchrun(opts: TrainOptions, config_path: Path | None, run_dir: Path | None) -> None:
+    """torchrun ... -m tastyrec.train [--config config_path]: --standalone on one machine, the
+    c10d rendezvous at --rdzv-endpoint across --nnodes machines (node 0 passes the config)."""
+    if opts.nnodes == 1:
+        where = ["--standalone"]
+    else:  # node ranks are ours (NODE_RANK_ENV): c10d numbers the agents as they arrive
+        host = "true" if opts.node_rank == 0 else "false"  # node 0 holds the rendezvous store
+        where = [f"--nnodes={opts.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={opts.rdzv_endpoint}",
+                 "--rdzv-id=tastyrec", f"--rdzv-conf=is_host={host}", "--max-restarts=0"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={opts.nproc}",
+           "-m", "tastyrec.train", *(["--config", str(config_path)] if config_path else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // opts.nproc)),
+           NODE_RANK_ENV: str(opts.node_rank)}
     # workers print progress: send it to the real stderr, stdout is for --json
     done = subprocess.run(cmd, env=env, stdout=sys.__stderr__)
     if done.returncode != 0:
-        advice = ("; start again with --resume to continue from the last completed epoch"
-                  if (run_dir / CHECKPOINT_FILE).exists() else " before its first epoch ended (see the log above)")
-        raise TrainError(f"torchrun exited with status {done.returncode}{advice}")
+        raise TrainError(_failure(opts, done.returncode, run_dir))
+
+
+def _failure(opts: TrainOptions, status: int, run_dir: Path | None) -> str:
+    """Why torchrun failed, which node it names, and whether --resume can continue."""
+    where = f" on node {opts.node_rank} of {opts.nnodes}" if opts.nnodes > 1 else ""
+    message = f"torchrun exited with status {status}{where}"
+    if run_dir is None:  # a node other than node 0: node 0 holds the run folder
+        return message + "; node 0's `tastyrec train` says whether --resume can continue"
+    if (run_dir / LOST_FILE).exists() and (run_dir / NODES_FILE).exists():
+        nodes = json.loads((run_dir / NODES_FILE).read_text())
+        others = ", ".join(f"node {n} ({v['host']}, ranks {', '.join(map(str, v['ranks']))})"
+                           for n, v in nodes.items() if n != "0")
+        message += f": node 0 lost contact with {others}; a node that stops stops the run"
+    if (run_dir / CHECKPOINT_FILE).exists():
+        again = " on every node" if opts.nnodes > 1 else ""
+        return message + f"; start again with --resume{again} to continue from the last completed epoch"
+    return message + " before its first epoch ended (see the log above)"

@@ -13,9 +13,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import pandas as pd
+import pyarrow.parquet as pq
 
-from tastyrec.config import Workspace
+from tastyrec.config import Progress, Workspace
 from tastyrec.evaluate import Evaluation, evaluate_predictors
 from tastyrec.experiment import TrainOutcome, train_best, train_model
 from tastyrec.features.build import FeaturesResult, build_features, built_features
@@ -23,7 +23,7 @@ from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import AUTO_KINDS
 from tastyrec.options import SEED_EPOCHS, SEED_SAMPLES, TrainOptions
 from tastyrec.predictor import Predictor
-from tastyrec.warehouse.load import Progress, SetupResult, setup_synthetic
+from tastyrec.warehouse.load import SetupResult, setup_synthetic
 
 EVALUATION_SPLIT = "time"  # the one yardstick: the final window after the test cutoff
 
@@ -67,14 +67,14 @@ def test_window(ws: Workspace) -> str:
 
 
 def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLES,
-              seed_epochs: int = SEED_EPOCHS) -> JobResult:
+              seed_epochs: int = SEED_EPOCHS, progress: Progress | None = None) -> JobResult:
     """Train the model (and the seed's DLRM on a capped sample, as a baseline), evaluate both
     against the baselines and the oracle on the test window, log to MLflow and register."""
     from tastyrec.registry import log_and_register
 
     started = time.perf_counter()
     opts = opts.resolved()  # bad options fail here, before anything is built
-    outcome, selection = _train_chosen(ws, opts)
+    outcome, selection = _train_chosen(ws, opts, progress)
     opts = TrainOptions(**outcome.options)  # the kind kept, with its batch size and lr
     training_set = TrainingSet(**outcome.training_set)
     predictors = {f"tastyrec {opts.model}": Predictor.from_dir(outcome.model_dir)}
@@ -83,11 +83,11 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
         # The seed's model is slow by design (a 33,024-wide top MLP): it trains on a capped
         # sample, with the seed notebook's own batch size and learning rate (its kind's defaults).
         seed_opts = replace(opts, model="seed-dlrm", max_samples=seed_samples, epochs=seed_epochs, nproc=1,
-                            resume=False, batch_size=None, lr=None)
-        seed = train_model(ws, seed_opts, training_set)
+                            nnodes=1, rdzv_endpoint=None, resume=False, batch_size=None, lr=None)
+        seed = train_model(ws, seed_opts, training_set, progress)
         predictors["seed-dlrm"] = Predictor.from_dir(seed.model_dir)
     test = training_set.paths["test"] if opts.split == EVALUATION_SPLIT else test_window(ws)
-    evaluation = evaluate_predictors(ws, test, predictors)
+    evaluation = evaluate_predictors(ws, test, predictors, progress=progress)
     evaluation.extra["training_split"] = opts.split
     params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume")}
     windows = built_features(ws).windows  # the time windows the model was trained with
@@ -96,21 +96,24 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
                "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device")}
     registered = log_and_register(
         ws, outcome.model_dir, params=params, history=outcome.result.get("history", []), evaluation=evaluation,
-        input_example=pd.read_parquet(test).head(5), seed_model_dir=seed.model_dir if seed else None,
+        input_example=pq.ParquetFile(test).read_row_group(0).slice(0, 5).to_pandas(), seed_model_dir=seed.model_dir if seed else None,
         split=opts.split, description=f"tastyrec {opts.model}, {opts.split} split, "
                                       f"{training_set.rows['train']:,} training rows")
+    if progress:
+        progress("register", 1, 1)
     return JobResult(train=outcome, evaluation=evaluation, registry=registered, seed_baseline=seed,
                      seconds=round(time.perf_counter() - started, 2))
 
 
-def _train_chosen(ws: Workspace, opts: TrainOptions) -> tuple[TrainOutcome, dict[str, float]]:
+def _train_chosen(ws: Workspace, opts: TrainOptions,
+                  progress: Progress | None = None) -> tuple[TrainOutcome, dict[str, float]]:
     """Train opts.model; with "auto", the AUTO_KINDS that does best on the validation window
     after one epoch (on data whose items change between the training windows and now, the item
     embeddings of "dlrm" fit what no longer sells, and "dlrm-dense-items" wins). Returns the
     kept run and {kind: validation loss} of the kinds compared."""
     if opts.model != "auto":
-        return train_model(ws, opts), {}
-    return train_best(ws, opts, AUTO_KINDS)
+        return train_model(ws, opts, progress=progress), {}
+    return train_best(ws, opts, AUTO_KINDS, progress=progress)
 
 
 def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
@@ -140,5 +143,5 @@ def pipeline_job(ws: Workspace, customers: int, seed: int, opts: TrainOptions, f
         setup = setup_synthetic(ws, customers=customers, seed=seed, force=force, progress=progress)
         message = f"built the warehouse at {ws.warehouse}: {customers:,} customers, seed {seed}"
     features = build_features(ws, progress=progress, **(windows or {}))
-    job = train_job(ws, opts, seed_samples=seed_samples)
+    job = train_job(ws, opts, seed_samples=seed_samples, progress=progress)
     return PipelineResult(setup=setup, features=features, job=job, message=message)

@@ -13,6 +13,11 @@ SEED_SAMPLES = 10_000  # training rows for the seed's DLRM baseline (its model i
 SEED_EPOCHS = 2
 
 
+def _endpoint(value: str | None) -> bool:
+    host, _, port = (value or "").rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 class TrainError(Exception):
     """Training could not run (missing features, a failed worker, bad options)."""
 
@@ -40,6 +45,13 @@ class TrainOptions:
     train_windows: int | None = None  # newest training cutoffs to use; None: all that `features` built
     resume: bool = False
     progress: bool = True
+    nnodes: int = 1  # machines; each runs `tastyrec train` with its --node-rank (see experiment.follow)
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None  # HOST:PORT of torchrun's c10d rendezvous, with nnodes > 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
 
     def resolved(self) -> "TrainOptions":
         """These options with the model kind's defaults filled in, after checking them. With
@@ -55,11 +67,16 @@ class TrainOptions:
             return self
         kind = MODEL_KINDS[self.model]
         opts = replace(self, batch_size=self.batch_size or kind.batch_size, lr=self.lr or kind.lr)
-        if opts.nproc < 1 or opts.epochs < 1:
-            raise TrainError("--nproc and --epochs must be at least 1")
-        if opts.batch_size % opts.nproc:
-            raise TrainError(f"--batch-size {opts.batch_size} must be a multiple of --nproc {opts.nproc} "
-                             "(every process takes an equal share of each global batch)")
+        if min(opts.nproc, opts.epochs, opts.nnodes) < 1:
+            raise TrainError("--nproc, --nnodes and --epochs must be at least 1")
+        if not 0 <= opts.node_rank < opts.nnodes:
+            raise TrainError(f"--node-rank must be 0..{opts.nnodes - 1} (got {opts.node_rank}; --nnodes {opts.nnodes})")
+        if opts.nnodes > 1 and not _endpoint(opts.rdzv_endpoint):
+            raise TrainError(f"--nnodes {opts.nnodes} needs --rdzv-endpoint HOST:PORT, an address of node 0 "
+                             f"that every node can reach (got {opts.rdzv_endpoint!r})")
+        if opts.batch_size % opts.world_size:
+            raise TrainError(f"--batch-size {opts.batch_size} must be a multiple of --nproc x --nnodes "
+                             f"{opts.world_size} (every process takes an equal share of each global batch)")
         if opts.train_windows is not None and opts.train_windows < 1:
             raise TrainError("--train-windows must be at least 1")
         if opts.max_samples is not None and opts.max_samples < 1:

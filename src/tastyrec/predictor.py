@@ -63,6 +63,6 @@ class Predictor:
         out = np.empty(len(batch), dtype=np.float32)
         for start in range(0, len(batch), batch_size):
             part = batch.slice(start, start + batch_size).to(self.device)  # a no-op on the CPU
-            scores = torch.sigmoid(self.model(part.sparse, part.dense, part.bags))  # (B,)
+            scores = torch.sigmoid(self.model(*part.inputs()))  # (B,)
             out[start:start + len(part)] = scores.cpu().numpy()
         return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,9 @@ import torch
 from sklearn.preprocessing import MinMaxScaler
 
 from tastyrec import collaborative, columns as C
-from tastyrec.collaborative import ItemSimilarity
+from tastyrec.collaborative import ItemSimilarity, SimilarityFit
+from tastyrec.config import Progress
+from tastyrec.parquet_rows import ParquetRows
 
 PAD, UNKNOWN_ITEM = 0, 1  # reserved indices of every multi-hot vocabulary
 UNKNOWN = 0  # reserved index of every sparse vocabulary
@@ -73,6 +75,10 @@ class Batch:
 
     sparse: int32 (N, n_sparse); dense: float32 (N, n_dense);
     bags: name -> int32 (N, L_name) padded with 0; label: float32 (N,) or None.
+    groups: None, or int64 (N,): then `bags` hold one row per group, (G, L_name), and row i's bags
+    are row groups[i] of them. The rows of one customer and snapshot share their history bags;
+    storing them once (`Preprocessor.transform_rows`) is what keeps full-scale training in memory.
+    `inputs()` gives the model the same per-row tensors either way.
     Indices are int32 (embedding layers take them as they are): the training loop gathers random
     rows every batch, and half the bytes is most of its speed.
     """
@@ -81,27 +87,34 @@ class Batch:
     dense: torch.Tensor
     bags: dict[str, torch.Tensor] = field(default_factory=dict)
     label: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.sparse.shape[0]
 
+    def _rows(self, pick) -> Batch:
+        """`pick` applied to every per-row tensor (the group bags stay shared)."""
+        return Batch(
+            sparse=pick(self.sparse),
+            dense=pick(self.dense),
+            bags=self.bags if self.groups is not None else {name: pick(bag) for name, bag in self.bags.items()},
+            label=None if self.label is None else pick(self.label),
+            groups=None if self.groups is None else pick(self.groups),
+        )
+
     def take(self, index: torch.Tensor) -> Batch:
         """Rows at `index` (a gather: one copy)."""
-        return Batch(
-            sparse=self.sparse[index],
-            dense=self.dense[index],
-            bags={name: bag[index] for name, bag in self.bags.items()},
-            label=None if self.label is None else self.label[index],
-        )
+        return self._rows(lambda t: t[index])
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows start:stop as views (no copy)."""
-        return Batch(
-            sparse=self.sparse[start:stop],
-            dense=self.dense[start:stop],
-            bags={name: bag[start:stop] for name, bag in self.bags.items()},
-            label=None if self.label is None else self.label[start:stop],
-        )
+        return self._rows(lambda t: t[start:stop])
+
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(sparse, dense, per-row bags): the model's arguments; group bags gathered here."""
+        if self.groups is None:
+            return self.sparse, self.dense, self.bags
+        return self.sparse, self.dense, {name: bag[self.groups] for name, bag in self.bags.items()}
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on `device`."""
@@ -110,15 +123,18 @@ class Batch:
             dense=self.dense.to(device),
             bags={name: bag.to(device) for name, bag in self.bags.items()},
             label=None if self.label is None else self.label.to(device),
+            groups=None if self.groups is None else self.groups.to(device),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of tensors, the format of the files `train` reads."""
-        return {"sparse": self.sparse, "dense": self.dense, "bags": dict(self.bags), "label": self.label}
+        return {"sparse": self.sparse, "dense": self.dense, "bags": dict(self.bags), "label": self.label,
+                "groups": self.groups}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Batch:
-        return cls(sparse=d["sparse"], dense=d["dense"], bags=dict(d.get("bags") or {}), label=d.get("label"))
+        return cls(sparse=d["sparse"], dense=d["dense"], bags=dict(d.get("bags") or {}), label=d.get("label"),
+                   groups=d.get("groups"))
 
     def save(self, path: str | Path) -> None:
         """torch.save of `to_dict()`."""
@@ -196,17 +212,32 @@ class Preprocessor:
     # ---- fit / transform ----------------------------------------------------------------------
     def fit(self, df: pd.DataFrame) -> Preprocessor:
         """Learn vocabularies, bag width and scaling from training rows only."""
-        self._check_columns(df)
+        return self.fit_chunks(lambda: [df])
+
+    def fit_chunks(self, chunks: Callable[[], Iterable[pd.DataFrame]]) -> Preprocessor:
+        """`fit` over training rows that come in chunks: `chunks()` is read twice (vocabularies,
+        bags and item similarity; then the dense ranges, which need the similarity). Any split
+        of the same rows into chunks gives the same fitted state."""
         self._lookups = {}
-        self.vocabs = {name: sorted(df[name].astype("string").dropna().unique()) for name in self.sparse}
-        for name in self.multi_hot:
-            arr = _list_array(df[name])
-            flat = pc.drop_null(arr.flatten())
-            self.bag_vocabs[name] = sorted(pc.unique(flat).to_pylist())
-            longest = int(pc.max(pc.fill_null(pc.list_value_length(arr), 0)).as_py() or 0)
-            self.bag_lens[name] = max(1, min(longest, self.max_bag_len))  # each bag as wide as it needs
-        self.similarity = ItemSimilarity.fit(df) if self._collaborative else None
-        self.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(self._dense_raw(df))
+        seen: dict[str, set[str]] = {name: set() for name in (*self.sparse, *self.multi_hot)}
+        longest = dict.fromkeys(self.multi_hot, 0)
+        similarity = SimilarityFit()
+        for df in chunks():
+            self._check_columns(df)
+            for name in self.sparse:
+                seen[name].update(df[name].astype("string").dropna().unique())
+            for name in self.multi_hot:
+                arr = _list_array(df[name])
+                seen[name].update(pc.unique(pc.drop_null(arr.flatten())).to_pylist())
+                longest[name] = max(longest[name], int(pc.max(pc.fill_null(pc.list_value_length(arr), 0)).as_py() or 0))
+            if self._collaborative:
+                similarity.add(df)
+        self.vocabs = {name: sorted(seen[name]) for name in self.sparse}
+        self.bag_vocabs = {name: sorted(seen[name]) for name in self.multi_hot}
+        self.bag_lens = {name: max(1, min(n, self.max_bag_len)) for name, n in longest.items()}  # as wide as needed
+        self.similarity = similarity.result() if self._collaborative else None
+        lows, highs = zip(*[(x.min(axis=0), x.max(axis=0)) for df in chunks() if len(x := self._dense_raw(df))])
+        self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
         return self
 
     def _lookup(self, name: str) -> pd.Index | pa.Array:
@@ -219,6 +250,32 @@ class Preprocessor:
 
     def transform(self, df: pd.DataFrame) -> Batch:
         """Encode `df` with the fitted state; unseen categories -> 0, unknown bag items -> 1."""
+        batch = self._row_tensors(df)
+        batch.bags = {name: torch.from_numpy(self._bag(df[name], name)) for name in self.multi_hot}
+        return batch
+
+    def transform_rows(self, rows: ParquetRows, progress: Progress | None = None, what: str = "tensors") -> Batch:
+        """`transform` of the chosen rows of a Parquet file, a chunk at a time, each group's bags
+        stored once (see Batch.groups): memory follows the rows' own columns, not their bags."""
+        n = len(rows)
+        out = Batch(sparse=torch.empty((n, len(self.sparse)), dtype=torch.int32),
+                    dense=torch.empty((n, len(self.dense)), dtype=torch.float32),
+                    bags={name: torch.zeros((rows.n_groups, self.bag_lens[name]), dtype=torch.int32)
+                          for name in self.multi_hot},
+                    label=torch.empty(n, dtype=torch.float32), groups=torch.from_numpy(rows.group))
+        done = 0
+        for group, df in rows.chunks([*self.input_columns, C.LABEL], progress, what):
+            part = self._row_tensors(df)
+            for mine, theirs in ((out.sparse, part.sparse), (out.dense, part.dense), (out.label, part.label)):
+                mine[done:done + len(df)] = theirs
+            groups, first = np.unique(group, return_index=True)  # a group split across chunks is written twice
+            for name in self.multi_hot:
+                out.bags[name][groups] = torch.from_numpy(self._bag(df[name].iloc[first], name))
+            done += len(df)
+        return out
+
+    def _row_tensors(self, df: pd.DataFrame) -> Batch:
+        """The per-row tensors of `df` (sparse, dense, label), without bags."""
         if self.scaler is None:
             raise RuntimeError("Preprocessor is not fitted")
         self._check_columns(df)
@@ -229,11 +286,10 @@ class Preprocessor:
         # MinMaxScaler.transform's arithmetic (x * scale + min, clipped), without its input checks
         dense = self._dense_raw(df) * self.scaler.scale_ + self.scaler.min_
         dense = np.clip(dense, *self.scaler.feature_range).astype(np.float32)  # (N, n_dense)
-        bags = {name: torch.from_numpy(self._bag(df[name], name)) for name in self.multi_hot}
         label = None
         if C.LABEL in df.columns:
             label = torch.from_numpy(df[C.LABEL].to_numpy(dtype=np.float32))  # (N,)
-        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(dense), bags=bags, label=label)
+        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(dense), label=label)
 
     def fit_transform(self, df: pd.DataFrame) -> Batch:
         return self.fit(df).transform(df)
@@ -332,10 +388,14 @@ class Preprocessor:
         prep.vocabs = {k: list(v) for k, v in d["vocabs"].items()}
         prep.bag_vocabs = {k: list(v) for k, v in d["bag_vocabs"].items()}
         prep.similarity = ItemSimilarity.from_dict(d["similarity"]) if d.get("similarity") else None
-        # Fitting on the two rows [min, max] reproduces MinMaxScaler's min_ and scale_ exactly.
-        bounds = np.array([d["dense_min"], d["dense_max"]], dtype=np.float64)
-        prep.scaler = MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(bounds)
+        prep.scaler = _scaler(d["dense_min"], d["dense_max"])
         return prep
+
+
+def _scaler(low, high) -> MinMaxScaler:
+    """The MinMaxScaler fitted on rows whose column minima and maxima are `low` and `high`:
+    fitting it on the two rows [low, high] gives exactly its data_min_, scale_ and min_."""
+    return MinMaxScaler(feature_range=(0.0, 1.0), clip=True).fit(np.array([low, high], dtype=np.float64))
 
 
 def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:

@@ -12,14 +12,15 @@ the ranks' step-k rows are exactly global batch k of a 1-process run. Each rank'
 *sum* of per-row losses times N / (rows in global batch k); DDP averages gradients over the N
 ranks, so the update is that of the global mean loss, even for a short last batch.
 
-Checkpoints are written by rank 0 after every epoch (tmp file + os.replace, so a kill never
+Checkpoints are written by the leader (rank 0; across machines the first process of node 0,
+see distributed.share_from_node_zero) after every epoch (tmp file + os.replace, so a kill never
 leaves a torn file). A run started again with the same checkpoint dir resumes after the last
 completed epoch and ends with the same weights as an uninterrupted run: the permutation depends
 only on (seed, epoch), and model, optimizer and early-stopping state are all restored. (On CUDA,
 embedding backward kernels use atomic adds, so there "the same" means equal up to rounding.)
 
 Outputs, in the checkpoint dir: `checkpoint.pt` (last epoch: model, optimizer, history, best
-state) and `model.pt` (best weights + model kind + config: `model.save_model`, read by `model.load_model`); rank 0 also
+state) and `model.pt` (best weights + model kind + config: `model.save_model`, read by `model.load_model`); the leader also
 writes the result JSON (per-epoch curves, best epoch, samples/s, seconds) to `output_path`.
 """
 
@@ -41,11 +42,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from tastyrec.distributed import Dist, all_sum, epoch_permutation, global_batch_sizes, setup_distributed
+from tastyrec.config import log_progress
+from tastyrec.distributed import (Dist, all_sum, epoch_permutation, global_batch_sizes, setup_distributed,
+                                  share_from_node_zero)
 from tastyrec.model import MODEL_FILE, build_model, save_model
 from tastyrec.preprocess import Batch
 
 CHECKPOINT_FILE = "checkpoint.pt"  # the last completed epoch: everything needed to resume
+NODES_FILE = "nodes.json"  # across machines: which node ran which ranks (the leader writes it)
+LOST_FILE = "lost-peers.json"  # across machines: node 0's processes lost contact with the others
+# what gloo and nccl say when the process at the other end of a collective is gone
+PEER_GONE = ("closed by peer", "reset by peer", "broken pipe", "timed out", "timeout", "connection refused")
 
 
 @dataclass
@@ -84,7 +91,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a run produced; `to_dict` is the result JSON rank 0 writes."""
+    """What a run produced; `to_dict` is the result JSON the leader writes."""
 
     history: list[dict[str, float]]  # per epoch: epoch, train_loss, val_loss, seconds, samples_per_s
     best_epoch: int  # 1-based; 0 if no epoch ran
@@ -115,7 +122,7 @@ class DLRMTrain(nn.Module):
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch.sparse, batch.dense, batch.bags)  # (B,)
+        logits = self.model(*batch.inputs())  # (B,)
         return self.loss_fn(logits, batch.label), logits.detach()
 
 
@@ -150,22 +157,22 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
 # the loop
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _loss_sum(model: nn.Module, data: Batch, batch_size: int) -> float:
-    """Sum of per-row BCE losses of `model` over `data`, in chunks."""
+def _loss_sum(model: nn.Module, data: Batch, rows: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Sum of per-row BCE losses of `model` over `data`'s `rows`, gathered in chunks."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=data.sparse.device)
-    for start in range(0, len(data), batch_size):
-        part = data.slice(start, start + batch_size)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, len(rows), batch_size):
+        part = data.take(rows[start:start + batch_size]).to(device)
         assert part.label is not None
-        logits = model(part.sparse, part.dense, part.bags)
+        logits = model(*part.inputs())
         total += nn.functional.binary_cross_entropy_with_logits(logits, part.label, reduction="sum").double()
     model.train(was_training)
     return float(total)
 
 
 def _progress(enabled: bool) -> Progress:
-    """Rank 0's bar on stderr (stdout stays free for --json); drawn only on a terminal."""
+    """The leader's bar on stderr (stdout stays free for --json); drawn only on a terminal."""
     console = Console(stderr=True)
     return Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -209,18 +216,21 @@ class _RunState:
 def _train_epoch(
     wrapped: nn.Module,
     optimizer: torch.optim.Optimizer,
-    shard: Batch,
+    data: Batch,
+    shard: torch.Tensor,
     sizes: list[int],
     local_batch: int,
     world_size: int,
+    device: torch.device,
     on_step: Callable[[int, torch.Tensor, int], None] | None,
 ) -> torch.Tensor:
-    """One pass over this rank's shard in steps of `local_batch` rows (global batch k has
-    sizes[k] rows); returns the sum of this rank's per-row losses (float64, ())."""
+    """One pass over this rank's shard (row indices into `data`) in steps of `local_batch` rows
+    (global batch k has sizes[k] rows); returns the sum of this rank's per-row losses (float64, ()).
+    Each step gathers its own rows: no copy of the shard, so memory stays that of the mapped file."""
     wrapped.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=shard.sparse.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for k, n_k in enumerate(sizes):
-        part = shard.slice(k * local_batch, (k + 1) * local_batch)  # views, no copy
+        part = data.take(shard[k * local_batch:(k + 1) * local_batch]).to(device)
         loss, _ = wrapped(part)
         # sum * N / n_k on each rank, averaged over the N ranks by DDP = mean over global batch k
         (loss * (world_size / n_k)).backward()
@@ -233,14 +243,20 @@ def _train_epoch(
     return loss_sum
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig | None) -> TrainResult:
     """Train `config.model_kind` with DDP across the ranks torchrun started (or one process);
-    see the module docstring for the data order, loss weighting and resume guarantees."""
+    see the module docstring for the data order, loss weighting and resume guarantees.
+    config is None on the nodes other than node 0: they receive node 0's."""
     started = time.perf_counter()
     d = setup_distributed()
     threads = torch.get_num_threads()
     try:
-        return _train(config, d, started)
+        config = TrainConfig(**share_from_node_zero(config and dataclasses.asdict(config), d))
+        try:
+            return _train(config, d, started)
+        except RuntimeError as e:
+            _record_lost_peers(e, config, d)
+            raise
     finally:
         # called in-process (one process), the caller keeps its own thread count: a serving
         # engine in the same process chose 1 thread (recommend.Engine), training must not undo it
@@ -249,18 +265,25 @@ def train(config: TrainConfig) -> TrainResult:
             dist.destroy_process_group()
 
 
+def _record_lost_peers(error: RuntimeError, config: TrainConfig, d: Dist) -> None:
+    """Across machines, when the leader's collective failed because other processes are gone,
+    say so in the run folder: `tastyrec train` on node 0 then names the other nodes in its error."""
+    if len(d.nodes) > 1 and d.is_leader and any(s in str(error).lower() for s in PEER_GONE):
+        _write_json({"rank": d.rank, "error": str(error)[:500]}, Path(config.checkpoint_dir) / LOST_FILE)
+
+
 def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
     if config.batch_size % d.world_size:
         raise ValueError(f"batch_size {config.batch_size} must divide by world size {d.world_size}")
     # Processes on one machine share its cores; more threads than cores only adds contention.
     torch.set_num_threads(config.num_threads or max(1, (os.cpu_count() or 1) // d.local_world_size))
 
-    # Every rank maps the files (mmap shares pages between processes) and keeps only its shard.
-    train_data, val_all = Batch.load(config.train_path), Batch.load(config.val_path)
-    if train_data.label is None or val_all.label is None:
+    # Every rank maps the files (mmap shares pages between processes) and gathers its rows per step.
+    train_data, val_data = Batch.load(config.train_path), Batch.load(config.val_path)
+    if train_data.label is None or val_data.label is None:
         raise ValueError("training and validation files need labels")
-    n_train, n_val = len(train_data), len(val_all)
-    val_data = val_all.take(torch.arange(d.rank, n_val, d.world_size)).to(d.device)
+    n_train, n_val = len(train_data), len(val_data)
+    val_rows = torch.arange(d.rank, n_val, d.world_size)  # each rank scores every N-th validation row
     sizes = global_batch_sizes(n_train, config.batch_size)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
@@ -269,6 +292,9 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
     ckpt_dir = Path(config.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, model_path = ckpt_dir / CHECKPOINT_FILE, ckpt_dir / MODEL_FILE
+    if d.is_leader and len(d.nodes) > 1:
+        (ckpt_dir / LOST_FILE).unlink(missing_ok=True)
+        _write_json({str(node): v for node, v in d.nodes.items()}, ckpt_dir / NODES_FILE)
     state = _RunState(best_state=_clone_state(model))
     if (ckpt := _load_checkpoint(ckpt_path, config)) is not None:
         model.load_state_dict(ckpt["model"])
@@ -279,7 +305,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
     if d.enabled:
         wrapped = DDP(wrapped, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
-    show = config.progress and d.rank == 0
+    show = config.progress and d.is_leader
     train_seconds, rows_trained = 0.0, 0
     with _progress(show) as bar:
         task = bar.add_task("train", total=len(sizes), epoch=0, loss=float("nan"))
@@ -291,15 +317,14 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
         while state.epoch < config.epochs and not state.stopped:
             bar.reset(task, total=len(sizes), epoch=state.epoch + 1, loss=float("nan"))
             t0 = time.perf_counter()
-            perm = epoch_permutation(n_train, config.seed, state.epoch)
-            shard = train_data.take(perm[d.rank :: d.world_size]).to(d.device)  # one gather per epoch
+            shard = epoch_permutation(n_train, config.seed, state.epoch)[d.rank :: d.world_size]
             loss_sum = _train_epoch(
-                wrapped, optimizer, shard, sizes, config.batch_size // d.world_size, d.world_size,
-                on_step if show else None,
+                wrapped, optimizer, train_data, shard, sizes, config.batch_size // d.world_size, d.world_size,
+                d.device, on_step if show else None,
             )
             t_train = time.perf_counter() - t0
             train_total, val_total = all_sum(
-                [float(loss_sum), _loss_sum(model, val_data, config.eval_batch_size)], d
+                [float(loss_sum), _loss_sum(model, val_data, val_rows, config.eval_batch_size, d.device)], d
             )
             train_seconds, rows_trained = train_seconds + t_train, rows_trained + n_train
             entry = {
@@ -307,7 +332,9 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
                 "seconds": time.perf_counter() - t0, "samples_per_s": n_train / t_train,
             }
             state.end_epoch(entry, model, config.patience)
-            if d.rank == 0:
+            if d.is_leader:
+                log_progress(f"epoch {config.model_kind}", state.epoch, config.epochs)
+            if d.is_leader:
                 _atomic_save({
                     **state.to_dict(), "model": _clone_state(model), "optimizer": optimizer.state_dict(),
                     "model_kind": config.model_kind, "model_config": config.model_config,
@@ -322,7 +349,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
                 dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
 
     model.load_state_dict(state.best_state)
-    if d.rank == 0:
+    if d.is_leader:
         save_model(model_path, state.best_state, config.model_kind, config.model_config)
     result = TrainResult(
         history=state.history,
@@ -338,7 +365,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
         checkpoint_path=str(ckpt_path),
         state_dict=state.best_state,
     )
-    if d.rank == 0 and config.output_path:
+    if d.is_leader and config.output_path:
         _write_json(result.to_dict(), Path(config.output_path))
     return result
 
@@ -353,9 +380,10 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point for torchrun: `-m tastyrec.train --config run.json`."""
     parser = argparse.ArgumentParser(prog="tastyrec.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON file with the fields of TrainConfig")
+    parser.add_argument("--config", help="JSON file with the fields of TrainConfig (node 0); "
+                                         "omitted on the other nodes, which receive node 0's")
     args = parser.parse_args(argv)
-    train(TrainConfig.from_json(args.config))
+    train(TrainConfig.from_json(args.config) if args.config else None)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tastyrec.config import Workspace
+from tastyrec.config import Workspace, log_progress
 from tastyrec.options import MODEL_CHOICES, SPLITS
 
 # Choices the CLI refuses others of (Typer lists them in the error): one Enum per option.
@@ -82,7 +82,8 @@ def main(ctx: typer.Context,
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
-    """A Rich progress bar on stderr; yields a (what, done, total) callback."""
+    """A Rich progress bar on stderr; yields a (what, done, total) callback (also logged: see
+    config.log_progress)."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, disable=not enabled, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -91,6 +92,7 @@ def progress_bar(enabled: bool = True) -> Iterator:
             if what not in tasks:
                 tasks[what] = bar.add_task(what, total=total)
             bar.update(tasks[what], completed=done, total=total)
+            log_progress(what, done, total)
 
         yield update
 

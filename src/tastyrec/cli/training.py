@@ -62,15 +62,34 @@ def train(ctx: typer.Context,
           train_windows: Annotated[Optional[int], typer.Option(
               help="Use the newest N training cutoffs that `tastyrec features` built (default: all).")] = None,
           seed_samples: SeedSamplesOpt = SEED_SAMPLES,
+          nnodes: Annotated[int, typer.Option(
+              help="Machines training together; run this command on each, with its --node-rank.")] = 1,
+          node_rank: Annotated[int, typer.Option(
+              help="This machine's rank: 0 prepares the data, evaluates and registers; the others follow.")] = 0,
+          rdzv_endpoint: Annotated[Optional[str], typer.Option(
+              help="HOST:PORT on node 0 for torchrun's c10d rendezvous (with --nnodes > 1).")] = None,
           as_json: JsonOpt = False) -> None:
     """Train with torchrun DDP, evaluate against baselines and the oracle, register in MLflow."""
+    from tastyrec.experiment import follow
     from tastyrec.jobs import train_job
 
     opts = train_options(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
                          split=split.value, model=model.value, resume=resume, train_windows=train_windows,
-                         progress=not as_json)
+                         progress=not as_json, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    if node_rank > 0:
+        err.print(f"node {node_rank} of {nnodes}: waiting for node 0 at {rdzv_endpoint}")
+        try:
+            follow(opts)
+        except TrainError as e:
+            fail(str(e))
+        if as_json:
+            print(json.dumps({"node_rank": node_rank, "nnodes": nnodes, "trained": True}))
+        else:
+            out.print(f"node {node_rank} of {nnodes}: trained with node 0, which evaluates and registers the model")
+        return
     try:
-        job = train_job(ctx.obj, opts, seed_samples=seed_samples)
+        with progress_bar(enabled=not as_json) as progress:
+            job = train_job(ctx.obj, opts, seed_samples=seed_samples, progress=progress)
     except (TrainError, ValueError) as e:
         fail(str(e))
     if as_json:

@@ -21,7 +21,7 @@ from tastyrec.config import Workspace
 from tastyrec.features import definitions
 from tastyrec.features.windows import DataSpan, Windows, WindowsError, resolve
 from tastyrec.sqlfiles import run_sql
-from tastyrec.warehouse.load import Progress
+from tastyrec.config import Progress
 
 MENU_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)  # menu_features.sql stamps the static menu here
 SQL = "tastyrec.features"  # the package of the feature SQL files (sql/*.sql)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from tastyrec.columns import (BRAND, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS,
                               LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
-from tastyrec.config import Workspace, duckdb_memory
+from tastyrec.config import Progress, Workspace, duckdb_memory
 from tastyrec.features import definitions
 from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, built_features, feast_prints, feature_store
 from tastyrec.sqlfiles import run_sql
@@ -122,7 +122,7 @@ def _spine(con, built: FeaturesResult, cutoffs: dict[str, list[str]], mode: str,
 
 
 def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_windows: int | None = None,
-                       max_customers: int | None = None) -> TrainingSet:
+                       max_customers: int | None = None, progress: Progress | None = None) -> TrainingSet:
     """Spine -> Feast get_historical_features -> pair features -> <home>/datasets/<mode>/<split>.parquet.
 
     train_windows: how many of the training cutoffs `tastyrec features` built to use, newest
@@ -164,6 +164,8 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
                                  [str(path)]).fetchone()
             paths[name], rows[name], positives[name] = str(path), int(n), int(pos)
             con.unregister("spine")
+            if progress:
+                progress(f"training set ({mode} split)", len(paths), len(SPLITS))
     finally:
         con.close()
     return TrainingSet(mode=mode, paths=paths, rows=rows, positives=positives, cutoffs=cutoffs,

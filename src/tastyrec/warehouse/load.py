@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from tastyrec.config import DATA_END, WINDOW_DAYS, Workspace, duckdb_memory
+from tastyrec.config import DATA_END, WINDOW_DAYS, Progress, Workspace, duckdb_memory
 from tastyrec.sqlfiles import quote_path, run_sql
 from tastyrec.warehouse.synthetic import generate
 
@@ -35,7 +35,6 @@ DIMENSION_KEYS: dict[str, str] = {
 NULL_STRINGS = ["NULL", "null", ""]
 SQL = "tastyrec.warehouse"  # the package of the DDL and view files (sql/*.sql)
 
-Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 class WarehouseError(Exception):
