@@ -113,7 +113,8 @@ def main() -> None:
         cmd = [TASTYREC, "--home", str(home), "pipeline", "--customers", str(args.customers), *args.extra]
         print("command:", " ".join(cmd[1:]))
         started = time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        errors = open(Path(tmp) / "stderr.txt", "w+")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True,
                                 env={**os.environ, "TASTYREC_PROGRESS_LOG": str(log), "COLUMNS": "200"})
         sampler = Sampler(proc.pid)
         sampler.start()
@@ -123,7 +124,8 @@ def main() -> None:
         sampler.stop.set()
         sampler.join()
         if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"the pipeline failed (status {os.waitstatus_to_exitcode(status)}):\n{out[-3000:]}")
+            errors.seek(0)
+            sys.exit(f"the pipeline failed (status {os.waitstatus_to_exitcode(status)}):\n{errors.read()[-3000:]}")
         events = [json.loads(line) for line in log.read_text().splitlines()]
         rows = stages(events, started)
         print(f"\n{'stage':<34} {'wall s':>8} {'peak RSS GiB':>13}")

@@ -1,6 +1,6 @@
 """Training throughput: the tastyrec loop + DLRM against the seed's loop + model, on the same data.
 
-Usage: .venv/bin/python bench/train.py [--customers N] [--big [--big-home DIR] [--skip-small]]
+Usage: .venv/bin/python bench/train.py [--customers N]
 
 1. `tastyrec pipeline --customers N` in a fresh home, timed, with its peak memory.
 2. On that pipeline's training set: samples/s of
@@ -9,7 +9,7 @@ Usage: .venv/bin/python bench/train.py [--customers N] [--big [--big-home DIR] [
      batch of 256, stacked into x_sparse / x_dense every batch, loss.item() every batch) with its
      model (tastyrec.model.SeedDLRM, a faithful port), on the first SEED_ROWS rows;
    and their ratio, measured in the same run.
-3. With --big: the epoch time of the tastyrec loop at N = 222,000 (setup + features first).
+The epoch time at N = 222,000 is bench/fullscale.py's (the whole pipeline at that size).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from common import machine, run_measured  # noqa: E402
 
 from tastyrec.columns import LABEL, SEED_DENSE, SEED_SPARSE  # noqa: E402
 from tastyrec.model import MODEL_KINDS, build_model, model_config  # noqa: E402
+from tastyrec.parquet_rows import ParquetRows  # noqa: E402
 from tastyrec.preprocess import Preprocessor  # noqa: E402
 from tastyrec.train import TrainConfig, train  # noqa: E402
 
@@ -38,19 +39,21 @@ SEED_ROWS = 20_000
 SEED_BATCH = 256
 
 
-def tastyrec_loop(train_frame: pd.DataFrame, workdir: Path) -> tuple[float, float]:
-    """(samples/s, epoch seconds) of the second epoch (the first warms caches) of the tastyrec
-    loop with the DLRM."""
-    prep = Preprocessor("full").fit(train_frame)
-    prep.transform(train_frame).save(workdir / "train.pt")
-    prep.transform(train_frame.head(50_000)).save(workdir / "val.pt")
+def tastyrec_loop(path: Path, workdir: Path) -> tuple[float, float, int]:
+    """(samples/s, epoch seconds, rows) of the second epoch (the first warms caches) of the
+    tastyrec loop with the DLRM, on every row of the training set, prepared as training does."""
+    rows = ParquetRows.open(path)
+    prep = Preprocessor("full").fit_chunks(lambda: (frame for _, frame in rows.chunks()))
+    data = prep.transform_rows(rows)
+    data.save(workdir / "train.pt")
+    data.slice(0, 50_000).save(workdir / "val.pt")
     config = TrainConfig(train_path=str(workdir / "train.pt"), val_path=str(workdir / "val.pt"),
                          checkpoint_dir=str(workdir / "ckpt"), model_kind="dlrm", epochs=2,
                          batch_size=MODEL_KINDS["dlrm"].batch_size, lr=MODEL_KINDS["dlrm"].lr, progress=False,
                          model_config=model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense)))
     result = train(config)
     epoch = result.history[-1]
-    return epoch["samples_per_s"], epoch["seconds"]
+    return epoch["samples_per_s"], epoch["seconds"], len(data)
 
 
 def seed_loop(train_frame: pd.DataFrame) -> float:
@@ -87,15 +90,9 @@ def seed_loop(train_frame: pd.DataFrame) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--big", action="store_true", help="also the epoch time at N = 222,000")
-    parser.add_argument("--big-home", help="with --big: a home that already has N = 222,000 setup + features")
-    parser.add_argument("--skip-small", action="store_true", help="only the --big part")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    if not args.skip_small:
-        small(args.customers)
-    if args.big:
-        big(args.big_home)
+    small(args.customers)
 
 
 def small(customers: int) -> None:
@@ -108,30 +105,13 @@ def small(customers: int) -> None:
         ndcg = job["evaluation"]["model"]["ndcg@10"]
         print(f"pipeline N={customers:,}: {seconds:.1f} s wall, peak RSS {peak:.2f} GiB, "
               f"test NDCG@10 {ndcg:.3f}")
-        train_frame = pd.read_parquet(home / "datasets" / "time" / "train.parquet", dtype_backend="pyarrow")
+        path = home / "datasets" / "time" / "train.parquet"
         torch.set_num_threads(2)
-        ours, epoch_s = tastyrec_loop(train_frame, Path(tmp))
-        seed = seed_loop(train_frame)
+        ours, epoch_s, n = tastyrec_loop(path, Path(tmp))
+        seed = seed_loop(pd.read_parquet(path, dtype_backend="pyarrow").head(SEED_ROWS))
         print(f"training throughput: tastyrec loop + DLRM {ours:,.0f} samples/s "
-              f"(epoch of {len(train_frame):,} rows in {epoch_s:.1f} s); seed loop + seed model "
+              f"(epoch of {n:,} rows in {epoch_s:.1f} s); seed loop + seed model "
               f"{seed:,.0f} samples/s; ratio {ours / seed:.0f}x")
-
-
-def big(existing_home: str | None) -> None:
-    """Epoch time of the tastyrec loop on the N = 222,000 training set."""
-    from tastyrec.config import Workspace
-    from tastyrec.features.training import build_training_set
-
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(existing_home) if existing_home else Path(tmp) / "home"
-        if not existing_home:
-            run_measured([TASTYREC, "--home", str(home), "setup", "--customers", "222000", "--json"])
-            run_measured([TASTYREC, "--home", str(home), "features", "--json"])
-        paths = build_training_set(Workspace.from_env(home), "time").paths
-        frame = pd.read_parquet(paths["train"], dtype_backend="pyarrow")
-        ours, epoch_s = tastyrec_loop(frame, Path(tmp))
-        print(f"N=222,000: one epoch of {len(frame):,} training rows in {epoch_s:.1f} s "
-              f"({ours:,.0f} samples/s)")
 
 
 if __name__ == "__main__":

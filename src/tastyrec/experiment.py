@@ -11,22 +11,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tastyrec.config import Progress, Workspace
+from tastyrec.distributed import NODE_RANK_ENV
 from tastyrec.features.build import FeaturesError
 from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
+from tastyrec.parquet_rows import GROUP_KEYS, ParquetRows
 from tastyrec.predictor import Predictor
-from tastyrec.parquet_rows import ParquetRows
 from tastyrec.preprocess import Batch, Preprocessor
-from tastyrec.distributed import NODE_RANK_ENV
 from tastyrec.train import CHECKPOINT_FILE, LOST_FILE, NODES_FILE, TrainConfig, train
 
 RUN_FILE = "run.json"  # {"model": kind, "split": split} of a run folder
@@ -110,7 +110,8 @@ class _Prepared:
         train_rows, val_rows = rows
         passes = iter(("preprocessing: vocabularies", "preprocessing: dense ranges"))
         preprocessor = Preprocessor(MODEL_KINDS[kind].feature_set)
-        preprocessor.fit_chunks(lambda: (frame for _, frame in train_rows.chunks(None, progress, next(passes))))
+        columns = [*preprocessor.input_columns, *GROUP_KEYS]  # the keys: for the item similarity
+        preprocessor.fit_chunks(lambda: (frame for _, frame in train_rows.chunks(columns, progress, next(passes))))
         return cls(kind, preprocessor, preprocessor.transform_rows(train_rows, progress, "training tensors"),
                    preprocessor.transform_rows(val_rows, progress, "validation tensors"))
 

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tastyrec.columns import NEVER_DAYS, TIMESTAMP
-from tastyrec.config import Workspace
+from tastyrec.config import Progress, Workspace
 from tastyrec.features import definitions
 from tastyrec.features.windows import DataSpan, Windows, WindowsError, resolve
 from tastyrec.sqlfiles import run_sql
-from tastyrec.config import Progress
 
 MENU_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)  # menu_features.sql stamps the static menu here
 SQL = "tastyrec.features"  # the package of the feature SQL files (sql/*.sql)
@@ -85,11 +85,26 @@ def _to_utc_micros(table: pa.Table) -> pa.Table:
     return table.set_column(i, TIMESTAMP, table.column(i).cast(pa.timestamp("us", tz="UTC")))
 
 
-def view_params(name: str, windows: Windows) -> dict[str, float] | None:
-    """The named parameters of a feature view's SQL: recency decays over one label window."""
+HISTORY_CUSTOMERS = 40_000  # customers per customer_history query (N = 222,000 at once: over 6 GB)
+ALL_CUSTOMERS = (-2**63, 2**63 - 1)
+
+
+def view_params(name: str, windows: Windows, customers: tuple[int, int] = ALL_CUSTOMERS) -> dict[str, float] | None:
+    """The named parameters of a feature view's SQL: recency decays over one label window;
+    customer_history covers customer ids first <= id < end."""
     if name == "customer_history":
-        return {"window_days": windows.window_days, "never_days": NEVER_DAYS}
+        return {"window_days": windows.window_days, "never_days": NEVER_DAYS,
+                "first_customer": customers[0], "end_customer": customers[1]}
     return None
+
+
+def customer_parts(con) -> list[tuple[int, int]]:
+    """[first, end) ranges of customer ids, HISTORY_CUSTOMERS loyalty customers each, that
+    together cover every id: customer_history runs once per range, in id order."""
+    ids = con.execute("SELECT customer_id FROM raw_customer.customer_loyalty ORDER BY 1").fetchnumpy()["customer_id"]
+    starts = [int(part[0]) for part in np.array_split(ids, -(-len(ids) // HISTORY_CUSTOMERS) or 1)[1:] if len(part)]
+    bounds = [ALL_CUSTOMERS[0], *starts, ALL_CUSTOMERS[1]]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def write_feature_tables(ws: Workspace, progress: Progress | None = None,
@@ -115,6 +130,7 @@ def write_feature_tables(ws: Workspace, progress: Progress | None = None,
         except WindowsError as e:
             raise FeaturesError(str(e)) from None
         snapshots = chosen.snapshots(span.data_end)
+        parts = customer_parts(con)
         writers = {name: None for name in definitions.VIEWS}
         # One snapshot at a time: memory stays bounded by one snapshot's history, however many
         # snapshots there are (at N = 222,000 all snapshots in one query needed more than 3 GB).
@@ -123,11 +139,13 @@ def write_feature_tables(ws: Workspace, progress: Progress | None = None,
             for name in definitions.VIEWS:
                 if name == "menu_features" and done > 1:
                     continue  # the menu is static: written once
-                table = _to_utc_micros(run_sql(con, SQL, f"{name}.sql", view_params(name, chosen)).to_arrow_table())
-                if writers[name] is None:
-                    writers[name] = pq.ParquetWriter(data / f".{name}.parquet.tmp", table.schema)
-                writers[name].write_table(table, row_group_size=256_000)
-                rows[name] += table.num_rows
+                for customers in parts if name == "customer_history" else [ALL_CUSTOMERS]:
+                    sql = run_sql(con, SQL, f"{name}.sql", view_params(name, chosen, customers))
+                    table = _to_utc_micros(sql.to_arrow_table())
+                    if writers[name] is None:
+                        writers[name] = pq.ParquetWriter(data / f".{name}.parquet.tmp", table.schema)
+                    writers[name].write_table(table, row_group_size=256_000)
+                    rows[name] += table.num_rows
             if progress:
                 progress("feature snapshots", done, len(snapshots))
         for name, writer in writers.items():

@@ -3,7 +3,8 @@
 -- each, days since the last one, those orders weighted by recency (exp(-age / $window_days)) and
 -- the mean days between them; and the brands with their share of the customer's spend.
 -- The per-pair features (item_purchase_count, ...) are looked up in these lists by
--- tastyrec.features.training.assemble, for training and serving alike.
+-- tastyrec.features.training.assemble, for training and serving alike. Run for one range of
+-- customer ids at a time (features.build.customer_parts): the lists are the biggest intermediate.
 WITH loyalty_lines AS (
     -- loyalty order lines with their item and brand
     SELECT oh.customer_id, oh.order_id, oh.order_ts, m.menu_item_name, m.truck_brand_name,
@@ -11,7 +12,7 @@ WITH loyalty_lines AS (
     FROM raw_pos.order_header oh
     JOIN raw_pos.order_detail od ON od.order_id = oh.order_id
     JOIN raw_pos.menu m ON m.menu_item_id = od.menu_item_id
-    WHERE oh.customer_id IS NOT NULL
+    WHERE oh.customer_id >= $first_customer AND oh.customer_id < $end_customer  -- one part of the customers
 ),
 item_orders AS (
     -- one row per order that held the item, with its age in days at the snapshot
