@@ -24,7 +24,7 @@ from tastyrec.features.build import FeaturesError
 from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
-from tastyrec.parquet_rows import GROUP_KEYS, ParquetRows
+from tastyrec.parquet_rows import GROUP_KEYS, ParquetRows, release_memory
 from tastyrec.predictor import Predictor
 from tastyrec.preprocess import Batch, Preprocessor
 from tastyrec.train import CHECKPOINT_FILE, LOST_FILE, NODES_FILE, TrainConfig, train
@@ -177,6 +177,7 @@ def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | N
     started = time.perf_counter()
     training_set = _training_set(ws, opts, training_set, progress)
     run = _prepare(ws, opts, _read_rows(training_set, opts, opts.model), progress=progress)
+    release_memory()  # the tensors are on disk: training maps them
     return _finish(run, training_set, _fit(run, opts.epochs), started)
 
 
@@ -199,6 +200,7 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     runs = {kind: _prepare(ws, replace(opts, model=kind).resolved(), rows,
                            full if kind == kinds[0] else full.narrowed(kind)) for kind in kinds}
     del full, rows
+    release_memory()  # the tensors are on disk: training maps them
     losses = {kind: float(_fit(run, 1, alone=True)["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():

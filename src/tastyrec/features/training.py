@@ -22,6 +22,7 @@ from tastyrec.columns import (BRAND, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, I
 from tastyrec.config import Progress, Workspace, duckdb_memory
 from tastyrec.features import definitions
 from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, built_features, feast_prints, feature_store
+from tastyrec.parquet_rows import release_memory
 from tastyrec.sqlfiles import run_sql
 
 SPLITS = ("train", "val", "test")
@@ -168,6 +169,8 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
                 progress(f"training set ({mode} split)", len(paths), len(SPLITS))
     finally:
         con.close()
+    del spine, customers, items
+    release_memory()  # the history lists of every snapshot were in memory
     return TrainingSet(mode=mode, paths=paths, rows=rows, positives=positives, cutoffs=cutoffs,
                        seconds=round(time.perf_counter() - started, 2))
 
