@@ -1,0 +1,64 @@
+"""Memory of one training run by stage: training set, preprocessing, training.
+
+Usage: .venv/bin/python bench/train_memory.py --home H [--model dlrm] [--epochs 1]
+
+Runs `experiment.train_model` in this process on a home where `tastyrec features` has run (e.g.
+the one `bench/fullscale.py --home H` leaves), samples this process's resident memory (VmRSS,
+and RssAnon: memory that is not the memory-mapped tensors) every 0.5 s, and prints the peak of
+each stage. Training runs in-process (one process), as `tastyrec train --nproc 1` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+from tastyrec.config import Workspace  # noqa: E402
+from tastyrec.experiment import train_model  # noqa: E402
+from tastyrec.options import TrainOptions  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--model", default="dlrm")
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    samples: list[tuple[float, float, float]] = []
+    events: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+            samples.append((time.time(), int(status["VmRSS"].split()[0]) / 2**20,
+                            int(status["RssAnon"].split()[0]) / 2**20))
+            stop.wait(0.5)
+
+    threading.Thread(target=sample, daemon=True).start()
+    started = time.time()
+    outcome = train_model(Workspace.from_env(args.home),
+                          TrainOptions(model=args.model, epochs=args.epochs, progress=False),
+                          progress=lambda what, done, total: events.append((time.time(), what)))
+    ended = time.time()
+    stop.set()
+    training_set = max(t for t, what in events if what.startswith("training set"))
+    prepared = max(t for t, what in events if what.endswith("tensors"))
+    for name, a, b in (("training set", started, training_set), ("preprocessing", training_set, prepared),
+                       ("training", prepared + 1, ended)):
+        inside = [(rss, anon) for t, rss, anon in samples if a <= t <= b]
+        print(f"{name:<14} {b - a:7.0f} s  peak RSS {max(r for r, _ in inside):.2f} GiB "
+              f"(not mapped: {max(x for _, x in inside):.2f} GiB)")
+    for epoch in outcome.result["history"]:
+        print(f"epoch {epoch['epoch']}: {epoch['seconds']:.1f} s, {epoch['samples_per_s']:,.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
