@@ -81,7 +81,7 @@ def test_a_sample_keeps_file_order_and_buyers_are_chosen_among_it(trained_ws: Wo
     assert np.array_equal(sample.keep, ParquetRows.open(path, max_samples=1000, seed=3).keep)
     assert not np.array_equal(sample.keep, ParquetRows.open(path, max_samples=1000, seed=4).keep)
     chosen = keys[sample.keep]
-    got = sample.frame([CUSTOMER_ID, TIMESTAMP, LABEL])
+    got = pd.concat([frame for _, frame in sample.chunks([CUSTOMER_ID, TIMESTAMP, LABEL])], ignore_index=True)
     assert got[CUSTOMER_ID].tolist() == chosen[CUSTOMER_ID].tolist()  # file order, not draw order
 
     buyers = ParquetRows.open(path, max_samples=1000, seed=3, buyers_only=True)

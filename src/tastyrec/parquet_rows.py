@@ -101,8 +101,3 @@ class ParquetRows:
             done += len(frame)
             del frame
             release_memory()
-
-    def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """All chosen rows at once (small sets: tests, the seed baseline's sample)."""
-        parts = [frame for _, frame in self.chunks(columns)]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
