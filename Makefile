@@ -27,15 +27,17 @@ run: install
 	$(BIN)/tastyrec app & app=$$!; trap 'kill $$app 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/tastyrec serve
 
-# The app's browser test drives Debian's Chromium (Playwright cannot download a browser here).
+# The app's browser test drives Debian's Chromium (Playwright cannot download a browser here);
+# the Redis online store tests start Debian's redis-server themselves (nothing runs as a service).
 CHROMIUM := /usr/bin/chromium
+REDIS    := /usr/bin/redis-server
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-$(CHROMIUM):
+$(CHROMIUM) $(REDIS) &:
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		chromium chromium-driver fonts-liberation
+		chromium chromium-driver fonts-liberation redis-server
 
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(REDIS)
 	$(BIN)/python -m pytest
 
 clean:

@@ -76,6 +76,24 @@ class Workspace:
     def checkpoints(self) -> Path:
         return self.home / "checkpoints"
 
+    @property
+    def settings_file(self) -> Path:
+        return self.home / "settings.json"
+
+    def settings(self) -> dict:
+        """What this workspace remembers between commands (e.g. its online store); {} if nothing."""
+        try:
+            return json.loads(self.settings_file.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def remember(self, **values: str) -> None:
+        """Add or replace settings (written whole, then renamed: never half-written)."""
+        self.ensure()
+        tmp = self.settings_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.settings() | values, indent=2))
+        os.replace(tmp, self.settings_file)
+
     def ensure(self) -> "Workspace":
         """Create the home folder (called by commands that write, never at import)."""
         self.home.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,7 @@ class Engine:
 
     def __init__(self, ws: Workspace, ref: str | int = "champion"):
         from tastyrec.features.online import OnlineFeatures
+        from tastyrec.features.stores import OnlineStoreError
 
         if not (ws.feature_repo / "summary.json").exists():
             raise RecommendError(f"no features in {ws.feature_repo}; run `tastyrec features` first")
@@ -131,7 +132,10 @@ class Engine:
         # more than they save there (p50 of one customer's top 3: 60 ms with 2 threads on 2 busy
         # cores, 9 ms with 1), so a process that serves uses one; it scales with more workers.
         torch.set_num_threads(1)
-        self.online = OnlineFeatures(ws)
+        try:
+            self.online = OnlineFeatures(ws)
+        except OnlineStoreError as e:
+            raise RecommendError(str(e)) from None
         self.directory = Directory.load(ws)
         self._lock = threading.Lock()
         self._load_model()

@@ -9,6 +9,7 @@ status code, never a 500):
                             first 1,000 (by id) with `truncated: true`; top_k 1..50 (422 outside)
     POST /score             at most 10,000 rows (413 above); missing columns -> 422
     malformed bodies        422 (FastAPI's validation, naming the field)
+    a Redis online store that stops answering: 503
 
 With a token (`TASTYREC_API_TOKEN`, or `create_app(token=...)`) every route but the docs needs
 `Authorization: Bearer <token>`: 401 without it, 403 with a wrong one.
@@ -31,7 +32,9 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis import RedisError
 
 from tastyrec.config import Workspace
 from tastyrec.recommend import Engine, Filters, RecommendError
@@ -223,6 +226,12 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
     app.state.limits = limits
     app.state.engine_slots = threading.BoundedSemaphore(limits.engine_concurrency)
     app.include_router(router)
+
+    @app.exception_handler(RedisError)
+    async def online_store_down(request: Request, exc: RedisError) -> JSONResponse:
+        """A Redis online store that stops answering mid-service: 503, the model keeps loaded."""
+        return JSONResponse({"detail": f"the online store (Redis) is unavailable: {exc}"}, status_code=503)
+
     return app
 
 

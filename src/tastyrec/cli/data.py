@@ -56,20 +56,23 @@ def export_csv(ctx: typer.Context, target: Annotated[Path, typer.Argument(help="
 
 @app.command()
 def features(ctx: typer.Context, window_days: WindowDaysOpt = None, train_windows: TrainWindowsOpt = None,
-             step_days: StepDaysOpt = None, as_json: JsonOpt = False) -> None:
+             step_days: StepDaysOpt = None,
+             online_store: Annotated[Optional[str], typer.Option(
+                 help="'sqlite' (the default) or redis://HOST:PORT[/DB]; the workspace remembers it.")] = None,
+             as_json: JsonOpt = False) -> None:
     """Compute feature tables, apply the Feast repo and materialise the online store."""
     from tastyrec.features.build import FeaturesError, build_features
 
     try:
         with progress_bar(enabled=not as_json) as progress:
             result = build_features(ctx.obj, progress=progress, window_days=window_days,
-                                    train_windows=train_windows, step_days=step_days)
+                                    train_windows=train_windows, step_days=step_days, online_store=online_store)
     except FeaturesError as e:
         fail(str(e))
     if as_json:
         print(json.dumps(asdict(result)))
         return
-    print_counts(result.rows, f"{result.repo} ({result.seconds} s)")
+    print_counts(result.rows, f"{result.repo} ({result.seconds} s), online store {result.online_store}")
     w = result.windows
     out.print(f"{w['window_days']}-day windows over {result.data_span[0]} .. {result.data_span[1]}; "
               f"{w['train_windows']} training cutoff(s) {w['step_days']} days apart")

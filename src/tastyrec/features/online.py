@@ -18,6 +18,7 @@ import pyarrow as pa
 from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
 from tastyrec.config import Workspace
 from tastyrec.features.build import SQL, feature_store
+from tastyrec.features.stores import SQLITE, OnlineStore
 from tastyrec.features.training import CUSTOMER_REFS, FEATURES, KEYS, MENU_REFS, PAIR_FEATURES
 from tastyrec.sqlfiles import run_sql
 from tastyrec.warehouse.load import connect
@@ -33,8 +34,10 @@ class OnlineFeatures:
     """
 
     def __init__(self, ws: Workspace):
-        self.store = feature_store(ws)
         summary = json.loads((ws.feature_repo / "summary.json").read_text())
+        # a Redis store that does not answer: OnlineStoreError, in plain words, before any lookup
+        OnlineStore.parse(summary.get("online_store", SQLITE)).check()
+        self.store = feature_store(ws)
         self.as_of = pd.Timestamp(datetime.fromisoformat(summary["snapshots"][-1])).tz_convert("UTC")
         con = connect(ws.warehouse, read_only=True)
         try:
