@@ -1,0 +1,51 @@
+# tastyrec's REST service: `tastyrec serve` on 0.0.0.0:8000, a bearer token required.
+#
+#   docker build -t tastyrec .
+#   docker run --rm -p 8000:8000 -e TASTYREC_API_TOKEN="$TOKEN" \
+#       -v "$PWD/.tastyrec:$PWD/.tastyrec:ro" -e TASTYREC_HOME="$PWD/.tastyrec" tastyrec
+#
+# Arguments after the image name are added to the command (`... tastyrec --workers 2`).
+#
+# The image holds no data: it serves a home built outside it by `tastyrec pipeline`. Mount that
+# home at the same absolute path it has where it was built: mlflow.db records the model's
+# artifacts as absolute file URIs of that machine, and they must resolve in the container too
+# (Feast's feature_store.yaml holds relative paths, so Feast alone would not care). A home whose
+# registry is a tracking server has no such paths. The service only reads the home, so it can be
+# mounted read-only (`:ro`); the container's user (uid 1000) must be able to read its files.
+#
+# Build arguments:
+#   BASE_IMAGE   an image whose `python` is Python 3.11 with pip (tastyrec needs 3.11).
+#   TORCH_INDEX  where the torch wheel comes from: PyTorch's CPU index by default. For NVIDIA
+#                GPUs, a CUDA index that has this torch version, e.g.
+#                --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
+#                (CUDA wheels bring their own CUDA libraries, so the slim base works with
+#                `docker run --gpus all`); BASE_IMAGE can then be a CUDA image to which
+#                Python 3.11 was added.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+# Nothing may reach the network: Feast usage reporting and MLflow telemetry stay off (as in the Makefile).
+ENV FEAST_USAGE=False \
+    MLFLOW_ENABLE_TELEMETRY=false \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
+    PYTHONUNBUFFERED=1
+
+# torch first, from its own index, in its own layer: pyproject pins the same version, which the
+# CPU (or CUDA) build then satisfies, so `pip install .` does not fetch PyPI's CUDA build.
+RUN python -m pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX}"
+
+WORKDIR /opt/tastyrec
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m pip install --no-cache-dir .
+
+RUN useradd --create-home --uid 1000 tastyrec
+USER tastyrec
+WORKDIR /home/tastyrec
+
+EXPOSE 8000
+# /health needs the token too; the port is the one below (map another with `-p`, not `--port`).
+HEALTHCHECK --start-period=120s CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/health', headers={'Authorization': 'Bearer ' + os.environ['TASTYREC_API_TOKEN']}), timeout=10)"]
+ENTRYPOINT ["tastyrec", "serve", "--host", "0.0.0.0", "--port", "8000"]

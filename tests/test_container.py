@@ -1,0 +1,108 @@
+"""The Dockerfile, checked without a docker daemon: its ENTRYPOINT and HEALTHCHECK commands run
+here with its ENV, and what it installs matches pyproject.toml."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from servers import free_port, stop, wait_until
+from tastyrec.service import HOME_ENV, TOKEN_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "container-token-5b1e"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments): comments dropped, continued lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines
+            if line and not line.startswith("#")]
+
+
+def arguments(name: str) -> list[str]:
+    return [args for instruction, args in instructions() if instruction == name]
+
+
+def image_env() -> dict[str, str]:
+    """The ENV instructions' variables (the `KEY=value ...` form)."""
+    return dict(item.split("=", 1) for args in arguments("ENV") for item in shlex.split(args))
+
+
+def build_args() -> dict[str, str]:
+    """The ARG instructions' defaults."""
+    return dict(args.split("=", 1) for args in arguments("ARG") if "=" in args)
+
+
+def entrypoint() -> list[str]:
+    """The exec-form ENTRYPOINT, with the venv's `tastyrec` in place of the image's."""
+    (args,) = arguments("ENTRYPOINT")
+    command = json.loads(args)
+    assert command[0] == "tastyrec"
+    return [str(Path(sys.executable).parent / "tastyrec"), *command[1:]]
+
+
+def healthcheck() -> list[str]:
+    """The exec-form HEALTHCHECK command (its options dropped)."""
+    (args,) = arguments("HEALTHCHECK")
+    return json.loads(args[args.index("CMD") + len("CMD"):])
+
+
+def container_env(home: Path, token: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | image_env() | {HOME_ENV: str(home)}
+    return env | ({TOKEN_ENV: token} if token else {})
+
+
+def test_the_entrypoint_refuses_to_start_without_a_token(tmp_path):
+    done = subprocess.run(entrypoint(), env=container_env(tmp_path, None), capture_output=True, text=True,
+                          timeout=120)  # a guard against a hang, not a timing check
+    assert done.returncode == 1, done.stdout + done.stderr
+    stderr = " ".join(done.stderr.split())  # rich wraps the message
+    assert f"refusing to serve on 0.0.0.0 without a token: set {TOKEN_ENV}" in stderr
+    assert "serving" not in done.stdout
+
+
+def test_the_image_installs_the_pinned_torch_on_a_slim_python():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch,) = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "torch"]
+    base = re.fullmatch(r"python:(\d+\.\d+)-slim", build_args()["BASE_IMAGE"])
+    assert base, build_args()["BASE_IMAGE"]
+    assert base[1] + ".0" in SpecifierSet(project["requires-python"])
+    pins = [w for args in arguments("RUN") for w in shlex.split(args) if w.startswith("torch==")]
+    assert pins == [f"torch{torch.specifier}"]
+    installs = [args for args in arguments("RUN") if "pip install" in args]
+    assert "torch==" in installs[0] and '--index-url "${TORCH_INDEX}"' in installs[0]
+    assert installs[1].endswith("pip install --no-cache-dir .")  # after torch, so the pin is already met
+
+
+def test_the_entrypoint_serves_with_a_token_and_passes_the_healthcheck(trained_ws, tmp_path):
+    port = free_port()  # added to the command as `docker run IMAGE --port P` would; 8000 may be taken here
+    check = [arg.replace(":8000/", f":{port}/") for arg in healthcheck()]
+    check[0] = sys.executable
+    env = container_env(trained_ws.home, TOKEN)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*entrypoint(), "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: subprocess.run(check, env=env, capture_output=True).returncode == 0, proc, log,
+                   "the container's command", seconds=180)
+        assert f"at http://0.0.0.0:{port}" in log.read_text() and "bearer token required" in log.read_text()
+        wrong = subprocess.run(check, env=env | {TOKEN_ENV: "wrong"}, capture_output=True, text=True)
+        assert wrong.returncode != 0 and "403" in wrong.stderr
+        proc.send_signal(signal.SIGTERM)  # what `docker stop` sends
+        # uvicorn shuts down cleanly, then re-raises the signal (older versions exit 0)
+        assert proc.wait(60) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+        assert "Application shutdown complete" in log.read_text()
+    finally:
+        stop(proc)
