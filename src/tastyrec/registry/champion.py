@@ -20,7 +20,8 @@ from mlflow.exceptions import MlflowException
 from tastyrec.config import Workspace
 from tastyrec.evaluate import GATE_METRIC
 from tastyrec.metrics import finite
-from tastyrec.registry.tracking import MODEL_NAME, RegistryError, metric_tag, not_found, require_registry
+from tastyrec.registry.tracking import (MODEL_NAME, RegistryError, has_registry, metric_tag, not_found,
+                                        require_registry)
 
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
@@ -145,7 +146,7 @@ def gate(client: MlflowClient, version: int, value: float | None,
 
 def champion_version(ws: Workspace) -> int | None:
     """The version the alias "champion" points to, or None."""
-    if not ws.mlflow_db.exists():
+    if not has_registry(ws):
         return None
     return alias_version(require_registry(ws), CHAMPION)
 

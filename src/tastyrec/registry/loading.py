@@ -19,7 +19,7 @@ from tastyrec.config import Workspace
 from tastyrec.predictor import Predictor
 from tastyrec.registry.champion import CHAMPION, alias_version, require_model, require_version
 from tastyrec.registry.pyfunc import MODEL_DIR_KEY
-from tastyrec.registry.tracking import MODEL_NAME, RegistryError, client, require_registry
+from tastyrec.registry.tracking import MODEL_NAME, RegistryError, client, require_registry, tracking_uri
 from tastyrec.registry.versions import SEED_BASELINE
 
 LOSS_CURVES = ("train_loss", "val_loss")  # per-epoch run metrics (step = epoch)
@@ -79,12 +79,13 @@ def _download_predictor(ws: Workspace, version: int) -> Predictor:
     """Copy the version's model directory (located through its MLmodel file) to a temporary
     folder and load it from there; the Predictor holds everything in memory afterwards."""
     root = client(ws).get_model_version_download_uri(MODEL_NAME, str(version)).rstrip("/")
+    uri = tracking_uri(ws)  # resolves the server's proxied mlflow-artifacts: URIs
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp)
+            mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp, tracking_uri=uri)
             relative = Model.load(mlmodel).flavors["python_function"]["artifacts"][MODEL_DIR_KEY]["path"]
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
-                                                        dst_path=str(Path(tmp, "files")))
+                                                        dst_path=str(Path(tmp, "files")), tracking_uri=uri)
             return Predictor.from_dir(local)
         except (MlflowException, OSError, KeyError) as exc:
             raise RegistryError(f"version {version}'s model files cannot be read from {root}: {exc}") from None

@@ -1,8 +1,12 @@
 """Where MLflow writes, and one training run logged to it.
 
 The tracking + registry store of a workspace is `sqlite:///<home>/mlflow.db`, artifacts go to
-`<home>/mlartifacts` (experiment "tastyrec"). Telemetry is switched off for the whole package
-in `tastyrec/__init__.py`, before MLflow is imported; nothing here talks to a network.
+`<home>/mlartifacts` (experiment "tastyrec"). A team shares a tracking server instead: with
+MLFLOW_TRACKING_URI set to an http(s):// URL, runs, versions and aliases live on that server and
+artifacts go through it (`mlflow server --serve-artifacts`: the experiment's artifact location is
+the server's choice, clients never see its folder). Telemetry is switched off for the whole
+package in `tastyrec/__init__.py`, before MLflow is imported; nothing here talks to a network
+but a server named in MLFLOW_TRACKING_URI.
 
 MLflow's fluent API (start_run, log_model, register_model) reads process-wide URIs, so
 `tracking` points them at one workspace for the duration of a `with` block and restores them
@@ -14,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 import mlflow
@@ -44,18 +49,30 @@ class RegistryError(Exception):
     """A registry request that cannot be met (unknown version or alias, no champion, ...)."""
 
 
+def server_uri() -> str | None:
+    """The tracking server MLFLOW_TRACKING_URI names (http:// or https://), or None."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri.rstrip("/") if uri.lower().startswith(("http://", "https://")) else None
+
+
 def tracking_uri(ws: Workspace) -> str:
-    """The tracking and registry URI of a workspace: its SQLite file."""
-    return f"sqlite:///{ws.mlflow_db}"
+    """The tracking and registry URI of a workspace: the tracking server, else its SQLite file."""
+    return server_uri() or f"sqlite:///{ws.mlflow_db}"
 
 
 def client(ws: Workspace) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri(ws), registry_uri=tracking_uri(ws))
 
 
+def has_registry(ws: Workspace) -> bool:
+    """Whether there may be versions to read: a server always, a home once it has its SQLite file
+    (reading must not create an empty one)."""
+    return server_uri() is not None or ws.mlflow_db.exists()
+
+
 def require_registry(ws: Workspace) -> MlflowClient:
     """A client, or a clear error (and nothing created) when the home has no registry yet."""
-    if not ws.mlflow_db.exists():
+    if not has_registry(ws):
         raise RegistryError(f"no model registry in {ws.home}: train a model first")
     return client(ws)
 
@@ -65,12 +82,15 @@ def not_found(exc: MlflowException) -> bool:
 
 
 def experiment_id(mlflow_client: MlflowClient, ws: Workspace) -> str:
-    """The "tastyrec" experiment, created with its artifacts under <home>/mlartifacts."""
+    """The "tastyrec" experiment, created with its artifacts under <home>/mlartifacts (on a
+    tracking server: where the server keeps artifacts)."""
     exp = mlflow_client.get_experiment_by_name(EXPERIMENT)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be logged to it
             mlflow_client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+    if server_uri():
+        return mlflow_client.create_experiment(EXPERIMENT)
     ws.mlartifacts.mkdir(parents=True, exist_ok=True)
     return mlflow_client.create_experiment(EXPERIMENT, artifact_location=ws.mlartifacts.as_uri())
 
@@ -80,16 +100,17 @@ def tracking(ws: Workspace) -> Iterator[MlflowClient]:
     """Point MLflow (fluent API included) at the workspace's store for the `with` block.
 
     Yields a client bound to the workspace; ensures the home, the artifact folder and the
-    "tastyrec" experiment exist. The process-wide tracking / registry URIs (and the environment
-    variables MLflow mirrors them into) are restored on exit, so other workspaces and other
-    MLflow users in the same process are unaffected.
+    "tastyrec" experiment exist; what MLflow prints goes to stderr. The process-wide tracking /
+    registry URIs (and the environment variables MLflow mirrors them into) are restored on exit,
+    so other workspaces and other MLflow users in the same process are unaffected.
     """
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     ws.ensure()
     uri = tracking_uri(ws)
-    with _URI_LOCK:
+    # MLflow writes "View run ... at <server URL>" to stdout, which is for --json: to stderr
+    with _URI_LOCK, redirect_stdout(sys.stderr):
         saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
         mlflow.set_tracking_uri(uri)

@@ -37,7 +37,7 @@ from tastyrec.predictor import Predictor
 from tastyrec.registry import pyfunc
 from tastyrec.registry.champion import fmt, gate
 from tastyrec.registry.tracking import (MODEL_NAME, RegistryError, client, experiment_id, flat_metrics,
-                                        flat_params, json_safe, metric_tag, mlflow_name, not_found,
+                                        flat_params, has_registry, json_safe, metric_tag, mlflow_name, not_found,
                                         tag_to_metric, tracking)
 
 PYFUNC_NAME = "model"  # name of the logged model inside the run
@@ -151,7 +151,7 @@ def list_versions(ws: Workspace) -> list[dict[str, Any]]:
     """Every registered version, newest first: version, created (UTC ISO), ndcg@10, metrics (all
     test metrics from the version tags), aliases, run_id, description, model_kind,
     training_split, gate_decision."""
-    if not ws.mlflow_db.exists():
+    if not has_registry(ws):
         return []
     bound = client(ws)
     try:
