@@ -20,6 +20,7 @@ from tastyrec.config import Workspace
 from tastyrec.predictor import Predictor
 from tastyrec.recommend import Engine
 from tastyrec.registry import clear_cache, list_versions, load_predictor
+from tastyrec.registry.lineage import warehouse_fingerprint
 
 CUSTOMERS = [5, 21, 64, 128]
 
@@ -50,6 +51,10 @@ def test_train_promote_evaluate_and_serve_through_a_tracking_server(trained_ws, 
     assert [t["registry"]["version"] for t in trained] == [1, 2]
     assert not (home / "mlflow.db").exists() and not (home / "mlartifacts").exists()
     assert len(list(mlflow_server.artifacts.rglob("model.pt"))) == 2  # in the server's folder, proxied
+
+    shown = json.loads(tastyrec(home, "registry", "show", "2", "--json"))  # lineage through the server
+    assert shown["lineage"]["warehouse"]["hash"] == warehouse_fingerprint(ws)["hash"] == shown["warehouse_fingerprint"]
+    assert {d["context"] for d in shown["dataset_inputs"]} == {"train", "val", "test"} and shown["warehouse_drift"] is None
 
     listed = json.loads(tastyrec(home, "registry", "list", "--json"))
     assert [v["version"] for v in listed] == [2, 1] == [v["version"] for v in list_versions(ws)]

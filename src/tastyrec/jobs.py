@@ -71,6 +71,7 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     """Train the model (and the seed's DLRM on a capped sample, as a baseline), evaluate both
     against the baselines and the oracle on the test window, log to MLflow and register."""
     from tastyrec.registry import log_and_register
+    from tastyrec.registry.lineage import collect
 
     started = time.perf_counter()
     opts = opts.resolved()  # bad options fail here, before anything is built
@@ -94,11 +95,12 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     params |= {**windows, **{f"val_loss_{kind}": loss for kind, loss in selection.items()}, "train_cutoffs": ",".join(training_set.cutoffs["train"]),
                "train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
                "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device")}
+    lineage = collect(ws, training_set, test)
     registered = log_and_register(
         ws, outcome.model_dir, params=params, history=outcome.result.get("history", []), evaluation=evaluation,
         input_example=pq.ParquetFile(test).read_row_group(0).slice(0, 5).to_pandas(), seed_model_dir=seed.model_dir if seed else None,
-        split=opts.split, description=f"tastyrec {opts.model}, {opts.split} split, "
-                                      f"{training_set.rows['train']:,} training rows")
+        split=opts.split, lineage=lineage, description=f"tastyrec {opts.model}, {opts.split} split, "
+                                                       f"{training_set.rows['train']:,} training rows")
     if progress:
         progress("register", 1, 1)
     return JobResult(train=outcome, evaluation=evaluation, registry=registered, seed_baseline=seed,
@@ -119,6 +121,7 @@ def _train_chosen(ws: Workspace, opts: TrainOptions,
 def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
     """Evaluate a registered version (and the seed baseline trained with it) on the test window."""
     from tastyrec.registry import load_predictor, load_seed_baseline
+    from tastyrec.registry.lineage import drift
 
     predictor, version = load_predictor(ws, ref)
     predictors = {f"version {version} ({predictor.kind})": predictor}
@@ -126,6 +129,8 @@ def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
         predictors["seed-dlrm"] = seed
     evaluation = evaluate_predictors(ws, test_window(ws), predictors)
     evaluation.version = version
+    if warning := drift(ws, version):  # the scores describe other data than the model was trained on
+        evaluation.extra["warehouse_drift"] = warning
     return evaluation
 
 

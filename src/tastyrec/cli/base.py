@@ -59,7 +59,7 @@ app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loya
                   no_args_is_help=True, add_completion=False)
 registry_app = typer.Typer(help="List model versions and move the champion alias.")
 app.add_typer(registry_app, name="registry")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # a log keeps messages on one line
 out = Console() if sys.stdout.isatty() else Console(width=160)  # tables stay readable in logs
 
 

@@ -110,6 +110,7 @@ def serve(ctx: typer.Context,
 
     from tastyrec import service
     from tastyrec.recommend import Engine, RecommendError
+    from tastyrec.registry.lineage import drift
 
     ws: Workspace = ctx.obj
     token = os.environ.get(service.TOKEN_ENV) or None
@@ -122,6 +123,8 @@ def serve(ctx: typer.Context,
     except RecommendError as e:
         fail(str(e))
     info = engine.model_info
+    if warning := drift(ws, info["version"]):
+        err.print(f"[yellow]warning:[/yellow] {warning}")
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     out.print(f"serving tastyrec-dlrm version {info['version']}{' (' + info['alias'] + ')' if info['alias'] else ''} "
               f"at {url} (docs {url}/docs), {workers} worker{'s' if workers > 1 else ''}"

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from tastyrec.config import Workspace
+
 from tastyrec.options import SEED_SAMPLES, TrainError, TrainOptions
 from tastyrec.cli.base import (JsonOpt, ModelChoice, SplitChoice, StepDaysOpt, TrainWindowsOpt, WindowDaysOpt, _number,
                                 app, err, fail, out, progress_bar, registry_app)
@@ -111,6 +113,8 @@ def evaluate(ctx: typer.Context,
         evaluation = evaluate_job(ctx.obj, version or "champion")
     except RegistryError as e:
         fail(str(e))
+    if warning := evaluation.extra.get("warehouse_drift"):
+        err.print(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
         print(json.dumps(evaluation.to_dict()))
         return
@@ -172,6 +176,63 @@ def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                       _number(m.get("ndcg@10")), _number(m.get("recall@10")), _number(m.get("auc")),
                       v["created"][:19].replace("T", " "))
     out.print(table)
+
+
+@registry_app.command("show")
+def registry_show(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Version number or alias.")],
+                  as_json: JsonOpt = False) -> None:
+    """A version's lineage: warehouse fingerprint, feature views, cutoffs, training sets, code."""
+    from tastyrec.registry import RegistryError
+    from tastyrec.registry.lineage import drift, show
+
+    ws: Workspace = ctx.obj
+    try:
+        shown = show(ws, version)
+        warning = drift(ws, shown["version"]) if ws.warehouse.exists() else None
+    except RegistryError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(shown | {"warehouse_drift": warning}, default=str))
+        return
+    print_lineage(shown)
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def print_lineage(v: dict) -> None:
+    aliases = f" ({', '.join(v['aliases'])})" if v["aliases"] else ""
+    out.print(f"[bold]tastyrec-dlrm version {v['version']}{aliases}[/bold]: {v.get('model_kind')}, "
+              f"{v.get('training_split')} split, registered {v['created'][:19].replace('T', ' ')} UTC, run {v['run_id']}")
+    out.print(f"gate: {v.get('gate_decision')}")
+    m = v["metrics"]
+    out.print("test metrics: " + ", ".join(f"{k} {_number(m.get(k))}" for k in ("ndcg@10", "recall@10", "new_ndcg@10", "auc"))
+              + f" on {int(m.get('customers') or 0):,} customers")
+    lineage = v["lineage"]
+    if lineage is None:
+        out.print("no lineage recorded (registered before tastyrec recorded it)")
+        return
+    wh = lineage["warehouse"]
+    table = Table(title=f"warehouse fingerprint {wh['hash']}, last order {wh['last_order']}")
+    for column in ("raw table", "rows", "checksum"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for name, t in wh["tables"].items():
+        table.add_row(name, f"{t['rows']:,}", t["checksum"])
+    out.print(table)
+    features = lineage["features"]
+    w = features["windows"]
+    out.print("feature views: " + ", ".join(f"{name} {ver}" for name, ver in features["views"].items()))
+    out.print(f"windows: {w['window_days']} days, {w['train_windows']} training cutoff(s) {w['step_days']} days apart; "
+              f"online store {features['online_store']}")
+    out.print("snapshot cutoffs: " + "; ".join(f"{split} {', '.join(days)}" for split, days in lineage["cutoffs"].items()))
+    table = Table(title="datasets (MLflow dataset inputs of the run)")
+    for column in ("context", "name", "rows", "digest", "source"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for d in v["dataset_inputs"]:
+        table.add_row(d["context"], d["name"], f"{d['rows']:,}" if d["rows"] is not None else "?", d["digest"], d["source"])
+    out.print(table)
+    code = lineage["code"]
+    commit = code["git_commit"] or "no git checkout"
+    out.print(f"code: tastyrec {code['tastyrec']}, commit {commit}{' (uncommitted changes)' if code['git_dirty'] else ''}")
 
 
 @registry_app.command("promote")

@@ -11,6 +11,8 @@ One call of `log_and_register` makes one MLflow run holding
     artifacts/params.json       the params as given
     artifacts/plots/loss_curves.png, artifacts/plots/ranking_vs_baselines.png
     artifacts/seed_baseline/    the seed's DLRM trained with this version, when there is one
+    artifacts/lineage.json      warehouse fingerprint, feature views, cutoffs, datasets, code
+                                (registry.lineage; also the training set as dataset inputs)
     a logged pyfunc model "model" (TastyrecModel): MLmodel with signature + input example,
                                 artifacts/model_dir/ = preprocess.json + model.pt
 
@@ -36,6 +38,7 @@ from tastyrec.metrics import finite
 from tastyrec.predictor import Predictor
 from tastyrec.registry import pyfunc
 from tastyrec.registry.champion import fmt, gate
+from tastyrec.registry.lineage import FINGERPRINT_TAG, record
 from tastyrec.registry.tracking import (MODEL_NAME, RegistryError, client, experiment_id, flat_metrics,
                                         flat_params, has_registry, json_safe, metric_tag, mlflow_name, not_found,
                                         tag_to_metric, tracking)
@@ -70,9 +73,12 @@ class RegisterResult:
 
 
 def _log_run(model_dir: Path, predictor: Predictor, params: dict[str, Any], history: list[dict[str, Any]],
-             evaluation: Evaluation, example: pd.DataFrame, seed_model_dir: Path | None, tmp: str) -> str:
+             evaluation: Evaluation, example: pd.DataFrame, seed_model_dir: Path | None,
+             lineage: dict[str, Any] | None, tmp: str) -> str:
     """Log everything of one training run into the active run; returns the pyfunc's model URI."""
     mlflow.set_tags({"tastyrec.model_kind": predictor.kind, "tastyrec.model_dir": str(model_dir)})
+    if lineage is not None:
+        record(lineage)
     mlflow.log_params(flat_params(params))
     for entry in history:
         curves = {mlflow_name(k): v for k, v in flat_metrics(entry).items() if k != "epoch"}
@@ -108,12 +114,14 @@ def log_and_register(
     description: str = "",
     seed_model_dir: str | Path | None = None,
     split: str = "time",
+    lineage: dict[str, Any] | None = None,
 ) -> RegisterResult:
     """Log one training run (see the module docstring), register it as a new version of
     "tastyrec-dlrm" and apply the champion gate on `evaluation`'s test NDCG@10.
 
     `history` holds one dict per epoch with "epoch" and numeric entries such as train_loss /
     val_loss. `split` is the split the model was trained on (recorded on the version).
+    `lineage`: registry.lineage.collect's record of the data and code behind the model.
     """
     model_dir = Path(model_dir)
     try:
@@ -128,10 +136,12 @@ def log_and_register(
         with mlflow.start_run(experiment_id=experiment_id(bound, ws)) as run:
             run_id = run.info.run_id
             seed_dir = Path(seed_model_dir) if seed_model_dir else None
-            model_uri = _log_run(model_dir, predictor, params, history, evaluation, example, seed_dir, tmp)
+            model_uri = _log_run(model_dir, predictor, params, history, evaluation, example, seed_dir, lineage, tmp)
             # Tagged at creation: no version ever exists without the metric the gate reads.
             tags = {metric_tag(k): repr(v) for k, v in test_metrics.items()}
             tags |= {KIND_TAG: predictor.kind, SPLIT_TAG: split, SEED_BASELINE: str(seed_dir is not None).lower()}
+            if lineage is not None:
+                tags[FINGERPRINT_TAG] = lineage["warehouse"]["hash"]
             version = int(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version)
 
         if not bound.get_registered_model(MODEL_NAME).description:
@@ -150,7 +160,7 @@ def log_and_register(
 def list_versions(ws: Workspace) -> list[dict[str, Any]]:
     """Every registered version, newest first: version, created (UTC ISO), ndcg@10, metrics (all
     test metrics from the version tags), aliases, run_id, description, model_kind,
-    training_split, gate_decision."""
+    training_split, gate_decision, warehouse_fingerprint."""
     if not has_registry(ws):
         return []
     bound = client(ws)
@@ -175,6 +185,7 @@ def list_versions(ws: Workspace) -> list[dict[str, Any]]:
             KIND_TAG: mv.tags.get(KIND_TAG),
             SPLIT_TAG: mv.tags.get(SPLIT_TAG),
             DECISION_TAG: mv.tags.get(DECISION_TAG),
+            FINGERPRINT_TAG: mv.tags.get(FINGERPRINT_TAG),
         })
     return sorted(out, key=lambda d: d["version"], reverse=True)
 
