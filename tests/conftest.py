@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tastyrec.config import Workspace  # importing tastyrec switches Feast and MLflow telemetry off
 from tastyrec.warehouse.load import setup_synthetic
+
+# A tracking server in the caller's environment would receive every test's runs: tests use each
+# workspace's own SQLite store unless they start a server themselves (test_tracking_server.py).
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 SMALL_CUSTOMERS = 1500
 SEED = 7

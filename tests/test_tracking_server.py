@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from servers import MlflowServer
+from servers import MlflowServer, free_port
 from test_service import Server
 
 from tastyrec.config import Workspace
@@ -87,3 +87,16 @@ def test_train_promote_evaluate_and_serve_through_a_tracking_server(trained_ws, 
     assert health["version"] == champion
     assert [c["recommendations"] for c in served["customers"]] == \
            [pd.DataFrame(c["recommendations"]).to_dict("records") for c in expected["customers"]]
+
+
+@pytest.mark.parametrize("command", [("registry", "list"), ("train", "--epochs", "1"), ("evaluate",), ("serve",)])
+def test_a_tracking_server_that_does_not_answer_is_named_at_once(trained_ws, tmp_path, monkeypatch, command):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    home = shutil.copytree(trained_ws.home, tmp_path / "home")
+    before = sorted(p.name for p in (home / "checkpoints").iterdir())
+    done = subprocess.run([sys.executable, "-m", "tastyrec.cli", "--home", str(home), *command],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"the MLflow tracking server at {os.environ['MLFLOW_TRACKING_URI']} (MLFLOW_TRACKING_URI) does not answer" \
+        in done.stderr
+    assert sorted(p.name for p in (home / "checkpoints").iterdir()) == before  # nothing was trained

@@ -72,9 +72,11 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     against the baselines and the oracle on the test window, log to MLflow and register."""
     from tastyrec.registry import log_and_register
     from tastyrec.registry.lineage import collect
+    from tastyrec.registry.tracking import check_server
 
     started = time.perf_counter()
     opts = opts.resolved()  # bad options fail here, before anything is built
+    check_server()  # a tracking server that is down fails here, not after training
     outcome, selection = _train_chosen(ws, opts, progress)
     opts = TrainOptions(**outcome.options)  # the kind kept, with its batch size and lr
     training_set = TrainingSet(**outcome.training_set)

@@ -89,10 +89,12 @@ def train(ctx: typer.Context,
         else:
             out.print(f"node {node_rank} of {nnodes}: trained with node 0, which evaluates and registers the model")
         return
+    from tastyrec.registry import RegistryError
+
     try:
         with progress_bar(enabled=not as_json) as progress:
             job = train_job(ctx.obj, opts, seed_samples=seed_samples, progress=progress)
-    except (TrainError, ValueError) as e:
+    except (TrainError, ValueError, RegistryError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps(job.to_dict(), default=str))
@@ -136,6 +138,7 @@ def pipeline(ctx: typer.Context,
     warehouse is reused unless --force)."""
     from tastyrec.features.build import FeaturesError
     from tastyrec.jobs import pipeline_job
+    from tastyrec.registry import RegistryError
     from tastyrec.warehouse.load import WarehouseError
 
     opts = train_options(epochs=epochs, nproc=nproc, progress=not as_json)
@@ -144,7 +147,7 @@ def pipeline(ctx: typer.Context,
             result = pipeline_job(ctx.obj, customers, seed, opts, force=force, seed_samples=seed_samples,
                                   progress=progress, windows={"window_days": window_days,
                                                               "train_windows": train_windows, "step_days": step_days})
-    except (WarehouseError, FeaturesError, TrainError) as e:
+    except (WarehouseError, FeaturesError, TrainError, RegistryError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
@@ -159,9 +162,12 @@ def pipeline(ctx: typer.Context,
 @registry_app.command("list")
 def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List registered versions, their test metrics (on the time split's test window) and aliases."""
-    from tastyrec.registry import list_versions
+    from tastyrec.registry import RegistryError, list_versions
 
-    versions = list_versions(ctx.obj)
+    try:
+        versions = list_versions(ctx.obj)
+    except RegistryError as e:
+        fail(str(e))
     if as_json:
         print(json.dumps(versions, default=str))
         return

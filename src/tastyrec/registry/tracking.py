@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
+import httpx
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
@@ -49,6 +50,12 @@ class RegistryError(Exception):
     """A registry request that cannot be met (unknown version or alias, no champion, ...)."""
 
 
+# A tracking server that is down: MLflow retries 7 times with backoff by default (4 minutes
+# before an error); 3 retries say so within seconds. Set the variable to change it.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+_ANSWERED: set[str] = set()  # tracking servers that answered in this process
+
+
 def server_uri() -> str | None:
     """The tracking server MLFLOW_TRACKING_URI names (http:// or https://), or None."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
@@ -60,7 +67,21 @@ def tracking_uri(ws: Workspace) -> str:
     return server_uri() or f"sqlite:///{ws.mlflow_db}"
 
 
+def check_server() -> None:
+    """RegistryError, in plain words, when MLFLOW_TRACKING_URI names a server that does not
+    answer (checked once per process and server; any HTTP answer counts)."""
+    uri = server_uri()
+    if uri is None or uri in _ANSWERED:
+        return
+    try:
+        httpx.get(f"{uri}/health", timeout=10)
+    except httpx.HTTPError as e:
+        raise RegistryError(f"the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) does not answer: {e}") from None
+    _ANSWERED.add(uri)
+
+
 def client(ws: Workspace) -> MlflowClient:
+    check_server()
     return MlflowClient(tracking_uri=tracking_uri(ws), registry_uri=tracking_uri(ws))
 
 
