@@ -3,7 +3,9 @@ store) and `mlflow server` (a team's tracking server). Each is stopped by the fi
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,13 +38,19 @@ def wait_until(ready, proc: subprocess.Popen, log: Path, what: str, seconds: flo
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (mlflow server runs uvicorn and job runners under it),
+    then SIGKILL to whatever of the group is left."""
     if proc.poll() is None:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the whole group is gone
+    proc.wait()
 
 
 class RedisServer:
@@ -58,7 +66,7 @@ class RedisServer:
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                           "--appendonly", "no", "--dir", str(folder)], stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(self.ping, self.proc, self.log, "redis-server")
 
     def ping(self) -> bool:
@@ -85,7 +93,7 @@ class MlflowServer:
                 [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                  "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                  "--artifacts-destination", str(self.artifacts), "--serve-artifacts"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+                stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
         wait_until(lambda: httpx.get(f"{self.url}/health", timeout=2).status_code == 200, self.proc, self.log,
                    "mlflow server", seconds=180)
 
