@@ -6,8 +6,9 @@ Usage: .venv/bin/python bench/online.py [--customers N] [--home DIR] [--lookups 
    temporary folder (not timed), or --home (a workspace that already has features).
 2. A copy of it, switched to Redis: its own redis-server on a free loopback port, no persistence,
    then `tastyrec features --online-store redis://...` on the copy (same warehouse, same rows).
-3. For K seeded random customers, both stores in the same loop (which goes first alternates, so
-   machine noise hits both alike), after a warm-up:
+3. Each store in its own worker process (as a service holds one), driven in lockstep for K seeded
+   random customers (which goes first alternates, so machine noise hits both alike), after a
+   warm-up; each worker times its own lookups:
    - customers([c]): Feast's get_online_features of one customer's row, the online-store read;
    - for_customers([c]): that customer x all their candidate items, the engine's per-request work.
 Prints the machine, N, K, then p50 / p99 / mean in ms per store and redis p99 / sqlite p99, with
@@ -17,10 +18,14 @@ the target (Redis p99 no worse than 2x SQLite's), and whether both stores gave e
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +40,64 @@ TASTYREC = str(Path(sys.executable).with_name("tastyrec"))
 WARM_UP = 20  # lookups per store before measuring
 EQUAL_CHECKS = 5  # customers whose rows are compared between the stores
 TARGET = 2.0  # redis p99 / sqlite p99 at most
+LOOKUPS = ("customers", "for_customers")
 
 
-def measure(stores: dict, customers: list[int]) -> dict[tuple[str, str], np.ndarray]:
-    """Milliseconds per (store, lookup) for each customer; the store that goes first alternates."""
-    times = {(s, what): [] for s in stores for what in ("customers", "for_customers")}
-    names = list(stores)
+def store_worker(home: str, conn: Connection) -> None:
+    """One store in its own process, as a service holds it: answers ("time", c) with the ms of
+    customers([c]) and for_customers([c]), ("rows", c) with the frame; None ends it."""
+    from tastyrec.config import Workspace
+    from tastyrec.features.online import OnlineFeatures
+
+    online = OnlineFeatures(Workspace.from_env(home))
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        what, c = msg
+        if what == "rows":
+            conn.send(online.for_customers([c]))
+            continue
+        ms = []
+        for lookup in (online.customers, online.for_customers):
+            started = time.perf_counter()
+            lookup([c])
+            ms.append((time.perf_counter() - started) * 1000)
+        conn.send(ms)
+
+
+@contextmanager
+def stores(homes: dict[str, Path]) -> Iterator[dict[str, Connection]]:
+    """A worker process per store (Feast resolves features through a process-wide cache that two
+    stores in one process clear on every switch, ~3 ms a lookup: not what a service sees)."""
+    spawn = multiprocessing.get_context("spawn")
+    conns, procs = {}, []
+    try:
+        for name, home in homes.items():
+            conns[name], child = spawn.Pipe()
+            procs.append(spawn.Process(target=store_worker, args=(str(home), child)))
+            procs[-1].start()
+        for conn in conns.values():
+            if conn.recv() != "ready":
+                raise RuntimeError("a store worker did not start")
+        yield conns
+    finally:
+        for conn in conns.values():
+            with suppress(OSError):  # a worker that died has closed its end
+                conn.send(None)
+        for proc in procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+
+
+def measure(conns: dict[str, Connection], customers: list[int]) -> dict[tuple[str, str], np.ndarray]:
+    """Milliseconds per (store, lookup), the stores in lockstep; the one that goes first alternates."""
+    times = {(s, what): [] for s in conns for what in LOOKUPS}
+    names = list(conns)
     for k, c in enumerate(customers):
         for name in names if k % 2 == 0 else names[::-1]:
-            for what in ("customers", "for_customers"):
-                lookup = getattr(stores[name], what)
-                started = time.perf_counter()
-                lookup([c])
-                times[name, what].append((time.perf_counter() - started) * 1000)
+            conns[name].send(("time", c))
+            for what, ms in zip(LOOKUPS, conns[name].recv()):
+                times[name, what].append(ms)
     return {key: np.array(ms) for key, ms in times.items()}
 
 
@@ -76,30 +126,31 @@ def main() -> None:
             seconds = run_measured([TASTYREC, "--home", str(copy), "features", "--online-store", url, "--json"])[0]
             print(f"(copy switched to Redis at {url}: features in {seconds:.0f} s)")
             from tastyrec.config import Workspace
-            from tastyrec.features.online import OnlineFeatures
             from tastyrec.recommend import Directory
 
-            stores = {"sqlite": OnlineFeatures(Workspace.from_env(home)),
-                      "redis": OnlineFeatures(Workspace.from_env(copy))}
             everyone = Directory.load(Workspace.from_env(home)).frame["customer_id"].to_numpy()
             rng = np.random.default_rng(args.seed)
             customers = [int(c) for c in rng.choice(everyone, min(args.lookups, len(everyone)), replace=False)]
-            rows = []
-            for c in customers[:EQUAL_CHECKS]:
-                frame = stores["sqlite"].for_customers([c])
-                pd.testing.assert_frame_equal(frame, stores["redis"].for_customers([c]))
-                rows.append(len(frame))
-            measure(stores, [int(c) for c in rng.choice(everyone, WARM_UP)])
-            times = measure(stores, customers)
+            with stores({"sqlite": home, "redis": copy}) as conns:
+                rows = []
+                for c in customers[:EQUAL_CHECKS]:
+                    frames = []
+                    for conn in conns.values():
+                        conn.send(("rows", c))
+                        frames.append(conn.recv())
+                    pd.testing.assert_frame_equal(*frames)
+                    rows.append(len(frames[0]))
+                measure(conns, [int(c) for c in rng.choice(everyone, WARM_UP)])
+                times = measure(conns, customers)
         finally:
             redis.stop()
-    print(f"N={len(everyone):,} customers, {len(customers):,} lookups per store, interleaved "
-          f"(seed {args.seed}); rows equal in both stores for {EQUAL_CHECKS} customers (assert_frame_equal)")
+    print(f"N={len(everyone):,} customers, {len(customers):,} lookups per store, interleaved, a process per "
+          f"store (seed {args.seed}); rows equal in both stores for {EQUAL_CHECKS} customers (assert_frame_equal)")
     print(f"{'lookup':<40} {'store':<7} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8}")
     labels = {"customers": "customers([c]): 1 customer's online row",
               "for_customers": f"for_customers([c]): 1 x ~{np.mean(rows):.0f} items"}
     for what, label in labels.items():
-        for store in stores:
+        for store in ("sqlite", "redis"):
             ms = times[store, what]
             print(f"{label if store == 'sqlite' else '':<40} {store:<7} {np.percentile(ms, 50):7.2f} "
                   f"{np.percentile(ms, 99):7.2f} {ms.mean():8.2f}")

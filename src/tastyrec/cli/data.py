@@ -58,7 +58,7 @@ def export_csv(ctx: typer.Context, target: Annotated[Path, typer.Argument(help="
 def features(ctx: typer.Context, window_days: WindowDaysOpt = None, train_windows: TrainWindowsOpt = None,
              step_days: StepDaysOpt = None,
              online_store: Annotated[Optional[str], typer.Option(
-                 help="'sqlite' (the default) or redis://HOST:PORT[/DB]; the workspace remembers it.")] = None,
+                 help="'sqlite' (the default) or redis://HOST:PORT\\[/DB]; the workspace remembers it.")] = None,
              as_json: JsonOpt = False) -> None:
     """Compute feature tables, apply the Feast repo and materialise the online store."""
     from tastyrec.features.build import FeaturesError, build_features
