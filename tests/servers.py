@@ -1,5 +1,6 @@
-"""Servers the tests start themselves, on free loopback ports: redis-server (the Redis online
-store) and `mlflow server` (a team's tracking server). Each is stopped by the fixture that starts it."""
+"""Free loopback ports, and the servers tests start themselves on them: redis-server (the Redis
+online store) and `mlflow server` (a team's tracking server). Each is stopped by the fixture that
+starts it."""
 
 from __future__ import annotations
 

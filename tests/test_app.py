@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from servers import free_port
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
@@ -202,12 +202,6 @@ def test_model_page(app_ws, monkeypatch):
     assert table.loc[0, "ndcg@10"] == pytest.approx(evaluation["model"]["ndcg@10"])
     assert len(at.get("vega_lite_chart")) == 1  # the loss curves
     assert at.dataframe[1].value["version"].tolist() == [1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_service_backend_gives_the_same_result(app_ws, monkeypatch):

@@ -14,7 +14,7 @@ from tastyrec.config import Workspace
 from tastyrec.features.build import build_features
 from tastyrec.jobs import evaluate_job, train_job
 from tastyrec.options import TrainOptions
-from tastyrec.registry.lineage import drift, parquet_digest, show, warehouse_fingerprint
+from tastyrec.registry.lineage import dataset, drift, show, warehouse_fingerprint
 from tastyrec.warehouse.load import RAW_TABLES, setup_synthetic
 
 
@@ -68,7 +68,7 @@ def test_two_versions_lineage_differ_exactly_where_the_data_did(rebuilt):
     # the training sets: the files of now are version 2's (rows, digest), version 1's digests differ
     for split, data in b["datasets"].items():
         assert data["rows"] == pq.ParquetFile(data["path"]).metadata.num_rows > 0
-        assert data["digest"] == parquet_digest(data["path"]) != a["datasets"][split]["digest"]
+        assert data["digest"] == dataset(data["path"])["digest"] != a["datasets"][split]["digest"]
     # ... and MLflow holds them as the run's dataset inputs
     assert {(d["context"], d["rows"], d["digest"]) for d in second["dataset_inputs"]} == \
            {(split, d["rows"], d["digest"]) for split, d in b["datasets"].items()}

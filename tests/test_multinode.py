@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from servers import free_port
 
 from tastyrec.config import Workspace
 from tastyrec.model import load_model
@@ -23,12 +23,6 @@ from tastyrec.train import NODES_FILE
 
 TASTYREC = str(Path(sys.executable).with_name("tastyrec"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

@@ -64,7 +64,8 @@ def test_the_remembered_store_is_used_until_switched_back(redis_ws, redis_server
     assert len(OnlineFeatures(ws).for_customers(CUSTOMERS)) > 0
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1", "http://127.0.0.1:6379", "redis://h:99999/0", "mysql"])
+@pytest.mark.parametrize("url", ["redis://127.0.0.1", "http://127.0.0.1:6379", "redis://h:99999/0", "mysql",
+                                 "redis://[::1]:6379"])
 def test_malformed_urls_are_refused_with_the_accepted_form(url):
     with pytest.raises(OnlineStoreError, match=r"redis://HOST:PORT\[/DB\]"):
         OnlineStore.parse(url)

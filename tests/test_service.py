@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from servers import free_port
 from typer.testing import CliRunner
 
 from tastyrec.cli import app as cli
@@ -29,12 +29,6 @@ from tastyrec.service import LIMITS, TOKEN_ENV, Limits, create_app
 
 TOKEN = "test-token-7f3a"
 INJECTIONS = ["O'Brien", "x' OR '1'='1", "'; DROP TABLE raw_customer.customer_loyalty; --", '") OR 1=1 --']
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -16,7 +16,8 @@ from tastyrec.config import Workspace
 
 SQLITE = "sqlite"
 SETTING = "online_store"  # the key in the workspace's settings
-REDIS_URL = re.compile(r"redis://(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})(?:/(?P<db>\d{1,2}))?/?")
+# a host name or IPv4 address: Feast's connection string ("host:port,db=N") has no form for IPv6
+REDIS_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9_.-]+):(?P<port>\d{1,5})(?:/(?P<db>\d{1,2}))?/?")
 SQLITE_YAML = """\
 online_store:
   type: sqlite
@@ -50,7 +51,7 @@ class OnlineStore:
         if not match or not 0 < int(match["port"]) < 65536:
             raise OnlineStoreError(f"online store {url!r}: expected 'sqlite' or redis://HOST:PORT[/DB] "
                                    "(e.g. redis://127.0.0.1:6379/0)")
-        return cls(match["host"].strip("[]"), int(match["port"]), int(match["db"] or 0))
+        return cls(match["host"], int(match["port"]), int(match["db"] or 0))
 
     @property
     def is_redis(self) -> bool:
@@ -58,8 +59,7 @@ class OnlineStore:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/{self.db}" if self.is_redis else SQLITE
+        return f"redis://{self.host}:{self.port}/{self.db}" if self.is_redis else SQLITE
 
     def yaml(self) -> str:
         """The online_store section of feature_store.yaml."""

@@ -70,10 +70,12 @@ def warehouse_fingerprint(ws: Workspace) -> dict[str, Any]:
     return fingerprint
 
 
-def parquet_digest(path: str | Path) -> str:
-    """A digest of a Parquet file from its footer: schema, row groups, per-column statistics and
-    sizes. Any change of the rows changes it, and it costs no pass over the data."""
-    return _digest(pq.ParquetFile(path).metadata.to_dict())
+def dataset(path: str | Path) -> dict[str, Any]:
+    """A Parquet file's path, rows and digest. The digest is taken from the footer (schema, row
+    groups, per-column statistics and sizes): any change of the rows changes it, and it costs no
+    pass over the data."""
+    meta = pq.ParquetFile(path).metadata
+    return {"path": str(path), "rows": meta.num_rows, "digest": _digest(meta.to_dict())}
 
 
 def code_version() -> dict[str, Any]:
@@ -101,8 +103,7 @@ def collect(ws: Workspace, training_set, evaluation_test: str | None = None) -> 
     paths = dict(training_set.paths)
     if evaluation_test and Path(evaluation_test) != Path(paths.get("test", "")):
         paths["evaluation"] = evaluation_test
-    datasets = {split: {"path": str(path), "rows": pq.ParquetFile(path).metadata.num_rows,
-                        "digest": parquet_digest(path)} for split, path in paths.items()}
+    datasets = {split: dataset(path) for split, path in paths.items()}
     return {"warehouse": warehouse_fingerprint(ws),
             "features": {"views": dict(sorted(views.items())), "windows": features.windows,
                          "online_store": features.online_store},
@@ -175,9 +176,10 @@ def drift(ws: Workspace, ref: str | int = "champion") -> str | None:
     from tastyrec.registry.loading import model_version
 
     mv = model_version(ws, ref)
-    recorded = mv.tags.get(FINGERPRINT_TAG)
+    if (recorded := mv.tags.get(FINGERPRINT_TAG)) is None:
+        return None
     now = warehouse_fingerprint(ws)
-    if recorded is None or recorded == now["hash"]:
+    if recorded == now["hash"]:
         return None
     lineage = show(ws, int(mv.version))["lineage"] or {}
     what = changes(lineage.get("warehouse", {}), now) or ["its fingerprint differs"]
