@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -15,6 +17,8 @@ from tastyrec.cli import app
 from tastyrec.config import Workspace
 from tastyrec.recommend import Engine, Filters, RecommendError
 from tastyrec.warehouse.load import connect
+
+from test_warehouse import held_open, squeeze
 
 
 @pytest.fixture(scope="module")
@@ -117,16 +121,152 @@ def test_empty_selections_say_why(engine) -> None:
         engine.recommend(customer_ids=[1], top_k=0)
 
 
-def test_the_engine_scores_like_the_registered_predictor(engine, trained_ws) -> None:
-    from tastyrec.registry import load_predictor
+def independent_scores(ws: Workspace, rows) -> np.ndarray:
+    """P(purchase) of the champion for `rows`, computed without the engine or Predictor.predict:
+    the training run's own model folder (not the registry's cached download), its saved
+    preprocessing and the model's forward."""
+    import mlflow
+    import torch
 
-    ids = some_customers(trained_ws, 3)
+    from tastyrec.model import load_model
+    from tastyrec.preprocess import Preprocessor
+    from tastyrec.registry import resolve
+    from tastyrec.registry.tracking import client
+
+    bound = client(ws)
+    mv = bound.get_model_version("tastyrec-dlrm", str(resolve(ws, "champion")))
+    folder = Path(bound.get_run(mv.run_id).data.tags["tastyrec.model_dir"])
+    pre = Preprocessor.from_dict(json.loads((folder / "preprocess.json").read_text()))
+    model, _ = load_model(folder / "model.pt")
+    with torch.no_grad():
+        return torch.sigmoid(model.eval()(*pre.transform(rows).inputs())).numpy()
+
+
+@pytest.mark.parametrize("filters", [Filters(), Filters(items_not_ordered=True), Filters(trucks_not_visited=True)],
+                         ids=["none", "items_not_ordered", "trucks_not_visited"])
+def test_the_engine_ranks_by_scores_computed_independently(engine, trained_ws, filters) -> None:
+    ids = some_customers(trained_ws, 40)
     rows = engine.online.for_customers(ids)
-    predictor, _ = load_predictor(trained_ws)
-    assert (engine.score(rows) == predictor.predict(rows)).all()
-    top = engine.recommend(customer_ids=ids[:1], top_k=1).customers[0].recommendations[0]
-    mine = rows[rows["customer_id"] == ids[0]].assign(score=predictor.predict(rows[rows["customer_id"] == ids[0]]))
-    assert top["score"] == pytest.approx(mine["score"].max())
+    rows = rows.assign(score=independent_scores(trained_ws, rows))
+    result = engine.recommend(customer_ids=ids, filters=filters, top_k=50)
+    assert len(result.customers) >= 30
+    for c in result.customers:
+        mine = rows[rows["customer_id"] == c.customer_id]
+        if filters.items_not_ordered:
+            mine = mine[mine["item_purchase_count"] == 0]
+        if filters.trucks_not_visited:
+            mine = mine[[b not in set(h) for b, h in zip(mine["truck_brand_name"], mine["history_brands"])]]
+        expected = mine.sort_values(["score", "menu_item_name"], ascending=[False, True])
+        got = c.recommendations
+        assert [r["menu_item_name"] for r in got] == expected["menu_item_name"].tolist(), c.customer_id
+        assert np.allclose([r["score"] for r in got], expected["score"], atol=1e-6)
+
+
+def test_the_top_item_is_the_highest_scoring_one_when_the_answer_is_known(trained_ws) -> None:
+    """A model whose scores are known (each item's name length, a per-customer tie-break) in the
+    engine: each customer's top item is the candidate with the longest name."""
+    class Known:
+        kind = "known"
+
+        def predict(self, rows):
+            return (rows["menu_item_name"].str.len() + rows["customer_id"] % 7 / 100).to_numpy(np.float32)
+
+    engine = Engine(trained_ws)
+    engine._model = (Known(), engine.model_info)
+    ids = some_customers(trained_ws, 20)
+    result = engine.recommend(customer_ids=ids, top_k=2)
+    for c in result.customers:
+        (city,), = sql(trained_ws, "SELECT city FROM raw_customer.customer_loyalty WHERE customer_id = ?",
+                       [c.customer_id])
+        names = sorted({n for (n,) in sql(trained_ws, "SELECT m.menu_item_name FROM raw_pos.truck t JOIN raw_pos.menu m "
+                                                      "USING (menu_type_id) WHERE t.primary_city = ? AND "
+                                                      "m.item_category <> 'Beverage'", [city])})
+        longest = sorted(names, key=lambda n: (-len(n), n))[:2]
+        assert [r["menu_item_name"] for r in c.recommendations] == longest
+        assert c.recommendations[0]["score"] == pytest.approx(len(longest[0]) + c.customer_id % 7 / 100)
+
+
+def test_a_selection_over_several_chunks_gives_every_customer(trained_ws, engine) -> None:
+    """The engine scores a large selection in chunks of customers: with chunks of 37, the 400
+    customers of the workspace come back complete and as with one chunk."""
+    small = Engine(trained_ws, chunk_customers=37)
+    for filters in (Filters(), Filters(items_not_ordered=True, brand=("Freezing Point", "Smoky BBQ"))):
+        chunked, whole = small.recommend(filters=filters), engine.recommend(filters=filters)
+        assert chunked.selected == whole.selected == 400
+        assert len(chunked.customers) + len(chunked.without_recommendations) == 400
+        assert len(chunked.customers) > 2 * 37
+        assert [c.customer_id for c in chunked.customers] == [c.customer_id for c in whole.customers]
+        for a, b in zip(chunked.customers, whole.customers):  # scores: float32 batches of other sizes
+            assert [r["menu_item_name"] for r in a.recommendations] == [r["menu_item_name"] for r in b.recommendations]
+            assert np.allclose([r["score"] for r in a.recommendations], [r["score"] for r in b.recommendations],
+                               atol=1e-6)
+        assert chunked.without_recommendations == whole.without_recommendations
+
+
+def test_customers_without_candidates_are_reported_with_the_reason(engine, trained_ws) -> None:
+    brand = "Freezing Point"
+    served = {c for (c,) in sql(trained_ws, "SELECT DISTINCT t.primary_city FROM raw_pos.truck t JOIN raw_pos.menu m "
+                                            "USING (menu_type_id) WHERE m.truck_brand_name = ?", [brand])}
+    ids = [c for (c,) in sql(trained_ws, "SELECT customer_id FROM raw_customer.customer_loyalty ORDER BY 1 LIMIT 60")]
+    place = dict(sql(trained_ws, "SELECT customer_id, city FROM raw_customer.customer_loyalty"))
+    result = engine.recommend(customer_ids=ids, filters=Filters(brand=(brand,)))
+    missing = {w["customer_id"]: w for w in result.without_recommendations}
+    assert {c.customer_id for c in result.customers} == {i for i in ids if place[i] in served}
+    assert set(missing) == {i for i in ids if place[i] not in served} != set()
+    for cid, w in missing.items():
+        assert w == {"customer_id": cid, "city": place[cid], "code": "brand",
+                     "reason": f"no truck of the chosen brands serves {place[cid]}"}
+    assert result.selected == 60
+    assert result.message == (f"{len(result.customers)} of 60 customers have recommendations; {len(missing)} "
+                              f"have none: no truck of the chosen brands serves their city ({len(missing)})")
+
+
+def test_a_customer_newer_than_the_features_is_reported_not_dropped(own_ws) -> None:
+    """A customer added to the warehouse after `tastyrec features` is not in the online store:
+    named with what to run, in the engine, the JSON and the terminal."""
+    (first,), = sql(own_ws, "SELECT min(customer_id) FROM raw_customer.customer_loyalty")
+    con = connect(own_ws.warehouse)
+    try:
+        con.execute("INSERT INTO raw_customer.customer_loyalty SELECT * REPLACE (10000001 AS customer_id) "
+                    "FROM raw_customer.customer_loyalty WHERE customer_id = ?", [first])
+    finally:
+        con.close()
+    result = Engine(own_ws).recommend(customer_ids=[10000001, first])
+    assert [c.customer_id for c in result.customers] == [first] and result.selected == 2
+    (new,) = result.without_recommendations
+    assert new["customer_id"] == 10000001 and new["code"] == "not_in_online_store"
+    assert "run `tastyrec features`" in new["reason"] and "run `tastyrec features`" in result.message
+    args = ["--home", str(own_ws.home), "recommend", "--customer", "10000001", "--customer", str(first)]
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0 and "customer 10000001" in shown.output and "tastyrec features" in shown.output
+    payload = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout.strip().splitlines()[-1])
+    assert payload["without_recommendations"] == result.without_recommendations
+
+
+def test_brand_and_trucks_not_visited_through_the_cli(own_ws) -> None:
+    """The CLI passes --brand and --trucks-not-visited to the engine (checked against SQL)."""
+    runner = CliRunner()
+    (city,), = sql(own_ws, "SELECT city FROM raw_customer.customer_loyalty GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    brands = [b for (b,) in sql(own_ws, "SELECT DISTINCT m.truck_brand_name FROM raw_pos.truck t JOIN raw_pos.menu m "
+                                        "USING (menu_type_id) WHERE t.primary_city = ? ORDER BY 1", [city])]
+
+    def cli(*args: str) -> dict:
+        done = runner.invoke(app, ["--home", str(own_ws.home), "recommend", "--city", city, "--top-k", "5",
+                                   *args, "--json"])
+        assert done.exit_code == 0, done.output
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    one = cli("--brand", brands[0])
+    assert one["customers"] and one["filters"]["brand"] == [brands[0]]
+    assert {r["truck_brand_name"] for c in one["customers"] for r in c["recommendations"]} == {brands[0]}
+    two = cli("--brand", brands[0], "--brand", brands[1])
+    assert {r["truck_brand_name"] for c in two["customers"] for r in c["recommendations"]} == set(brands[:2])
+    fresh = cli("--trucks-not-visited")
+    assert fresh["filters"]["trucks_not_visited"] is True and fresh["customers"]
+    for c in fresh["customers"]:
+        visited = {b for (b,) in sql(own_ws, "SELECT DISTINCT truck_brand_name FROM analytics.orders_v "
+                                             "WHERE customer_id = ?", [c["customer_id"]])}
+        assert not visited & {r["truck_brand_name"] for r in c["recommendations"]}
 
 
 def test_a_saved_campaign_is_in_the_table_and_the_stage(own_ws) -> None:
@@ -198,3 +338,42 @@ def test_the_cli_recommends_saves_and_lists(own_ws) -> None:
     assert json.loads(runner.invoke(app, ["--home", str(own_ws.home), "campaigns", "--json"]).stdout)[0]["customers"] == 2
     unknown = runner.invoke(app, ["--home", str(own_ws.home), "recommend", "--customer", "999999999"])
     assert unknown.exit_code == 1 and "none of the customer ids is known" in unknown.output
+
+
+def test_saving_while_another_process_has_the_warehouse_open_saves_nothing_and_says_so(own_ws) -> None:
+    ids = some_customers(own_ws, 2)
+    args = ["--home", str(own_ws.home), "recommend", "--customer", str(ids[0]), "--save", "busy"]
+    with held_open(own_ws.warehouse, read_only=True) as pid:  # a reader (a notebook): the engine reads, no one writes
+        done = CliRunner().invoke(app, args)
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+    assert squeeze(f"error: nothing was saved: {own_ws.warehouse} is in use by another process (PID {pid}, ") \
+        in squeeze(done.output)
+    assert squeeze("close that program") in squeeze(done.output) and squeeze("save again") in squeeze(done.output)
+    result = Engine(own_ws).recommend(customer_ids=ids)
+    with held_open(own_ws.warehouse, read_only=False) as pid:  # a writer, once the result is scored
+        with pytest.raises(campaigns.WarehouseBusy, match=f"PID {pid}"):
+            campaigns.save(own_ws, result, "busy")
+    assert sql(own_ws, "SELECT count(*) FROM ml.recommendations")[0][0] == 0
+    folder = campaigns.stage_dir(own_ws)
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_blank_campaign_name_is_refused_before_scoring(trained_ws, monkeypatch, name) -> None:
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the engine was opened before the name was refused")
+
+    monkeypatch.setattr("tastyrec.recommend.Engine", no_scoring)
+    done = CliRunner().invoke(app, ["--home", str(trained_ws.home), "recommend", "--customer", "1", "--save", name])
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+    assert "--save needs a campaign name" in done.output
+
+
+def test_saving_an_empty_result_says_nothing_was_saved_and_why(trained_ws) -> None:
+    done = CliRunner().invoke(app, ["--home", str(trained_ws.home), "recommend", "--city", "Atlantis",
+                                    "--save", "nobody"])
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+    assert "no customer matches the filters" in done.output
+    assert squeeze("nothing was saved as campaign 'nobody': the result has no recommendations") \
+        in squeeze(done.output)
+    assert campaigns.list_campaigns(trained_ws) == []

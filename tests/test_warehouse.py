@@ -5,6 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -227,6 +232,51 @@ def test_setup_refuses_an_existing_warehouse_unless_forced(tmp_path):
     assert con.execute("SELECT run_id FROM ml.recommendations").fetchall() == [("r1",)]
 
 
+@contextmanager
+def held_open(path: Path, read_only: bool) -> Iterator[int]:
+    """Another process with the DuckDB file open until the block ends; yields its PID."""
+    code = (f"import duckdb, sys; con = duckdb.connect({str(path)!r}, read_only={read_only}); "
+            "print('open', flush=True); sys.stdin.read()")
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as holder:
+        assert holder.stdout.readline() == "open\n"
+        try:
+            yield holder.pid
+        finally:
+            holder.stdin.close()  # the holder's read returns: it exits
+
+
+def test_setup_force_carries_rows_of_the_old_wal_over_once_and_leaves_no_wal(tmp_path):
+    ws = Workspace.from_env(tmp_path / "home")
+    setup_synthetic(ws, customers=50, seed=1)
+    con = duckdb.connect(str(ws.warehouse))  # a save whose rows DuckDB left in the WAL alone
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("SET checkpoint_threshold = '1TB'")
+    con.execute("INSERT INTO ml.recommendations VALUES ('r1', now()::TIMESTAMP, '1', NULL, 1, 1, 'Italian', 0.5, "
+                "'spring'), ('r1', now()::TIMESTAMP, '1', NULL, 1, 2, 'Tacos', 0.4, 'spring')")
+    con.close()
+    wal = ws.warehouse.with_name(ws.warehouse.name + ".wal")
+    assert wal.stat().st_size > 0
+    setup_synthetic(ws, customers=60, seed=2, force=True)
+    assert not wal.exists()
+    con = connect(ws.warehouse, read_only=True)
+    assert con.execute("SELECT run_id, rank, name FROM ml.recommendations ORDER BY rank").fetchall() == [
+        ("r1", 1, "spring"), ("r1", 2, "spring")]
+    assert con.execute("SELECT count(*) FROM raw_customer.customer_loyalty").fetchone()[0] == 60
+
+
+def test_setup_force_while_another_process_has_the_warehouse_open_changes_nothing(tmp_path):
+    ws = Workspace.from_env(tmp_path / "home")
+    setup_synthetic(ws, customers=50, seed=1)
+    before = sha(ws.warehouse)
+    with held_open(ws.warehouse, read_only=True) as pid:
+        result = CliRunner().invoke(app, ["--home", str(ws.home), "setup", "--customers", "60", "--force"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert squeeze(f"{ws.warehouse} is in use by another process (PID {pid}") in squeeze(result.output)
+    assert sha(ws.warehouse) == before
+    assert not list(ws.home.glob("*.building*"))
+
+
 def test_csv_round_trip_gives_identical_tables(small_ws, tmp_path):
     export_csv(small_ws, tmp_path / "stage")
     loaded = Workspace.from_env(tmp_path / "loaded")
@@ -343,6 +393,74 @@ def test_malformed_file_is_refused_whole_and_nothing_changes(case, stage, tiny, 
     assert squeeze(f"error: {error}") in squeeze(result.output)
     assert sha(ws.warehouse) == before
     assert not list(ws.home.glob("*.building*"))
+
+
+def cut_gzip_in_half(path: Path) -> int:
+    """Keep the first half of a .csv.gz's bytes; the line its readable text breaks in."""
+    data = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(data)
+    return zlib.decompressobj(wbits=31).decompress(data).count(b"\n") + 1  # wbits 31: a gzip stream
+
+
+def cut_last_line(path: Path) -> int:
+    """Rewrite a .csv.gz (or, for a .csv path, its .csv.gz as plain text) with its last line cut in
+    the middle and without its line break; that line's number."""
+    lines = read_lines(path.with_name(path.name + ".gz") if path.suffix == ".csv" else path)
+    lines[-1] = lines[-1][: len(lines[-1]) // 2]
+    if path.suffix == ".csv":
+        path.with_name(path.name + ".gz").unlink()
+        path.write_text("".join(lines), newline="")
+    else:
+        write_lines(path, lines)
+    return len(lines)
+
+
+# case -> (the file cut short, how it is cut (returns the line named), what the reason says)
+CUT_SHORT = {
+    "gzip cut in the middle": (ORDER_HEADER, cut_gzip_in_half, "cannot be read as gzip CSV text to its end: "
+                               "Compressed file ended before the end-of-stream marker was reached"),
+    "gzip without its last line break": (ORDER_HEADER, cut_last_line, "the last line is cut off"),
+    "plain CSV without its last line break": ("raw_pos/order_detail/order_detail.csv", cut_last_line,
+                                              "the last line is cut off"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CUT_SHORT))
+def test_a_file_cut_short_is_refused_whole_and_nothing_changes(case, stage, tiny, tmp_path):
+    relative, cut, reason = CUT_SHORT[case]
+    bad = tmp_path / "bad"
+    shutil.copytree(stage, bad)
+    line = cut(bad / relative)
+    ws = Workspace.from_env(tmp_path / "home")
+    ws.ensure()
+    shutil.copy(tiny.warehouse, ws.warehouse)
+    before = sha(ws.warehouse)
+    result = CliRunner().invoke(app, ["--home", str(ws.home), "setup", "--from-csv", str(bad), "--force"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert squeeze(f"error: {bad / relative}, line {line}: {reason}") in squeeze(result.output)
+    assert sha(ws.warehouse) == before
+    assert not list(ws.home.glob("*.building*"))
+
+
+def test_csv_round_trip_keeps_null_apart_from_the_strings_null_and_empty(tiny, tmp_path):
+    ws = Workspace.from_env(tmp_path / "home")
+    ws.ensure()
+    shutil.copy(tiny.warehouse, ws.warehouse)
+    names = {1: "NULL", 2: "null", 3: "", 4: None}
+    con = connect(ws.warehouse)
+    con.executemany("UPDATE raw_customer.customer_loyalty SET first_name = ? WHERE customer_id = ?",
+                    [[name, cid] for cid, name in names.items()])
+    con.close()
+    export_csv(ws, tmp_path / "stage")
+    loaded = Workspace.from_env(tmp_path / "loaded")
+    setup_from_csv(loaded, tmp_path / "stage")
+    con = connect(loaded.warehouse, read_only=True)
+    assert dict(con.execute("SELECT customer_id, first_name FROM raw_customer.customer_loyalty "
+                            "WHERE customer_id <= 4").fetchall()) == names
+    con.close()
+    first, second = tables(ws), tables(loaded)
+    for name in RAW_TABLES:
+        assert first[name].equals(second[name]), name
 
 
 def test_missing_table_folder_is_refused(stage, tmp_path):

@@ -27,6 +27,10 @@ COLUMNS = ("run_id", "created_at", "model_version", "filters", "customer_id", "r
            "score", "name")
 
 
+class WarehouseBusy(RecommendError):
+    """Another process has the warehouse open, so nothing can be saved until it lets go."""
+
+
 @dataclass
 class Campaign:
     run_id: str
@@ -55,7 +59,9 @@ def _frame(result: Recommendations, run_id: str, name: str, created: datetime) -
 
 def save(ws: Workspace, result: Recommendations, name: str) -> Campaign:
     """Store a result as a named campaign with a new run id; all or nothing."""
-    from tastyrec.warehouse.load import connect
+    import duckdb
+
+    from tastyrec.warehouse.load import connect, in_use
 
     name = name.strip()
     if not name:
@@ -65,12 +71,18 @@ def save(ws: Workspace, result: Recommendations, name: str) -> Campaign:
     created = datetime.now().replace(microsecond=0)
     run_id = f"{created:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
     frame = _frame(result, run_id, name, created)
+    try:  # before any file is written
+        con = connect(ws.warehouse)
+    except duckdb.IOException as e:  # a writer needs the file to itself: no other process may have it open
+        if busy := in_use(e, ws.warehouse):
+            raise WarehouseBusy(f"nothing was saved: {busy}; close that program (a running `tastyrec app`, "
+                                "a notebook, ...) and save again") from None
+        raise
     folder = stage_dir(ws)
-    folder.mkdir(parents=True, exist_ok=True)
     final = {ext: folder / f"{run_id}.{ext}" for ext in ("parquet", "csv")}
     tmp = {ext: path.with_name(f".{path.name}.tmp") for ext, path in final.items()}
-    con = connect(ws.warehouse)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(tmp["parquet"], index=False)
         frame.to_csv(tmp["csv"], index=False)
         con.begin()

@@ -56,6 +56,9 @@ class Evaluation:
     customers: int
     test_customers_total: int
     version: int | None = None
+    window: str | None = None  # which test window and warehouse the rows came from (jobs.window_label)
+    # the champion of the moment scored on these same rows, for the gate: {"version", "metrics"}
+    champion: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # what the caller adds (e.g. the training split)
 
     def _ndcg(self, metrics: Metrics | None) -> float | None:
@@ -91,7 +94,7 @@ class Evaluation:
                 "baselines": self.baselines, "oracle": self.oracle, "best_baseline": self.best_baseline,
                 "fraction_of_oracle_ndcg10": self.fraction_of_oracle_ndcg10,
                 "lift_over_best_baseline_ndcg10": self.lift_over_best_baseline_ndcg10,
-                "rows": self.rows, "customers": self.customers,
+                "rows": self.rows, "customers": self.customers, "window": self.window, "champion": self.champion,
                 "test_customers_total": self.test_customers_total, **self.extra}
 
 
@@ -117,11 +120,13 @@ def truth_for(ws: Workspace, test: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], truth: pd.DataFrame | None,
-                   test_customers_total: int | None = None) -> Evaluation:
+                   test_customers_total: int | None = None,
+                   champion: tuple[int, np.ndarray] | None = None) -> Evaluation:
     """Metrics of each model (probabilities), each baseline and the oracle on the test rows.
 
     model_scores: the model first (its name labels its row), then other trained models shown
-    as baselines (the seed's DLRM).
+    as baselines (the seed's DLRM). champion: (version, scores) of the registered champion, kept
+    apart from the baselines (it is what the gate compares with, not a baseline).
     """
     frame = test[[CUSTOMER_ID, ITEM, LABEL]].copy()
     new_only = test[ITEM_PURCHASE_COUNT].to_numpy() == 0  # cross-sell: items the customer never bought
@@ -139,8 +144,10 @@ def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], trut
     baselines = {b: metrics(v, False) for b, v in scores.items()}
     baselines |= {b: metrics(v, True) for b, v in others}
     customers_scored = int(frame[CUSTOMER_ID].nunique())
+    held = {"version": champion[0], "metrics": metrics(champion[1], True)} if champion else None
     return Evaluation(model_name=name, model=main, baselines=baselines, oracle=oracle, rows=len(frame),
-                      customers=customers_scored, test_customers_total=test_customers_total or customers_scored)
+                      customers=customers_scored, test_customers_total=test_customers_total or customers_scored,
+                      champion=held)
 
 
 def sample_customers(test_path: str | Path, n: int = EVAL_CUSTOMERS, seed: int = 0) -> tuple[pd.DataFrame, int]:
@@ -156,15 +163,30 @@ def sample_customers(test_path: str | Path, n: int = EVAL_CUSTOMERS, seed: int =
 
 
 def evaluate_predictors(ws: Workspace, test_path: str | Path, predictors: dict,
-                        max_customers: int = EVAL_CUSTOMERS, progress: Progress | None = None) -> Evaluation:
-    """Score the test split with each predictor (first = the model) and evaluate everything."""
+                        max_customers: int = EVAL_CUSTOMERS, progress: Progress | None = None,
+                        champion: tuple[int, Any] | None = None, window: str | None = None) -> Evaluation:
+    """Score the test split with each predictor (first = the model) and evaluate everything;
+    champion: (version, Predictor) of the registered champion, scored on the same rows."""
     test, total = sample_customers(test_path, max_customers)
     scores = {}
+    steps = len(predictors) + (champion is not None)
     for name, predictor in predictors.items():
         scores[name] = predictor.predict(test)
         if progress:
-            progress("scoring the test window", len(scores), len(predictors))
-    return evaluate_frame(test, scores, truth_for(ws, test), test_customers_total=total)
+            progress("scoring the test window", len(scores), steps)
+    held, problem = None, None
+    if champion:
+        try:
+            held = (champion[0], champion[1].predict(test))
+        except Exception as e:  # noqa: BLE001 - e.g. a champion of an older code version; the gate says why
+            problem = f"{type(e).__name__}: {e}"
+        if progress:
+            progress("scoring the test window", steps, steps)
+    evaluation = evaluate_frame(test, scores, truth_for(ws, test), test_customers_total=total, champion=held)
+    evaluation.window = window
+    if problem:
+        evaluation.champion = {"version": champion[0], "metrics": None, "error": problem}
+    return evaluation
 
 
 # ---------------------------------------------------------------------------------------------

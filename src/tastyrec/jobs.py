@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from tastyrec.config import Progress, Workspace
 from tastyrec.evaluate import Evaluation, evaluate_predictors
 from tastyrec.experiment import TrainOutcome, train_best, train_model
-from tastyrec.features.build import FeaturesResult, build_features, built_features
-from tastyrec.features.training import TrainingSet, build_training_set
+from tastyrec.features.build import FeaturesResult, build_features, built_features, current_features
+from tastyrec.features.training import TrainingSet, build_training_set, is_current
 from tastyrec.model import AUTO_KINDS
 from tastyrec.options import SEED_EPOCHS, SEED_SAMPLES, TrainOptions
 from tastyrec.predictor import Predictor
@@ -58,12 +58,36 @@ class PipelineResult:
 
 
 def test_window(ws: Workspace) -> str:
-    """The time split's test set: reused when it is newer than the features, else rebuilt."""
+    """The time split's test set of the current features: reused when it was built from them,
+    else rebuilt. Features computed from another warehouse than the one of now are refused
+    (FeaturesError): their rows would be scored against the labels and truth of other data."""
+    current_features(ws)
     path = ws.home / "datasets" / EVALUATION_SPLIT / "test.parquet"
-    summary = ws.feature_repo / "summary.json"
-    if path.exists() and summary.exists() and path.stat().st_mtime >= summary.stat().st_mtime:
+    if path.exists() and is_current(ws, EVALUATION_SPLIT):
         return str(path)
     return build_training_set(ws, EVALUATION_SPLIT).paths["test"]
+
+
+def window_label(ws: Workspace) -> str:
+    """Which rows an evaluation scored, in words: the test window of the current features and the
+    warehouse they came from. Two figures compare only when their labels are equal."""
+    built = current_features(ws)
+    return (f"{built.cutoffs['test'][0]} + {built.windows['window_days']} days, "
+            f"warehouse {(built.warehouse or '?')[:8]}")
+
+
+def _champion(ws: Workspace) -> tuple[int, Predictor] | None:
+    """The registered champion, to be scored on the new version's rows (None: no champion yet,
+    or one that cannot be loaded any more; the gate then says so)."""
+    from tastyrec.registry import RegistryError, champion_version, load_predictor
+
+    try:
+        if champion_version(ws) is None:
+            return None
+        predictor, version = load_predictor(ws, "champion")
+    except RegistryError:
+        return None
+    return version, predictor
 
 
 def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLES,
@@ -90,7 +114,9 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
         seed = train_model(ws, seed_opts, training_set, progress)
         predictors["seed-dlrm"] = Predictor.from_dir(seed.model_dir)
     test = training_set.paths["test"] if opts.split == EVALUATION_SPLIT else test_window(ws)
-    evaluation = evaluate_predictors(ws, test, predictors, progress=progress)
+    # the champion is scored now, on these rows: a figure stored with it may come from another window
+    evaluation = evaluate_predictors(ws, test, predictors, progress=progress, champion=_champion(ws),
+                                     window=window_label(ws))
     evaluation.extra["training_split"] = opts.split
     params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume")}
     windows = built_features(ws).windows  # the time windows the model was trained with
@@ -129,7 +155,7 @@ def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
     predictors = {f"version {version} ({predictor.kind})": predictor}
     if (seed := load_seed_baseline(ws, version)) is not None:
         predictors["seed-dlrm"] = seed
-    evaluation = evaluate_predictors(ws, test_window(ws), predictors)
+    evaluation = evaluate_predictors(ws, test_window(ws), predictors, window=window_label(ws))
     evaluation.version = version
     if warning := drift(ws, version):  # the scores describe other data than the model was trained on
         evaluation.extra["warehouse_drift"] = warning

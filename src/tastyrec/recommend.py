@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +32,17 @@ DEFAULT_TOP_K = 3
 MAX_TOP_K = 50
 CHUNK_CUSTOMERS = 2_000  # customers scored per pass: bounds memory for any selection size
 ITEM_FIELDS = ("menu_item_name", "truck_brand_name", "item_category", "sale_price_usd")
+# Why a selected customer gets no recommendation: code -> the reason in words ({city}: theirs).
+# A customer's candidates are the items of the brands with a truck in their city; the filters
+# then remove some, in the order brand, trucks not visited, items not ordered.
+REASONS = {
+    "not_in_online_store": "not in the online store: the features are older than the warehouse, "
+                           "run `tastyrec features`",
+    "no_trucks": "no truck serves {city}",
+    "brand": "no truck of the chosen brands serves {city}",
+    "trucks_not_visited": "has bought from every truck brand left in {city}",
+    "items_not_ordered": "has already bought every item left to recommend",
+}
 
 
 class RecommendError(Exception):
@@ -69,7 +81,9 @@ class Recommendations:
     top_k: int
     customers: list[CustomerRecommendations]
     unknown_customers: list[int] = field(default_factory=list)
-    selected: int = 0  # customers the selection matched (before "no candidate left")
+    # selected customers who got nothing: {"customer_id", "city", "code" (a key of REASONS), "reason"}
+    without_recommendations: list[dict[str, Any]] = field(default_factory=list)
+    selected: int = 0  # customers the selection matched: len(customers) + len(without_recommendations)
     truncated: bool = False  # the selection matched more than the limit
     message: str | None = None  # why nothing came back, in plain words
     seconds: float = 0.0
@@ -121,22 +135,29 @@ class Engine:
     version or alias, the online store and the customer directory. Thread-safe for requests;
     `reload` swaps in a new champion atomically while requests in flight finish on the old one."""
 
-    def __init__(self, ws: Workspace, ref: str | int = "champion"):
+    def __init__(self, ws: Workspace, ref: str | int = "champion", chunk_customers: int = CHUNK_CUSTOMERS):
+        import duckdb
+
         from tastyrec.features.online import OnlineFeatures
         from tastyrec.features.stores import OnlineStoreError
+        from tastyrec.warehouse.load import in_use
 
         if not (ws.feature_repo / "summary.json").exists():
             raise RecommendError(f"no features in {ws.feature_repo}; run `tastyrec features` first")
-        self.ws, self.ref = ws, ref
+        self.ws, self.ref, self.chunk_customers = ws, ref, chunk_customers
         # Scoring is many small forwards (one customer: ~40 rows). Torch's intra-op threads cost
         # more than they save there (p50 of one customer's top 3: 60 ms with 2 threads on 2 busy
         # cores, 9 ms with 1), so a process that serves uses one; it scales with more workers.
         torch.set_num_threads(1)
         try:
             self.online = OnlineFeatures(ws)
+            self.directory = Directory.load(ws)
         except OnlineStoreError as e:
             raise RecommendError(str(e)) from None
-        self.directory = Directory.load(ws)
+        except duckdb.IOException as e:  # another process writes to the warehouse (setup, a save)
+            if busy := in_use(e, ws.warehouse):
+                raise RecommendError(f"{busy}; try again when it has finished") from None
+            raise
         self._lock = threading.Lock()
         self._load_model()
 
@@ -182,29 +203,46 @@ class Engine:
         selected = len(ids)
         truncated = limit is not None and selected > limit
         ids = ids[:limit] if truncated else ids
-        results = []
-        for start in range(0, len(ids), CHUNK_CUSTOMERS):
-            results += self._chunk(predictor, ids[start:start + CHUNK_CUSTOMERS], filters, top_k)
+        results: list[CustomerRecommendations] = []
+        without: list[dict[str, Any]] = []
+        for start in range(0, len(ids), self.chunk_customers):
+            done, missed = self._chunk(predictor, ids[start:start + self.chunk_customers], filters, top_k)
+            results += done
+            without += missed
         return Recommendations(
             model={k: info[k] for k in ("name", "version", "alias")}, filters=filters.to_dict(), top_k=top_k,
-            customers=results, unknown_customers=unknown, selected=selected, truncated=truncated,
-            message=_empty_message(selected, results, filters, unknown),
+            customers=results, unknown_customers=unknown, without_recommendations=without, selected=selected,
+            truncated=truncated, message=_message(selected, len(ids), results, without, unknown),
             seconds=round(time.perf_counter() - started, 4))
 
-    def _chunk(self, predictor, ids: list[int], filters: Filters, top_k: int) -> list[CustomerRecommendations]:
+    def _chunk(self, predictor, ids: list[int], filters: Filters,
+               top_k: int) -> tuple[list[CustomerRecommendations], list[dict[str, Any]]]:
+        """(the recommendations of these customers, those who got none with the reason)."""
         customers = self.online.customers(ids)
         rows = self.online.candidate_rows(customers)
+        # why a customer has no rows: the first step after which none of theirs is left
+        online_city = dict(zip(customers.column(CUSTOMER_ID).to_pylist(), customers.column(CITY).to_pylist()))
+        left = set(rows[CUSTOMER_ID].unique().tolist())
+        why = {cid: "not_in_online_store" if online_city.get(cid) is None else "no_trucks"
+               for cid in ids if cid not in left}
         keep = np.ones(len(rows), dtype=bool)
-        if filters.brand:
-            keep &= rows[BRAND].isin(filters.brand).to_numpy()
-        if filters.items_not_ordered:
-            keep &= rows[ITEM_PURCHASE_COUNT].to_numpy() == 0
-        if filters.trucks_not_visited:
-            keep &= np.array([brand not in set(bought) for brand, bought in
-                              zip(rows[BRAND], rows["history_brands"])], dtype=bool)
+        steps = [("brand", lambda: rows[BRAND].isin(filters.brand).to_numpy()) if filters.brand else None,
+                 ("trucks_not_visited", lambda: np.array([brand not in set(bought) for brand, bought in
+                                                          zip(rows[BRAND], rows["history_brands"])], dtype=bool))
+                 if filters.trucks_not_visited else None,
+                 ("items_not_ordered", lambda: rows[ITEM_PURCHASE_COUNT].to_numpy() == 0)
+                 if filters.items_not_ordered else None]
+        for code, mask in filter(None, steps):
+            keep &= mask()
+            still = set(np.unique(rows[CUSTOMER_ID].to_numpy()[keep]).tolist())
+            why |= dict.fromkeys(left - still, code)
+            left = still
+        without = [{"customer_id": cid, "city": self.directory.place[cid][0], "code": why[cid],
+                    "reason": REASONS[why[cid]].format(city=self.directory.place[cid][0])}
+                   for cid in ids if cid in why]
         rows = rows.loc[keep].reset_index(drop=True)
         if rows.empty:
-            return []
+            return [], without
         scores = predictor.predict(rows)
         # best first; equal scores by item name, so they always rank the same way (lexsort: the
         # last key is the primary one)
@@ -225,7 +263,7 @@ class Engine:
                 out[cid] = CustomerRecommendations(cid, city, country, histories.get(cid, []), [])
             out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in shown.items()},
                                              "score": float(scores[row])})
-        return list(out.values())
+        return list(out.values()), without
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """P(purchase) for raw feature rows (the columns of a training set): the seed's forward."""
@@ -254,19 +292,19 @@ def _histories(customers: pa.Table, as_of: pd.Timestamp) -> dict[int, list[dict[
     return out
 
 
-def _empty_message(selected: int, results: list, filters: Filters, unknown: list[int]) -> str | None:
-    if results:
-        return None
+def _message(selected: int, served: int, results: list, without: list[dict[str, Any]],
+             unknown: list[int]) -> str | None:
+    """What the counts mean, in plain words, whenever someone selected got nothing (None when
+    every selected customer has recommendations)."""
     if not selected:
         if unknown:
             return f"none of the customer ids is known: {', '.join(map(str, unknown))}"
         return "no customer matches the filters"
-    reasons = []
-    if filters.brand:
-        reasons.append("no truck of the chosen brands serves their cities")
-    if filters.trucks_not_visited:
-        reasons.append("they may have visited every truck in their city")
-    if filters.items_not_ordered:
-        reasons.append("they may have tried every menu item")
-    why = "; ".join(reasons) or "their cities have no trucks"
-    return f"{selected:,} customers match, but none has a candidate item left ({why})"
+    if not without:
+        return None
+    codes = Counter(w["code"] for w in without)
+    reasons = "; ".join(f"{REASONS[code].format(city='their city')} ({n:,})" for code, n in codes.most_common())
+    if not results:
+        return f"{selected:,} customers match, but none has a candidate item left: {reasons}"
+    return (f"{len(results):,} of {served:,} customers have recommendations; {len(without):,} "
+            f"{'has' if len(without) == 1 else 'have'} none: {reasons}")

@@ -25,6 +25,9 @@ class Limits:
     customer_ids: int = 1_000  # ids per /recommendations request; more -> 413
     filter_customers: int = 1_000  # customers served per filter selection; more -> truncated
     score_rows: int = 10_000  # rows per /score request; more -> 413
+    # bytes per request body; more -> 413 before parsing. A /score row is ~1 KB of JSON, ~2 KB for
+    # a customer who bought every menu item: 10,000 rows fit three times over, pretty-printed too
+    body_bytes: int = 64 * 2**20
     # The engine's work is mostly Python holding the GIL: 16 requests let in together took turns
     # with it at 0.7x the throughput of 2 at a time (bench/serve.py's load, 2 cores). Two, not one,
     # so that a large filter selection does not hold up every small request. Scale with --workers.
@@ -93,6 +96,13 @@ class CustomerRecommendations(BaseModel):
     recommendations: list[Recommendation]
 
 
+class WithoutRecommendations(BaseModel):
+    customer_id: int
+    city: str | None
+    code: str = Field(description="not_in_online_store, no_trucks, brand, trucks_not_visited or items_not_ordered")
+    reason: str = Field(description="why this selected customer got no recommendation, in plain words")
+
+
 class RecommendResponse(BaseModel):
     """`tastyrec recommend --json`'s shape (Recommendations.to_dict)."""
 
@@ -101,17 +111,20 @@ class RecommendResponse(BaseModel):
     top_k: int
     customers: list[CustomerRecommendations]
     unknown_customers: list[int]
-    selected: int = Field(description="customers the selection matched")
+    without_recommendations: list[WithoutRecommendations] = Field(
+        description="selected customers who got no recommendation, each with the reason")
+    selected: int = Field(description="customers the selection matched (with and without recommendations)")
     truncated: bool = Field(description="the selection matched more customers than were served")
-    message: str | None = Field(description="why nothing came back, in plain words")
+    message: str | None = Field(description="why some or all selected customers got nothing, in plain words")
     seconds: float
 
 
 # One optional, typed field per feature column of columns.py: a wrong type is a 422, not a 500.
 # Which columns are required depends on the loaded model (the seed's DLRM reads fewer): checked
-# in the route. Other keys (customer_id, label, ...) are ignored.
+# in the route. Other keys (customer_id, label, ...) are ignored. NaN and Infinity (Python's json
+# reads them) are refused too: the model would turn them into NaN scores.
 FeatureRow = create_model(
-    "FeatureRow", __config__=ConfigDict(extra="ignore"),
+    "FeatureRow", __config__=ConfigDict(extra="ignore", allow_inf_nan=False),
     **{name: (str | int | None, None) for name in SPARSE},
     **{name: (float | None, None) for name in DENSE},
     **{name: (list[str] | None, None) for name in MULTI_HOT},

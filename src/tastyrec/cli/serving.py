@@ -15,6 +15,9 @@ from tastyrec.config import Workspace
 from tastyrec.cli.base import JsonOpt, app, err, fail, out
 
 
+WITHOUT_SHOWN = 20  # customers without recommendations listed on the terminal (--json has them all)
+
+
 def print_recommendations(result) -> None:
     """One row per customer: where they are, what they bought, what to offer them."""
     model = result.model
@@ -51,6 +54,8 @@ def recommend(ctx: typer.Context,
 
     if customer and (country or city):
         fail("give --customer ids or --country/--city filters, not both")
+    if save is not None and not save.strip():  # refused before the scoring, not skipped after it
+        fail("--save needs a campaign name")
     filters = Filters(tuple(country or ()), tuple(city or ()), tuple(brand or ()), trucks_not_visited,
                       items_not_ordered)
     try:
@@ -68,9 +73,15 @@ def recommend(ctx: typer.Context,
         print_recommendations(result)
     if result.message:
         err.print(result.message)
+    for w in result.without_recommendations[:WITHOUT_SHOWN] if not as_json else ():
+        err.print(f"  customer {w['customer_id']} ({w['city']}): {w['reason']}")
+    if len(result.without_recommendations) > WITHOUT_SHOWN and not as_json:
+        err.print(f"  ... and {len(result.without_recommendations) - WITHOUT_SHOWN:,} more (--json lists them all)")
     if campaign and not as_json:
         out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.rows:,} rows, "
                   f"{', '.join(campaign.files)}")
+    if save and not result.customers:  # the message above says why there are none
+        fail(f"nothing was saved as campaign {save.strip()!r}: the result has no recommendations")
     if customer and not result.selected:
         raise typer.Exit(1)
 

@@ -19,7 +19,8 @@ def print_evaluation(evaluation) -> None:
     """The model, each baseline and the oracle side by side on the test window."""
     from tastyrec.evaluate import METRICS
 
-    table = Table(title=f"test window: {evaluation.customers:,} of {evaluation.test_customers_total:,} "
+    window = f" ({evaluation.window})" if evaluation.window else ""
+    table = Table(title=f"test window{window}: {evaluation.customers:,} of {evaluation.test_customers_total:,} "
                         f"test customers (seeded sample), {evaluation.rows:,} rows")
     table.add_column("method")
     for m in METRICS:
@@ -89,12 +90,13 @@ def train(ctx: typer.Context,
         else:
             out.print(f"node {node_rank} of {nnodes}: trained with node 0, which evaluates and registers the model")
         return
+    from tastyrec.features.build import FeaturesError
     from tastyrec.registry import RegistryError
 
     try:
         with progress_bar(enabled=not as_json) as progress:
             job = train_job(ctx.obj, opts, seed_samples=seed_samples, progress=progress)
-    except (TrainError, ValueError, RegistryError) as e:
+    except (TrainError, ValueError, RegistryError, FeaturesError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps(job.to_dict(), default=str))
@@ -108,12 +110,13 @@ def evaluate(ctx: typer.Context,
              version: Annotated[Optional[str], typer.Option(help="Model version (default: champion).")] = None,
              as_json: JsonOpt = False) -> None:
     """Evaluate a registered model against the baselines and the oracle on the test window."""
+    from tastyrec.features.build import FeaturesError
     from tastyrec.jobs import evaluate_job
     from tastyrec.registry import RegistryError
 
     try:
         evaluation = evaluate_job(ctx.obj, version or "champion")
-    except RegistryError as e:
+    except (RegistryError, FeaturesError) as e:
         fail(str(e))
     if warning := evaluation.extra.get("warehouse_drift"):
         err.print(f"[yellow]warning:[/yellow] {warning}")
@@ -161,7 +164,7 @@ def pipeline(ctx: typer.Context,
 
 @registry_app.command("list")
 def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List registered versions, their test metrics (on the time split's test window) and aliases."""
+    """List registered versions, their test metrics (and the test window they were measured on) and aliases."""
     from tastyrec.registry import RegistryError, list_versions
 
     try:
@@ -172,7 +175,7 @@ def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print(json.dumps(versions, default=str))
         return
     table = Table(title="tastyrec-dlrm")
-    for column in ("version", "aliases", "model", "trained on", "ndcg@10", "recall@10", "auc", "created"):
+    for column in ("version", "aliases", "model", "trained on", "ndcg@10", "recall@10", "auc", "measured on", "created"):
         table.add_column(column)
     for v in versions:
         m = v["metrics"]
@@ -180,7 +183,7 @@ def registry_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         table.add_row(str(v["version"]), ", ".join(v["aliases"]), v.get("model_kind") or "?",
                       f"{split} split" + (" (leaky)" if split == "random" else ""),
                       _number(m.get("ndcg@10")), _number(m.get("recall@10")), _number(m.get("auc")),
-                      v["created"][:19].replace("T", " "))
+                      v.get("test_window") or "not recorded", v["created"][:19].replace("T", " "))
     out.print(table)
 
 

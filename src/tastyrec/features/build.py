@@ -65,6 +65,7 @@ class FeaturesResult:
     data_span: list[str]  # first order day, day after the last order
     views: list[str] = field(default_factory=lambda: list(definitions.VIEWS))
     online_store: str = "sqlite"  # or redis://HOST:PORT/DB (features.stores)
+    warehouse: str | None = None  # the fingerprint hash of the warehouse they were computed from
 
 
 def built_features(ws: Workspace) -> FeaturesResult:
@@ -76,6 +77,26 @@ def built_features(ws: Workspace) -> FeaturesResult:
         raise FeaturesError(f"no features in {ws.feature_repo}; run `tastyrec features` first") from None
     except TypeError:  # written by an older version, without windows
         raise FeaturesError(f"{path} predates data-driven windows; run `tastyrec features` again") from None
+
+
+def current_features(ws: Workspace) -> FeaturesResult:
+    """The last `tastyrec features` run, refused when it was computed from another warehouse than
+    the one of now (setup ran since): its rows would not match the labels and truth of now."""
+    from tastyrec.warehouse.fingerprint import warehouse_fingerprint
+
+    built = built_features(ws)
+    if built.warehouse != warehouse_fingerprint(ws)["hash"]:
+        raise FeaturesError(f"the features in {ws.feature_repo} were computed from another warehouse than the "
+                            f"one at {ws.warehouse} now (it was rebuilt or changed since): run `tastyrec features`")
+    return built
+
+
+def features_id(ws: Workspace) -> str:
+    """What identifies the last features run (a digest of its summary.json): training sets
+    record it, so a set built from older features is never taken for a current one."""
+    from tastyrec.warehouse.fingerprint import digest
+
+    return digest((ws.feature_repo / "summary.json").read_text())
 
 
 def _to_utc_micros(table: pa.Table) -> pa.Table:
@@ -188,11 +209,16 @@ def build_features(ws: Workspace, progress: Progress | None = None, window_days:
 
     The windows (see features.windows) default to what the data's span allows. online_store:
     "sqlite" or redis://HOST:PORT[/DB], remembered by the workspace (None: the remembered one)."""
+    from tastyrec.warehouse.fingerprint import warehouse_fingerprint
+
     started = time.perf_counter()
     try:
         store_choice = choose(ws, online_store)  # a bad URL or a silent server fails before any work
     except OnlineStoreError as e:
         raise FeaturesError(str(e)) from None
+    if not ws.warehouse.exists():
+        raise FeaturesError(f"no warehouse at {ws.warehouse}; run `tastyrec setup` first")
+    source = warehouse_fingerprint(ws)["hash"]
     windows, span, rows = write_feature_tables(ws, progress, window_days=window_days,
                                                train_windows=train_windows, step_days=step_days)
     snapshots = windows.snapshots(span.data_end)
@@ -212,7 +238,7 @@ def build_features(ws: Workspace, progress: Progress | None = None, window_days:
     result = FeaturesResult(repo=str(ws.feature_repo), snapshots=[s.isoformat() for s in snapshots], rows=rows,
                             seconds=round(time.perf_counter() - started, 2), windows=windows.to_dict(),
                             cutoffs=cutoffs, data_span=[span.first_day.isoformat(), span.data_end.isoformat()],
-                            online_store=store_choice.url)
+                            online_store=store_choice.url, warehouse=source)
     (ws.feature_repo / "summary.json").write_text(json.dumps(asdict(result), indent=2))
     remember(ws, store_choice)
     return result

@@ -8,6 +8,7 @@ same customer, item and snapshot are equal column for column.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from tastyrec.columns import (BRAND, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, I
                               LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
 from tastyrec.config import Progress, Workspace, duckdb_memory
 from tastyrec.features import definitions
-from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, built_features, feast_prints, feature_store
+from tastyrec.features.build import (SQL, FeaturesError, FeaturesResult, current_features, feast_prints, feature_store,
+                                     features_id)
 from tastyrec.parquet_rows import release_memory
 from tastyrec.sqlfiles import run_sql
 
 SPLITS = ("train", "val", "test")
+BUILT_FROM = "built_from.json"  # beside the splits: the features run they were built from (features_id)
 KEYS = [CUSTOMER_ID, ITEM, TIMESTAMP]
 FEATURES = [f for f in SPARSE + DENSE + MULTI_HOT if f not in KEYS]
 # feature references per entity: one online row per customer, one per menu item
@@ -135,7 +138,7 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     from tastyrec.warehouse.load import connect
 
     started = time.perf_counter()
-    built = built_features(ws)
+    built = current_features(ws)  # features of another warehouse would not match its labels
     cutoffs = chosen_cutoffs(built, mode, train_windows)
     con = connect(ws.warehouse, read_only=True)
     try:
@@ -148,6 +151,7 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     customers, items = point_in_time(feature_store(ws), spine)
     out_dir = ws.home / "datasets" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / BUILT_FROM).unlink(missing_ok=True)  # a build cut short is never taken for a current one
     con = duckdb.connect(config={"memory_limit": duckdb_memory(), "temp_directory": str(ws.home / "duckdb_tmp")})
     paths, rows, positives = {}, {}, {}
     try:
@@ -169,6 +173,7 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
                 progress(f"training set ({mode} split)", len(paths), len(SPLITS))
     finally:
         con.close()
+    (out_dir / BUILT_FROM).write_text(json.dumps({"features": features_id(ws), "max_customers": max_customers}))
     del spine, customers, items
     release_memory()  # the history lists of every snapshot were in memory
     return TrainingSet(mode=mode, paths=paths, rows=rows, positives=positives, cutoffs=cutoffs,
@@ -190,3 +195,13 @@ def point_in_time(store, spine: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     return historical(CUSTOMER_ID, CUSTOMER_REFS), historical(ITEM, MENU_REFS)
 
+
+
+def is_current(ws: Workspace, mode: str) -> bool:
+    """True when <home>/datasets/<mode> holds every customer and was built from the last features
+    run (which `current_features` checks against the warehouse of now)."""
+    try:
+        recorded = json.loads((ws.home / "datasets" / mode / BUILT_FROM).read_text())
+    except (OSError, ValueError):
+        return False
+    return recorded.get("features") == features_id(ws) and recorded.get("max_customers") is None

@@ -25,6 +25,7 @@ from tastyrec.registry.tracking import (MODEL_NAME, RegistryError, has_registry,
 
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
+WINDOW_TAG = "test_window"  # version tag: the test window and warehouse its test figures come from
 HISTORY_KEEP = 100  # champion moves kept in the tag (a tag value is a bounded string)
 
 _MOVE_LOCK = threading.RLock()  # champion moves within this process (gate, promote, rollback)
@@ -107,13 +108,33 @@ def require_version(client: MlflowClient, version: int) -> ModelVersion:
         raise RegistryError(f"model {MODEL_NAME!r} has no version {version} (versions: {known})") from None
 
 
+def _champion_figure(client: MlflowClient, champion: int, window: str | None,
+                     scored: dict[str, Any] | None) -> tuple[float | None, str | None]:
+    """(the champion's NDCG@10 on the new version's rows, None) when it can be had: scored now on
+    those rows (`scored`), or stored from the same window; else (None, why not)."""
+    if scored and scored.get("version") == champion:
+        if scored.get("metrics") is not None:
+            return finite(scored["metrics"].get(GATE_METRIC)), None
+        return None, f"it cannot be scored on this test window ({scored.get('error')})"
+    stored = client.get_model_version(MODEL_NAME, str(champion)).tags.get(WINDOW_TAG)
+    if stored == window:
+        return gate_value(client, champion), None
+    return None, f"its figure comes from another test window ({stored or 'not recorded'}; this one: {window})"
+
+
 def gate(client: MlflowClient, version: int, value: float | None,
-         baseline: tuple[str, float | None] | None = None) -> tuple[bool, str, int | None]:
+         baseline: tuple[str, float | None] | None = None, window: str | None = None,
+         scored_champion: dict[str, Any] | None = None) -> tuple[bool, str, int | None]:
     """Move "champion" to `version` if its test NDCG@10 `value` beats both the champion's (a
     champion without one loses to any version that has one) and the best baseline's
     (`baseline` = (name, NDCG@10) on the same rows). The first version of a registry always
     becomes champion, so the service has a model, with a warning when a baseline beat it.
     Returns (promoted, decision, previous).
+
+    The champion's figure must come from the same rows: `scored_champion` ({"version",
+    "metrics"}: the champion scored on the new version's rows), else the figure stored with it
+    when its test window (version tag "test_window") is `window`. Without either, the champion
+    stays and the decision says why.
 
     Serialised within the process; across processes two trainings finishing at the same moment
     could both pass (the history tag still records both moves).
@@ -130,15 +151,21 @@ def gate(client: MlflowClient, version: int, value: float | None,
             if lost:
                 decision += f". WARNING: it does not beat {lost}; it is champion only because there is no other model"
         else:
-            old = gate_value(client, champion)
-            beats_champion = value is not None and (old is None or value > old)
-            promoted = beats_champion and beats_baseline
-            verb = "beats" if beats_champion else "does not beat"
-            outcome = "promoted" if promoted else f"champion stays version {champion}"
-            decision = f"{new} {verb} champion version {champion} ({fmt(old)})"
-            if lost:
-                decision += f" {'but not' if beats_champion else 'nor'} {lost}"
-            decision += f": {outcome}"
+            old, incomparable = _champion_figure(client, champion, window, scored_champion)
+            if incomparable:
+                promoted = False
+                decision = (f"{new} cannot be compared with champion version {champion}: {incomparable}; champion "
+                            f"stays version {champion} (`tastyrec registry promote {version}` moves it by hand)")
+            else:
+                beats_champion = value is not None and (old is None or value > old)
+                promoted = beats_champion and beats_baseline
+                verb = "beats" if beats_champion else "does not beat"
+                outcome = "promoted" if promoted else f"champion stays version {champion}"
+                now = ", scored now on the same rows" if scored_champion else ""
+                decision = f"{new} {verb} champion version {champion} ({fmt(old)}{now})"
+                if lost:
+                    decision += f" {'but not' if beats_champion else 'nor'} {lost}"
+                decision += f": {outcome}"
         if promoted:
             _set_champion(client, version, [*_with_current(_history(client), champion), version])
     return promoted, decision, champion

@@ -37,7 +37,7 @@ from tastyrec.evaluate import GATE_METRIC, Evaluation, loss_figure, ranking_figu
 from tastyrec.metrics import finite
 from tastyrec.predictor import Predictor
 from tastyrec.registry import pyfunc
-from tastyrec.registry.champion import fmt, gate
+from tastyrec.registry.champion import WINDOW_TAG, fmt, gate
 from tastyrec.registry.lineage import FINGERPRINT_TAG, record
 from tastyrec.registry.tracking import (MODEL_NAME, RegistryError, client, experiment_id, flat_metrics,
                                         flat_params, has_registry, json_safe, metric_tag, mlflow_name, not_found,
@@ -142,6 +142,8 @@ def log_and_register(
             tags |= {KIND_TAG: predictor.kind, SPLIT_TAG: split, SEED_BASELINE: str(seed_dir is not None).lower()}
             if lineage is not None:
                 tags[FINGERPRINT_TAG] = lineage["warehouse"]["hash"]
+            if evaluation.window is not None:
+                tags[WINDOW_TAG] = evaluation.window
             version = int(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version)
 
         if not bound.get_registered_model(MODEL_NAME).description:
@@ -151,7 +153,8 @@ def log_and_register(
         bound.update_model_version(MODEL_NAME, str(version), description=text)
         best = evaluation.best_baseline
         baseline = (best, flat_metrics(evaluation.baselines[best]).get(GATE_METRIC)) if best else None
-        promoted, decision, champion = gate(bound, version, gate_value, baseline)
+        promoted, decision, champion = gate(bound, version, gate_value, baseline, evaluation.window,
+                                            evaluation.champion)
         bound.set_model_version_tag(MODEL_NAME, str(version), DECISION_TAG, decision)
         bound.set_tag(run_id, DECISION_TAG, decision)
     return RegisterResult(version, run_id, promoted, decision, champion)
@@ -160,7 +163,7 @@ def log_and_register(
 def list_versions(ws: Workspace) -> list[dict[str, Any]]:
     """Every registered version, newest first: version, created (UTC ISO), ndcg@10, metrics (all
     test metrics from the version tags), aliases, run_id, description, model_kind,
-    training_split, gate_decision, warehouse_fingerprint."""
+    training_split, gate_decision, warehouse_fingerprint, test_window (where the metrics come from)."""
     if not has_registry(ws):
         return []
     bound = client(ws)
@@ -186,6 +189,7 @@ def list_versions(ws: Workspace) -> list[dict[str, Any]]:
             SPLIT_TAG: mv.tags.get(SPLIT_TAG),
             DECISION_TAG: mv.tags.get(DECISION_TAG),
             FINGERPRINT_TAG: mv.tags.get(FINGERPRINT_TAG),
+            WINDOW_TAG: mv.tags.get(WINDOW_TAG),
         })
     return sorted(out, key=lambda d: d["version"], reverse=True)
 

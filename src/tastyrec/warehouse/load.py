@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,13 +34,24 @@ DIMENSION_KEYS: dict[str, str] = {
     "raw_pos.country": "city_id", "raw_pos.franchise": "franchise_id", "raw_pos.location": "location_id",
     "raw_pos.menu": "menu_item_id", "raw_pos.truck": "truck_id", "raw_customer.customer_loyalty": "customer_id",
 }
+# NULL when unquoted only (allow_quoted_nulls = false): see setup_from_csv and export_csv
 NULL_STRINGS = ["NULL", "null", ""]
+CHUNK = 1 << 20  # bytes read at a time when a file is checked to its end (memory stays bounded)
+LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*) \(PID (\d+)\)")  # DuckDB's lock error
 SQL = "tastyrec.warehouse"  # the package of the DDL and view files (sql/*.sql)
 
 
 
 class WarehouseError(Exception):
     """A warehouse could not be built; the existing one (if any) is unchanged."""
+
+
+def in_use(error: duckdb.Error, path: Path) -> str | None:
+    """'<path> is in use by another process (PID n, program)' if `error` is DuckDB's lock conflict."""
+    found = LOCK_HOLDER.search(str(error))
+    if not found:
+        return None
+    return f"{path} is in use by another process (PID {found[2]}, {found[1]})"
 
 
 class CsvError(WarehouseError):
@@ -87,13 +100,29 @@ def _building(ws: Workspace, force: bool) -> Iterator[duckdb.DuckDBPyConnection]
         run_sql(con, SQL, "03_views.sql")
         run_sql(con, SQL, "04_ml_tables.sql")
         if final.exists():  # keep saved campaigns across a rebuild
-            con.execute(f"ATTACH {quote_path(final)} AS previous (READ_ONLY)")  # ATTACH binds no parameters
+            # Read-write, to CHECKPOINT it: that folds its WAL (rows a save may have left there) into
+            # the file and deletes the WAL, which DuckDB would otherwise replay onto the new file
+            # swapped in under the same name. Crash-safe: the old file is complete at every moment
+            # (DuckDB's own checkpoint), and by the swap no WAL is left to pair with the wrong file;
+            # deleting the WAL at the swap instead loses its rows, or replays them onto the new
+            # file, if the process dies between the delete and the rename.
+            try:
+                con.execute(f"ATTACH {quote_path(final)} AS previous")  # ATTACH binds no parameters
+            except duckdb.IOException as e:
+                if busy := in_use(e, final):
+                    raise WarehouseError(f"{busy}: close that program and run setup again "
+                                         "(nothing was changed)") from None
+                raise
+            con.execute("CHECKPOINT previous")
             has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' "
                               "AND schema_name = 'ml' AND table_name = 'recommendations'").fetchone()[0]
             if has:
                 # by name: a warehouse of an older version may lack a newer column (it stays NULL)
                 con.execute("INSERT INTO ml.recommendations BY NAME SELECT * FROM previous.ml.recommendations")
             con.execute("DETACH previous")
+        else:
+            # the WAL of a deleted warehouse would be replayed onto the new file
+            final.with_name(final.name + ".wal").unlink(missing_ok=True)
         con.execute("CHECKPOINT")
         con.close()
         os.replace(tmp, final)
@@ -174,6 +203,25 @@ def _check_header(path: Path, expected: list[str]) -> None:
         raise CsvError(path, 1, problem)
 
 
+def _check_complete(path: Path) -> None:
+    """Refuse a file that cannot be read to its end: a truncated or corrupt gzip stream, or a last
+    line without its line break (a copy cut off mid-row). DuckDB's reader loads the readable part
+    of such a file without a word, so every file is read through here first, in chunks, counting
+    lines to name the one where it breaks."""
+    gz = path.name.endswith(".gz")
+    lines, last = 0, b""
+    try:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as f:
+            while chunk := f.read1(CHUNK):  # read1: what was read before an error is counted too
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile (bad header, CRC) is an OSError
+        raise CsvError(path, lines + 1 if last else None,
+                       f"cannot be read as {'gzip ' if gz else ''}CSV text to its end: {e}") from None
+    if last and last != b"\n":
+        raise CsvError(path, lines + 1, "the last line is cut off: the file does not end with a line break")
+
+
 def _header_problem(header: list[str], expected: list[str]) -> str | None:
     """What is wrong with a header row, naming the first column that differs; None if nothing.
 
@@ -209,13 +257,21 @@ def _duplicate_line(files: list[Path], key_index: int) -> tuple[Path, int, str] 
 
 def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
                    progress: Progress | None = None) -> SetupResult:
-    """Load the seed's stage layout (raw_pos/<table>/*.csv[.gz], raw_customer/...) into a new warehouse."""
+    """Load the seed's stage layout (raw_pos/<table>/*.csv[.gz], raw_customer/...) into a new warehouse.
+
+    Fields are read as export_csv writes them: an unquoted NULL, null or empty field is NULL, a
+    quoted one is the string itself ("NULL", "null", "").
+    """
     started = time.perf_counter()
     source = Path(source)
     if not source.is_dir():
         raise CsvError(source, None, "not a folder")
     plan = {table: _stage_files(source, table) for table in RAW_TABLES}  # refuse before touching anything
     total = sum(len(files) for files in plan.values())
+    for checked, path in enumerate((p for files in plan.values() for p in files), start=1):
+        _check_complete(path)
+        if progress:
+            progress("files checked", checked, total)
     with _building(ws, force) as con:
         done = 0
         for table, files in plan.items():
@@ -254,7 +310,11 @@ def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
 
 
 def export_csv(ws: Workspace, target: Path, progress: Progress | None = None) -> dict[str, str]:
-    """Write every raw table in the seed's stage layout (gzip CSV with a header row)."""
+    """Write every raw table in the seed's stage layout (gzip CSV with a header row).
+
+    Every non-null text value is quoted and a NULL is an unquoted empty field, so setup_from_csv
+    reads back exactly what was written: a first name "NULL" or "" stays a string.
+    """
     if not ws.warehouse.exists():
         raise WarehouseError(f"no warehouse at {ws.warehouse}; run `tastyrec setup` first")
     target = Path(target)
@@ -265,7 +325,12 @@ def export_csv(ws: Workspace, target: Path, progress: Progress | None = None) ->
             folder = target.joinpath(*table.split("."))
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{table.split('.')[1]}.csv.gz"
-            con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT csv, HEADER true, COMPRESSION gzip)",
+            text = [f'"{c}"' for (c,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND "
+                "schema_name || '.' || table_name = ? AND data_type IN ('VARCHAR', 'JSON') ORDER BY column_index",
+                [table]).fetchall()]
+            quote = f", FORCE_QUOTE ({', '.join(text)})" if text else ""
+            con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT csv, HEADER true, COMPRESSION gzip{quote})",
                         {"path": str(path)})
             written[table] = str(path)
             if progress:

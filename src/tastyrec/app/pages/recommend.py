@@ -1,6 +1,7 @@
 """Recommend: the seed's flow (filters, Get Recommendations, history next to the top items, Save)
 plus charts, a per-customer drill-down and the CSV download."""
 
+import pandas as pd
 import streamlit as st
 
 from tastyrec.app import data, results
@@ -51,12 +52,17 @@ if shown is None:
 # ---- the result -------------------------------------------------------------------------------
 result = shown.result
 customers = result["customers"]
+without = result.get("without_recommendations", [])
 if result["message"]:
     st.info(result["message"])
+if without:
+    with st.expander(f"{len(without):,} selected customers without recommendations, and why"):
+        st.dataframe(pd.DataFrame(without, columns=["customer_id", "city", "reason"]), hide_index=True)
 if not customers:
     st.stop()
 model = result["model"]
-st.success(f"Top {result['top_k']} items for {len(customers):,} customers "
+scored = f"{len(customers):,} of {len(customers) + len(without):,}" if without else f"{len(customers):,}"
+st.success(f"Top {result['top_k']} items for {scored} customers "
            f"(model version {model['version']}{', ' + model['alias'] if model['alias'] else ''}; "
            f"{result['seconds']:.2f} s)")
 if result["truncated"]:
