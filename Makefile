@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install run test clean
+.PHONY: install run test screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ $(CHROMIUM) $(REDIS) &:
 
 test: install $(CHROMIUM) $(REDIS)
 	$(BIN)/python -m pytest
+
+# Refresh the README's screenshot, docs/app.png: the browser test saves it there only when asked
+# (TASTYREC_SCREENSHOT); `make test` writes it to a temporary folder and leaves the checkout clean.
+screenshot: install $(CHROMIUM)
+	TASTYREC_SCREENSHOT=$(CURDIR)/docs/app.png $(BIN)/python -m pytest tests/test_app.py -k test_browser_flow
 
 clean:
 	rm -rf $(VENV) .tastyrec

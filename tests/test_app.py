@@ -30,7 +30,9 @@ QUOTED_CITY = "O'Brien"  # a few Tokyo customers are moved here: values with quo
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "app.png"
+# Where the browser test saves its screenshot: a temporary folder, unless this names a file
+# (`make screenshot` refreshes the README's docs/app.png so; a plain test run leaves git clean)
+SCREENSHOT_ENV = "TASTYREC_SCREENSHOT"
 TIMEOUT_S = 120  # a script run that opens the model on a busy CI machine
 
 
@@ -114,8 +116,16 @@ def test_flow_country_city_flags_save(app_ws, monkeypatch):
                                  "items_not_ordered": True}
     for c in result["customers"]:  # the flags hold: nothing bought before, no brand visited before
         bought = {h["menu_item_name"] for h in c["history"]}
+        visited = {b for (b,) in sql(app_ws, "SELECT DISTINCT truck_brand_name FROM analytics.orders_v "
+                                             "WHERE customer_id = ?", c["customer_id"])}
         assert len(c["recommendations"]) <= 3 and not bought & {r["menu_item_name"] for r in c["recommendations"]}
-    assert any(s.value.startswith(f"Top 3 items for {len(shown)} customers") for s in at.success)
+        assert not visited & {r["truck_brand_name"] for r in c["recommendations"]}
+    assert any(r["truck_brand_name"] for c in result["customers"] for r in c["recommendations"])
+    # every Tokyo customer is counted: with recommendations, or listed with the reason
+    without = result["without_recommendations"]
+    assert sorted(shown + [w["customer_id"] for w in without]) == tokyo and result["selected"] == len(tokyo)
+    counted = f"{len(shown)} of {len(tokyo)}" if without else f"{len(shown)}"
+    assert any(s.value.startswith(f"Top 3 items for {counted} customers") for s in at.success)
     table = at.dataframe[0].value
     assert table["customer_id"].tolist() == shown and set(table["city"]) == {"Tokyo"}
     assert {"purchase history", "recommendations"} <= set(table.columns)
@@ -152,7 +162,11 @@ def test_empty_result_shows_the_engines_message(app_ws, monkeypatch):
     result = result_of(at)
     assert result["customers"] == [] and result["message"]
     assert [i.value for i in at.info] == [result["message"]]
-    assert "no truck of the chosen brands" in result["message"] and not at.dataframe
+    assert "no truck of the chosen brands" in result["message"]
+    listed = at.dataframe[0].value  # each customer of the city, with the reason
+    assert sorted(listed["customer_id"]) == [cid for (cid,) in sql(
+        app_ws, "SELECT customer_id FROM raw_customer.customer_loyalty WHERE city = ? ORDER BY 1", city)]
+    assert set(listed["reason"]) == {f"no truck of the chosen brands serves {city}"} and len(at.dataframe) == 1
 
 
 def test_top_k_drilldown_csv_and_charts(app_ws, monkeypatch):
@@ -265,7 +279,7 @@ def wait_idle(page) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=TIMEOUT_S * 1000)
 
 
-def test_browser_flow(app_ws, capsys):
+def test_browser_flow(app_ws, capsys, tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get)"
@@ -296,8 +310,8 @@ def test_browser_flow(app_ws, capsys):
             with capsys.disabled():  # a figure for the log, not an assertion
                 print(f"\nGet Recommendations for one city (Tokyo, both flags) to the table: "
                       f"{time.perf_counter() - started:.2f} s")
-            summary = page.get_by_text(re.compile(r"^Top 3 items for \d+ customers")).inner_text()
-            customers = int(re.search(r"for (\d+) customers", summary).group(1))
+            summary = page.get_by_text(re.compile(r"^Top 3 items for \d+( of \d+)? customers")).inner_text()
+            customers = int(re.search(r"for (\d+)( of \d+)? customers", summary).group(1))
             assert customers > 0 and grid.get_attribute("aria-rowcount") == str(customers + 1)  # + header
             assert "Tokyo" in grid.locator("td").all_inner_texts()
 
@@ -305,8 +319,9 @@ def test_browser_flow(app_ws, capsys):
             page.get_by_role("button", name="Save", exact=True).click()
             confirmation = page.get_by_text(re.compile(r"^Saved campaign")).inner_text()
             run_id = re.search(r"as run (\S+) \(", confirmation).group(1)
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "app.png")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
     finally:
         process.terminate()

@@ -37,8 +37,8 @@ def rebuilt(trained_ws, tmp_path_factory):
     ws = Workspace.from_env(shutil.copytree(trained_ws.home, folder / "home"))
     old = shutil.copy(ws.warehouse, folder / "old.duckdb")
     setup_synthetic(ws, customers=400, seed=43, force=True)
+    build_features(ws)  # evaluate refuses features of another warehouse (test_pipeline)
     stale = evaluate_job(ws, 1).extra.get("warehouse_drift")
-    build_features(ws)
     job = train_job(ws, TrainOptions(model="dlrm", epochs=1, progress=False), seed_samples=0)
     assert job.registry.version == 2
     return ws, old, stale

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -56,16 +58,87 @@ def test_pipeline_reports_model_baselines_and_oracle(piped):
     assert len(history) >= 1 and all("val_loss" in h for h in history)
 
 
-def test_two_process_torchrun_training_registers_and_gate_decides(own_home):
+def zeroed_model(ws: Workspace, version: int, target) -> Path:
+    """A copy of a version's model folder whose weights are all zero: it scores every item 0.5,
+    a ranking that knows nothing."""
+    import torch
+
+    from tastyrec.model import MODEL_FILE, save_model
+    from tastyrec.registry.tracking import client
+
+    bound = client(ws)
+    folder = Path(bound.get_run(bound.get_model_version("tastyrec-dlrm", str(version)).run_id)
+                  .data.tags["tastyrec.model_dir"])
+    copy = Path(shutil.copytree(folder, target))
+    saved = torch.load(copy / MODEL_FILE, weights_only=True)
+    save_model(copy / MODEL_FILE, {k: torch.zeros_like(v) for k, v in saved["state_dict"].items()},
+               saved["model_kind"], saved["model_config"])
+    return copy
+
+
+def test_two_process_torchrun_training_is_gated_on_the_same_rows(own_home, monkeypatch, tmp_path):
+    """torchrun with 2 processes trains a version; the gate scores the champion on its rows and
+    refuses it (at 400 customers the DLRM loses to repeat), then promotes one over a champion
+    that knows nothing when no baseline stands in the way."""
+    from tastyrec import evaluate
+    from tastyrec.evaluate import Evaluation
+    from tastyrec.registry import log_and_register, promote
+
     ws, first = own_home
     job = run(ws.home, "train", "--nproc", "2", "--epochs", "1", "--seed-samples", "0")
-    assert job["train"]["result"]["world_size"] == 2
-    assert job["registry"]["version"] == 2
-    better = job["evaluation"]["model"]["ndcg@10"] > first["evaluation"]["model"]["ndcg@10"]
-    assert job["registry"]["promoted"] == better
+    assert job["train"]["result"]["world_size"] == 2 and job["registry"]["version"] == 2
+    ev = job["evaluation"]
+    assert ev["champion"]["version"] == 1 and ev["window"] == first["evaluation"]["window"]
+    assert ev["champion"]["metrics"]["ndcg@10"] == pytest.approx(first["evaluation"]["model"]["ndcg@10"], abs=1e-6)
+    assert ev["model"]["ndcg@10"] < ev["baselines"]["repeat"]["ndcg@10"]  # what makes this a refusal
+    assert not job["registry"]["promoted"] and "the best baseline, repeat" in job["registry"]["decision"]
+    assert "scored now on the same rows" in job["registry"]["decision"]
+
+    blank = log_and_register(ws, zeroed_model(ws, 1, tmp_path / "zeroed"), {"zeroed": True}, [],
+                             Evaluation("zeroed", {"ndcg@10": 0.99}, {}, None, 0, 0, 0),
+                             input_example=pd.read_parquet(ws.home / "datasets" / "time" / "test.parquet").head(5))
+    promote(ws, blank.version)  # its stored 0.99 is from no real window: it must be scored again
+    real = evaluate.score_all
+    monkeypatch.setattr(evaluate, "score_all", lambda *a: {k: v for k, v in real(*a).items() if k == "oracle"})
+    won = run(ws.home, "train", "--nproc", "2", "--epochs", "1", "--seed-samples", "0")
+    assert won["evaluation"]["champion"]["version"] == blank.version == 3
+    assert won["evaluation"]["model"]["ndcg@10"] > won["evaluation"]["champion"]["metrics"]["ndcg@10"]
+    assert won["registry"]["promoted"], won["registry"]["decision"]
     versions = {v["version"]: v for v in list_versions(ws)}
-    champion = 2 if better else 1
-    assert "champion" in versions[champion]["aliases"]
+    assert "champion" in versions[4]["aliases"] and versions[4]["test_window"] == ev["window"]
+
+
+def test_the_gate_scores_the_champion_on_a_new_test_window(own_home):
+    """New windows (14 days) after a champion measured on 91-day windows: the champion is scored
+    on the new window's rows, as `evaluate --version 1` scores it there."""
+    ws, first = own_home
+    run(ws.home, "features", "--window-days", "14", "--train-windows", "1")
+    job = run(ws.home, "train", "--epochs", "1", "--seed-samples", "0")
+    again = run(ws.home, "evaluate", "--version", "1")
+    assert job["evaluation"]["window"] == again["window"] != first["evaluation"]["window"]
+    assert "+ 14 days" in again["window"] and "+ 91 days" in first["evaluation"]["window"]
+    champion = job["evaluation"]["champion"]["metrics"]["ndcg@10"]
+    assert champion == pytest.approx(again["model"]["ndcg@10"], abs=1e-6)
+    assert champion != pytest.approx(first["evaluation"]["model"]["ndcg@10"], abs=1e-3)  # the stale figure
+    assert f"champion version 1 ({champion:.4f}, scored now on the same rows)" in job["registry"]["decision"]
+    listed = {v["version"]: v["test_window"] for v in run(ws.home, "registry", "list")}
+    assert listed == {1: first["evaluation"]["window"], 2: again["window"]}
+
+
+def test_evaluate_refuses_features_of_another_warehouse(own_home):
+    """A rebuilt warehouse without new features: evaluate and train refuse (the old test rows
+    against the new truth gave an oracle below the model); after `features` the oracle leads."""
+    ws, _ = own_home
+    run(ws.home, "setup", "--customers", "400", "--seed", "43", "--force")
+    runner = CliRunner()
+    for args in (["evaluate", "--version", "1"], ["train", "--epochs", "1", "--seed-samples", "0"]):
+        refused = runner.invoke(app, ["--home", str(ws.home), *args])
+        assert refused.exit_code == 1 and "run `tastyrec features`" in refused.output, refused.output
+        assert "another warehouse" in refused.output
+    run(ws.home, "features")
+    evaluation = run(ws.home, "evaluate", "--version", "1")
+    best = max(m["ndcg@10"] for m in [evaluation["model"], *evaluation["baselines"].values()])
+    assert evaluation["oracle"]["ndcg@10"] >= best
 
 
 def test_evaluate_a_registered_version(piped):

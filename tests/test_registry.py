@@ -6,7 +6,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +224,39 @@ def test_the_gate_also_needs_the_best_baseline_beaten(home_copy: Workspace, trai
                                 "baseline, repeat (0.4000): champion stays version 1")
 
 
+def test_the_gate_compares_figures_of_the_same_rows_only(trained: Trained, tmp_path: Path) -> None:
+    """A champion's stored figure counts only when it comes from the same test window; otherwise
+    the champion must have been scored on the new version's rows, or the champion stays."""
+    ws = Workspace.from_env(tmp_path / "windows")
+
+    def register(ndcg: float, window: str, champion: dict | None = None) -> registry.RegisterResult:
+        scored = replace(evaluation(ndcg), window=window, champion=champion)
+        return registry.log_and_register(ws, trained.model_dir, {"run": ndcg}, trained.history, scored,
+                                         input_example=synthetic_frame(30, seed=4))
+
+    assert register(0.30, "window A").promoted
+    other = register(0.35, "window B")  # the champion's 0.30 was measured elsewhere
+    assert not other.promoted and other.decision == (
+        "version 2 (ndcg@10 0.3500) cannot be compared with champion version 1: its figure comes from another "
+        "test window (window A; this one: window B); champion stays version 1 (`tastyrec registry promote 2` "
+        "moves it by hand)")
+    # scored now on the same rows, the champion does better than its stored figure: no promotion
+    now = register(0.35, "window B", {"version": 1, "metrics": {"ndcg@10": 0.40}})
+    assert not now.promoted and now.decision == (
+        "version 3 (ndcg@10 0.3500) does not beat champion version 1 (0.4000, scored now on the same rows): "
+        "champion stays version 1")
+    beaten = register(0.35, "window B", {"version": 1, "metrics": {"ndcg@10": 0.33}})
+    assert beaten.promoted and registry.champion_version(ws) == 4
+    unscorable = register(0.50, "window B", {"version": 4, "metrics": None, "error": "KeyError: 'age'"})
+    assert not unscorable.promoted and "cannot be scored on this test window (KeyError: 'age')" in unscorable.decision
+    same_window = register(0.36, "window B")  # champion 4's own figure comes from window B
+    assert same_window.promoted and same_window.decision == (
+        "version 6 (ndcg@10 0.3600) beats champion version 4 (0.3500): promoted")
+    assert [v["test_window"] for v in registry.list_versions(ws)] == ["window B"] * 5 + ["window A"]
+    table = CliRunner().invoke(app, ["--home", str(ws.home), "registry", "list"], env={"COLUMNS": "250"}).output
+    assert "measured on" in table and "window A" in table
+
+
 def test_promote_and_rollback_move_the_alias(home_copy: Workspace) -> None:
     ws = home_copy
     assert registry.champion_version(ws) == 3
@@ -285,5 +318,5 @@ def test_the_cli_prints_versions_moves_and_metrics(home_copy: Workspace) -> None
     assert cli("rollback") == "champion rolled back from version 2 to version 3"
     table = cli("list")
     # version 3: ndcg@10 0.45 rounded, recall@10 and auc read from the version's metrics
-    assert re.search(r"3 champion dlrm time split 0\.450 0\.600 0\.710 20\d\d-", table), table
+    assert re.search(r"3 champion dlrm time split 0\.450 0\.600 0\.710 not recorded 20\d\d-", table), table
     assert re.search(r"2 dlrm time split 0\.300 0\.600 0\.710", table), table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -240,6 +241,29 @@ def test_brand_filter_keeps_only_that_brand(api, warehouse) -> None:
     assert recs and {r["truck_brand_name"] for r in recs} == {brand}
 
 
+def test_customers_without_candidates_are_listed_with_the_reason(api, engine, warehouse) -> None:
+    """A brand with no truck in some selected cities: those customers come back in
+    without_recommendations with the reason, and the counts add up to the selection."""
+    brand = "Freezing Point"
+    served = {c for (c,) in warehouse.execute("SELECT DISTINCT t.primary_city FROM raw_pos.truck t JOIN raw_pos.menu m "
+                                              "USING (menu_type_id) WHERE m.truck_brand_name = ?", [brand]).fetchall()}
+    ids = [c for (c,) in warehouse.execute("SELECT customer_id FROM raw_customer.customer_loyalty ORDER BY 1 "
+                                           "LIMIT 50").fetchall()]
+    from tastyrec.recommend import Filters
+
+    body = api.post("/recommendations", json={"customer_ids": ids, "filters": {"brand": [brand]}}).status_code
+    assert body == 422  # ids and filters together: one selection at a time
+    body = api.post("/recommendations", json={"filters": {"brand": [brand]}, "top_k": 2}).json()
+    missing = body["without_recommendations"]
+    assert missing and all(w["city"] not in served and w["code"] == "brand" for w in missing)
+    assert all(c["city"] in served for c in body["customers"])
+    assert len(body["customers"]) + len(missing) == body["selected"] and "have none" in body["message"]
+    assert {w["customer_id"] for w in missing} >= {i for i in ids if i not in {c["customer_id"] for c in
+                                                                               body["customers"]}}
+    direct = engine.recommend(filters=Filters(brand=(brand,)), top_k=2, limit=1_000)
+    assert missing == direct.without_recommendations
+
+
 # ---- one engine: the CLI, the service and the engine agree --------------------------------------
 @pytest.mark.parametrize("request_body, cli_args", [
     ({"customer_ids": [3, 11, 42], "top_k": 5}, ["--customer", "3", "--customer", "11", "--customer", "42", "--top-k", "5"]),
@@ -335,9 +359,55 @@ def test_malformed_bodies_are_422(api, body) -> None:
     assert got.json()["detail"]
 
 
-def test_invalid_json_is_422(api) -> None:
-    got = api.post("/recommendations", content=b'{"customer_ids": [5,', headers={"Content-Type": "application/json"})
-    assert got.status_code == 422
+def test_nan_and_infinity_in_every_numeric_position_are_422_echoed_as_strings(api, engine) -> None:
+    """Python's json reads NaN / Infinity / -Infinity (json.dumps writes them): FastAPI's 422 once
+    echoed them back and failed to encode its own answer, a 500."""
+    row = rows_of(engine.online.for_customers([5]).head(1))[0]
+    for value in (math.nan, math.inf, -math.inf):
+        cases = [("/recommendations", body) for body in (
+            {"customer_ids": [value]}, {"customer_ids": [5, value]}, {"customer_ids": [5], "top_k": value},
+            {"filters": {"country": [value]}}, {"filters": {"items_not_ordered": value}}, [value], value)]
+        cases += [("/score", {"rows": [row | {column: value}]}) for column in [*SPARSE, *DENSE]]
+        cases += [("/score", {"rows": [row | {MULTI_HOT[0]: [value]}]}), ("/score", {"rows": [value]})]
+        for route, body in cases:
+            got = api.post(route, content=json.dumps(body), headers={"Content-Type": "application/json"})
+            assert got.status_code == 422, (route, body, got.text)
+            assert got.json()["detail"][0]["msg"] and f'"{json.dumps(value)}"' in got.text  # "NaN", "-Infinity"
+
+
+@pytest.mark.parametrize("content, content_type", [
+    (b'{"customer_ids": [5,', "application/json"),  # invalid JSON
+    (b"\xff\xfe{}", "application/json"),  # not UTF-8
+    (b"[" * 100_000, "application/json"),  # nested deeper than Python's json reads
+    (b"", "application/json"),
+    (b'{"customer_ids": [5]}', "text/plain"),
+    (b'{"customer_ids": [5]}', None),  # no content type
+    (b"customer_ids=5", "application/x-www-form-urlencoded"),
+    (b'--b\r\nContent-Disposition: form-data; name="customer_ids"\r\n\r\n5\r\n--b--\r\n',
+     "multipart/form-data; boundary=b"),
+], ids=["invalid-json", "not-utf8", "too-deep", "empty", "text-plain", "no-content-type", "form", "multipart"])
+def test_bodies_that_are_no_json_object_are_4xx_with_a_message(api, content, content_type) -> None:
+    for route in ("/recommendations", "/score"):
+        got = api.post(route, content=content, headers={"Content-Type": content_type} if content_type else {})
+        assert 400 <= got.status_code < 500, (route, got.text)
+        assert got.json()["detail"]
+
+
+def test_a_body_over_the_limit_is_413_before_parsing(api, engine, warehouse) -> None:
+    limit = LIMITS.body_bytes
+    # 10,000 /score rows fit: each as large as a customer who bought every item of every brand
+    menu = warehouse.execute("SELECT list(DISTINCT menu_item_name), list(DISTINCT truck_brand_name) "
+                             "FROM raw_pos.menu").fetchone()
+    largest = rows_of(engine.online.for_customers([5]).head(1))[0] | dict(zip(MULTI_HOT, menu))
+    assert len(json.dumps({"rows": [largest] * LIMITS.score_rows})) < limit
+    json_type = {"Content-Type": "application/json"}
+    # not JSON at all: a 413, not the 422 of parsing it
+    declared = api.post("/score", content=b"x" * (limit + 1), headers=json_type)
+    assert declared.status_code == 413 and f"{limit:,} bytes" in declared.json()["detail"]
+    chunks = (b"x" * 2**20 for _ in range(limit // 2**20 + 1))  # no Content-Length: counted as it streams
+    streamed = api.post("/recommendations", content=chunks, headers=json_type)
+    assert streamed.status_code == 413 and f"{limit:,} bytes" in streamed.json()["detail"]
+    assert api.post("/recommendations", json={"customer_ids": [5]}).status_code == 200  # still serving
 
 
 @pytest.mark.parametrize("value", INJECTIONS)
@@ -370,6 +440,16 @@ def test_every_route_needs_the_token(server, route, method) -> None:
     assert wrong.status_code == 403
     basic = httpx.request(method, f"{server.url}{route}", headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert basic.status_code == 401
+
+
+def test_with_a_token_the_docs_stay_public_and_the_data_routes_need_it(server) -> None:
+    """The docs hold no customer data, and a browser opening /docs cannot send a bearer header."""
+    for route in ("/docs", "/redoc", "/openapi.json"):
+        assert httpx.get(f"{server.url}{route}").status_code == 200, route
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"  # /docs' Authorize
+    assert httpx.get(f"{server.url}/health").status_code == 401
+    assert httpx.post(f"{server.url}/recommendations", json={"customer_ids": [5]}).status_code == 401
 
 
 def test_serve_refuses_a_public_address_without_a_token(ws, monkeypatch) -> None:

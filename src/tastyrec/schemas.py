@@ -26,7 +26,7 @@ class Limits:
     filter_customers: int = 1_000  # customers served per filter selection; more -> truncated
     score_rows: int = 10_000  # rows per /score request; more -> 413
     # bytes per request body; more -> 413 before parsing. A /score row is ~1 KB of JSON, ~2 KB for
-    # a customer who bought every menu item: 10,000 rows fit three times over, pretty-printed too
+    # a customer who bought every menu item: 10,000 rows (~20 MB) fit, pretty-printed too
     body_bytes: int = 64 * 2**20
     # The engine's work is mostly Python holding the GIL: 16 requests let in together took turns
     # with it at 0.7x the throughput of 2 at a time (bench/serve.py's load, 2 cores). Two, not one,

@@ -7,12 +7,19 @@ status code, never a 500):
     POST /recommendations   at most 1,000 customer ids (413 above); unknown ids -> 404;
                             a filter selection of more than 1,000 customers is served for the
                             first 1,000 (by id) with `truncated: true`; top_k 1..50 (422 outside)
-    POST /score             at most 10,000 rows (413 above); missing columns -> 422
-    malformed bodies        422 (FastAPI's validation, naming the field)
+    POST /score             at most 10,000 rows (413 above); missing columns -> 422; feature
+                            values must be finite (NaN / Infinity -> 422)
+    any request body        at most 64 MiB (`Limits.body_bytes`): 413 before anything parses it
+    malformed bodies        422 naming the field: invalid JSON, a body that is not a JSON object
+                            (text/plain, form data, no content type), NaN or Infinity where a
+                            number goes (Python's json reads them; the 422 echoes them as strings);
+                            JSON nested deeper than Python's json reads: 400
     a Redis online store that stops answering: 503
 
 With a token (`TASTYREC_API_TOKEN`, or `create_app(token=...)`) every route but the docs needs
-`Authorization: Bearer <token>`: 401 without it, 403 with a wrong one.
+`Authorization: Bearer <token>`: 401 without it, 403 with a wrong one. The docs (/docs, /redoc,
+/openapi.json) stay public: they describe the API, hold no customer data, and a browser opening
+/docs cannot send a bearer header (its "Authorize" button sends the token with the calls it makes).
 
 POST /admin/reload reaches one worker process; with several, it also touches a stamp file
 (`ReloadSignal`) and every other worker reloads before its next request.
@@ -22,7 +29,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
+import math
 import os
 import threading
 from contextlib import asynccontextmanager
@@ -32,9 +41,13 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import RedisError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tastyrec.config import Workspace
 from tastyrec.recommend import Engine, Filters, RecommendError
@@ -83,6 +96,49 @@ class ReloadSignal:
                 engine.reload()
             except RecommendError as e:
                 log.error("reload failed, still serving version %s: %s", engine.model_info["version"], e)
+
+
+# ---- malformed requests: a 4xx with a message, never a 500 -------------------------------------
+class BodyLimit:
+    """A pure ASGI middleware: 413 for a request body over `max_bytes`, before anything parses it.
+    A Content-Length over the limit is refused at once; a body without one (chunked) is counted as
+    it streams in and refused at the chunk that crosses the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request bodies are limited to {self.max_bytes:,} bytes"
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # FastAPI re-raises an HTTPException met reading the body
+                raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as the strings a request spells them ("NaN", "Infinity"):
+    Python's json reads them in a request body but refuses to write them in a response."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 # ---- auth and the engine, as dependencies ------------------------------------------------------
@@ -226,6 +282,13 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
     app.state.limits = limits
     app.state.engine_slots = threading.BoundedSemaphore(limits.engine_concurrency)
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422, naming the field; the input it echoes is made JSON-safe, or a NaN in
+        the body would fail to encode here, a 500."""
+        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(RedisError)
     async def online_store_down(request: Request, exc: RedisError) -> JSONResponse:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tastyrec.config import Workspace, log_progress
 from tastyrec.options import MODEL_CHOICES, SPLITS
@@ -59,8 +60,13 @@ app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loya
                   no_args_is_help=True, add_completion=False)
 registry_app = typer.Typer(help="List model versions and move the champion alias.")
 app.add_typer(registry_app, name="registry")
-err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # a log keeps messages on one line
-out = Console() if sys.stdout.isatty() else Console(width=160)  # tables stay readable in logs
+# User text (paths, URLs, versions, city names) is never markup: "[/x]" in a path once crashed a
+# command and "/tmp/[old]/stage" printed as "/tmp//stage". Styles are given as Text or style=,
+# and nothing is highlighted: what is printed is what the code wrote. In a log, messages keep to
+# one line (soft_wrap) and tables get room to stay readable (width).
+PLAIN = {"markup": False, "highlight": False}
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty(), **PLAIN)
+out = Console(**PLAIN) if sys.stdout.isatty() else Console(width=160, **PLAIN)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
@@ -84,7 +90,7 @@ def main(ctx: typer.Context,
 def progress_bar(enabled: bool = True) -> Iterator:
     """A Rich progress bar on stderr; yields a (what, done, total) callback (also logged: see
     config.log_progress)."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, disable=not enabled, transient=False) as bar:
         tasks: dict[str, int] = {}
 
@@ -97,9 +103,18 @@ def progress_bar(enabled: bool = True) -> Iterator:
         yield update
 
 
+def labelled(label: str, style: str, message: str) -> Text:
+    """`label` in `style`, then `message` exactly as written."""
+    return Text.assemble((label, style), " ", message)
+
+
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(labelled("error:", "red", message))
     raise typer.Exit(code)
+
+
+def warn(message: str, label: str = "warning:") -> None:
+    err.print(labelled(label, "yellow", message))
 
 
 def print_counts(counts: dict[str, int], title: str) -> None:

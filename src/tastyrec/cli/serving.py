@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tastyrec.config import Workspace
-from tastyrec.cli.base import JsonOpt, app, err, fail, out
+from tastyrec.cli.base import JsonOpt, app, err, fail, out, warn
 
 
 WITHOUT_SHOWN = 20  # customers without recommendations listed on the terminal (--json has them all)
@@ -66,7 +66,7 @@ def recommend(ctx: typer.Context,
     except RecommendError as e:
         fail(str(e))
     if result.unknown_customers:
-        err.print(f"[yellow]unknown customer ids:[/yellow] {', '.join(map(str, result.unknown_customers))}")
+        warn(", ".join(map(str, result.unknown_customers)), label="unknown customer ids:")
     if as_json:
         print(json.dumps(result.to_dict() | {"campaign": campaign.to_dict() if campaign else None}, default=str))
     elif result.customers:
@@ -135,7 +135,7 @@ def serve(ctx: typer.Context,
         fail(str(e))
     info = engine.model_info
     if warning := drift(ws, info["version"]):
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        warn(warning)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     out.print(f"serving tastyrec-dlrm version {info['version']}{' (' + info['alias'] + ')' if info['alias'] else ''} "
               f"at {url} (docs {url}/docs), {workers} worker{'s' if workers > 1 else ''}"
@@ -176,7 +176,7 @@ def streamlit_app(ctx: typer.Context,
     out.print(f"app at {url} ({'recommendations from ' + service if service else 'engine in-process'}, "
               f"workspace {ws.home}); Ctrl-C stops it")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/yellow] the app has no login: anyone who can reach {url} can use it")
+        warn(f"the app has no login: anyone who can reach {url} can use it")
     sys.stdout.flush()
     sys.stderr.flush()
     argv = command(ws.home, port, host, service)

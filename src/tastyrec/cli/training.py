@@ -12,7 +12,7 @@ from tastyrec.config import Workspace
 
 from tastyrec.options import SEED_SAMPLES, TrainError, TrainOptions
 from tastyrec.cli.base import (JsonOpt, ModelChoice, SplitChoice, StepDaysOpt, TrainWindowsOpt, WindowDaysOpt, _number,
-                                app, err, fail, out, progress_bar, registry_app)
+                                app, err, fail, labelled, out, progress_bar, registry_app, warn)
 
 
 def print_evaluation(evaluation) -> None:
@@ -35,8 +35,8 @@ def print_evaluation(evaluation) -> None:
     lift = evaluation.lift_over_best_baseline_ndcg10
     out.print(f"NDCG@10 = {_number(lift)} x the best baseline's ({best or 'none'})")
     if lift is not None and lift <= 1:
-        out.print(f"[bold]The model does not beat the {best} baseline on the test window: "
-                  f"recommending with {best} would do at least as well.[/bold]")
+        out.print(f"The model does not beat the {best} baseline on the test window: "
+                  f"recommending with {best} would do at least as well.", style="bold")
 
 
 def train_options(**given) -> TrainOptions:
@@ -119,7 +119,7 @@ def evaluate(ctx: typer.Context,
     except (RegistryError, FeaturesError) as e:
         fail(str(e))
     if warning := evaluation.extra.get("warehouse_drift"):
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        warn(warning)
     if as_json:
         print(json.dumps(evaluation.to_dict()))
         return
@@ -205,13 +205,14 @@ def registry_show(ctx: typer.Context, version: Annotated[str, typer.Argument(hel
         return
     print_lineage(shown)
     if warning:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        warn(warning)
 
 
 def print_lineage(v: dict) -> None:
     aliases = f" ({', '.join(v['aliases'])})" if v["aliases"] else ""
-    out.print(f"[bold]tastyrec-dlrm version {v['version']}{aliases}[/bold]: {v.get('model_kind')}, "
-              f"{v.get('training_split')} split, registered {v['created'][:19].replace('T', ' ')} UTC, run {v['run_id']}")
+    out.print(labelled(f"tastyrec-dlrm version {v['version']}{aliases}:", "bold", f"{v.get('model_kind')}, "
+                       f"{v.get('training_split')} split, registered {v['created'][:19].replace('T', ' ')} UTC, "
+                       f"run {v['run_id']}"))
     out.print(f"gate: {v.get('gate_decision')}")
     m = v["metrics"]
     out.print("test metrics: " + ", ".join(f"{k} {_number(m.get(k))}" for k in ("ndcg@10", "recall@10", "new_ndcg@10", "auc"))

@@ -16,12 +16,14 @@ rollback, load) use an `MlflowClient` with explicit URIs and touch no global sta
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Any
 
 import httpx
@@ -149,6 +151,23 @@ def tracking(ws: Workspace) -> Iterator[MlflowClient]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+# What register_model prints with MLflow's own eprint (to sys.stderr, not through logging): the
+# version is in RegisterResult and in what the CLI prints. Anything else MLflow writes passes.
+MLFLOW_NOTICES = re.compile(r"(Successfully registered model |Registered model .* already exists|Created version )")
+
+
+@contextmanager
+def without_mlflow_notices() -> Iterator[None]:
+    """Hold what the block writes to sys.stderr, then write it out without MLflow's notices."""
+    held = io.StringIO()
+    try:
+        with redirect_stderr(held):
+            yield
+    finally:
+        sys.stderr.write("".join(line for line in held.getvalue().splitlines(keepends=True)
+                                 if not MLFLOW_NOTICES.match(line)))
 
 
 # ---------------------------------------------------------------------------------------------

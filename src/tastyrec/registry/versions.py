@@ -41,7 +41,7 @@ from tastyrec.registry.champion import WINDOW_TAG, fmt, gate
 from tastyrec.registry.lineage import FINGERPRINT_TAG, record
 from tastyrec.registry.tracking import (MODEL_NAME, RegistryError, client, experiment_id, flat_metrics,
                                         flat_params, has_registry, json_safe, metric_tag, mlflow_name, not_found,
-                                        tag_to_metric, tracking)
+                                        tag_to_metric, tracking, without_mlflow_notices)
 
 PYFUNC_NAME = "model"  # name of the logged model inside the run
 SEED_BASELINE = "seed_baseline"  # run artifact folder (and version tag) of the seed's DLRM
@@ -144,7 +144,8 @@ def log_and_register(
                 tags[FINGERPRINT_TAG] = lineage["warehouse"]["hash"]
             if evaluation.window is not None:
                 tags[WINDOW_TAG] = evaluation.window
-            version = int(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version)
+            with without_mlflow_notices():  # "Successfully registered model ...", "Created version ..."
+                version = int(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version)
 
         if not bound.get_registered_model(MODEL_NAME).description:
             bound.update_registered_model(MODEL_NAME, description=REGISTERED_DESCRIPTION)

@@ -53,12 +53,19 @@ if shown is None:
 result = shown.result
 customers = result["customers"]
 without = result.get("without_recommendations", [])
+
+
+def show_without() -> None:
+    """The selected customers who got nothing, each with the reason (so the counts add up)."""
+    if without:
+        with st.expander(f"{len(without):,} selected customers without recommendations, and why"):
+            st.dataframe(pd.DataFrame(without, columns=["customer_id", "city", "reason"]), hide_index=True)
+
+
 if result["message"]:
     st.info(result["message"])
-if without:
-    with st.expander(f"{len(without):,} selected customers without recommendations, and why"):
-        st.dataframe(pd.DataFrame(without, columns=["customer_id", "city", "reason"]), hide_index=True)
 if not customers:
+    show_without()
     st.stop()
 model = result["model"]
 scored = f"{len(customers):,} of {len(customers) + len(without):,}" if without else f"{len(customers):,}"
@@ -101,6 +108,8 @@ with detail_tab:
     recs_col.dataframe(results.recommendations_frame(one), hide_index=True, width="stretch",
                        column_config={"score": st.column_config.NumberColumn(format="%.3f"),
                                       "sale_price_usd": st.column_config.NumberColumn("price", format="$%.2f")})
+
+show_without()
 
 # ---- keep it ----------------------------------------------------------------------------------
 st.download_button("Download CSV", shown.csv, file_name="recommendations.csv", mime="text/csv",
