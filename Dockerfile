@@ -21,7 +21,10 @@
 #                (CUDA wheels bring their own CUDA libraries, so the slim base works with
 #                `docker run --gpus all`); BASE_IMAGE can then be a CUDA image to which
 #                Python 3.11 was added.
-ARG BASE_IMAGE=python:3.11-slim
+#   The default base is pinned by digest (what `python:3.11-slim` named when it was taken from
+#   public Dockerfiles on 2026-12-02; this project's machines cannot reach Docker Hub to check it):
+#   refresh it with `docker buildx imagetools inspect python:3.11-slim`, or pass another base.
+ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 FROM ${BASE_IMAGE}
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
@@ -36,10 +39,14 @@ ENV FEAST_USAGE=False \
 # CPU (or CUDA) build then satisfies, so `pip install .` does not fetch PyPI's CUDA build.
 RUN python -m pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX}"
 
+# Then every other dependency at the exact version of requirements.lock (reproducible, and a
+# layer of its own that a code change does not rebuild), then tastyrec itself without resolving.
 WORKDIR /opt/tastyrec
+COPY requirements.lock ./
+RUN python -m pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN python -m pip install --no-cache-dir .
+RUN python -m pip install --no-cache-dir --no-deps .
 
 RUN useradd --create-home --uid 1000 tastyrec
 USER tastyrec

@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install run test screenshot clean
+.PHONY: install run test screenshot lock clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,17 @@ test: install $(CHROMIUM) $(REDIS)
 # (TASTYREC_SCREENSHOT); `make test` writes it to a temporary folder and leaves the checkout clean.
 screenshot: install $(CHROMIUM)
 	TASTYREC_SCREENSHOT=$(CURDIR)/docs/app.png $(BIN)/python -m pytest tests/test_app.py -k test_browser_flow
+
+# Regenerate requirements.lock (the container's exact versions) after a dependency change: a fresh
+# venv gets torch (pinned, left out of the lock) and tastyrec's runtime dependencies, then freezes.
+LOCK_VENV := $(CURDIR)/.lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0 && $(LOCK_VENV)/bin/pip install --quiet .
+	{ sed -n '1,3p' requirements.lock; $(LOCK_VENV)/bin/pip freeze --exclude tastyrec | grep -v '^torch=='; } \
+		> requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf $(VENV) .tastyrec

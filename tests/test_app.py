@@ -3,6 +3,9 @@ as backend), and the same flow in a real Chromium driven by Playwright against `
 
 from __future__ import annotations
 
+import copy
+import csv
+import errno
 import io
 import json
 import os
@@ -22,9 +25,11 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from tastyrec.app import MAIN, command
-from tastyrec.app.backend import SERVICE_ENV
+from tastyrec.app.backend import SERVICE_ENV, LocalEngine, literal
 from tastyrec.config import Workspace
 from tastyrec.warehouse.load import connect
+
+from test_warehouse import held_open
 
 QUOTED_CITY = "O'Brien"  # a few Tokyo customers are moved here: values with quotes must just work
 CHROMIUM = Path("/usr/bin/chromium")
@@ -250,6 +255,144 @@ def test_cli_refuses_a_workspace_without_warehouse(tmp_path):
     assert argv[argv.index("--browser.gatherUsageStats") + 1] == "false"
     assert argv[argv.index("--server.headless") + 1] == "true"
     assert argv[-4:] == ["--home", str(tmp_path), "--service", "http://127.0.0.1:8000"]
+
+
+def test_the_app_shows_no_error_details_in_the_browser(tmp_path):
+    from streamlit.config import ShowErrorDetailsConfigOptions
+
+    argv = command(tmp_path)
+    flag = argv.index("--client.showErrorDetails")
+    assert flag < argv.index("--") and argv[flag + 1] == ShowErrorDetailsConfigOptions.NONE.value == "none"
+
+
+SECRET = "/secret/path/warehouse.duckdb"
+
+
+def failure(action: str) -> Exception:
+    """What the action meets: an exception whose text (a path, a PID) must not reach the browser."""
+    import duckdb
+
+    return {"get recommendations": duckdb.IOException(f'IO Error: Could not read file "{SECRET}" (PID 4242)'),
+            "save": OSError(f"{SECRET}: injected"),
+            "open the campaign": RuntimeError(f"lost {SECRET}")}[action]
+
+
+@pytest.mark.parametrize("action", ["get recommendations", "save", "open the campaign"])
+def test_unexpected_failures_show_one_plain_line_and_log_the_details(app_ws, monkeypatch, caplog, action):
+    error = failure(action)
+
+    def boom(*args, **kwargs):
+        raise error
+
+    at = app_test(app_ws, monkeypatch)
+    if action == "get recommendations":
+        monkeypatch.setattr(LocalEngine, "recommend", boom)
+        at.button(key="get_recommendations").click().run()
+    else:
+        get_recommendations(at, city=["Tokyo"])
+        if action == "save":
+            monkeypatch.setattr("tastyrec.campaigns.save", boom)
+            at.text_input(key="campaign_name").input("doomed")
+            at.button(key="save").click().run()
+        else:
+            run_id = save(at, "to fail reopening")
+            at.switch_page("pages/campaigns.py").run()
+            monkeypatch.setattr("tastyrec.app.data.campaign_rows", boom)
+            at.selectbox(key="campaign_run").select(run_id).run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [f"could not {action}: something went wrong ({type(error).__name__}); "
+                                           "the details are in the log of `tastyrec app`"]
+    assert SECRET not in " ".join(str(e.value) for e in [*at.markdown, *at.success, *at.info, *at.warning])
+    assert SECRET in caplog.text and "Traceback" in caplog.text  # for whoever runs the app
+
+
+def test_a_busy_warehouse_or_a_full_disk_on_save_is_an_error_not_a_traceback(app_ws, monkeypatch):
+    at = get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"])
+    at.text_input(key="campaign_name").input("busy")
+    with held_open(app_ws.warehouse, read_only=True) as pid:  # a notebook reading the warehouse
+        at.button(key="save").click().run()
+    assert not at.exception, at.exception
+    [busy] = [e.value for e in at.error]
+    assert busy.startswith("nothing was saved: ") and f"PID {pid}" in busy and "save again" in busy
+
+    def full(frame, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("pandas.DataFrame.to_parquet", full)
+    at.button(key="save").click().run()
+    assert not at.exception, at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith(f"no space left on device while writing {app_ws.stage / 'recommendations'}")
+    assert error.endswith("; nothing was changed")
+    assert sql(app_ws, "SELECT count(*) FROM ml.recommendations WHERE name = 'busy'") == [(0,)]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("x" * 101, "a campaign name has at most 100 characters; this one has 101"),
+    ("spring\x00menu", "a campaign name cannot hold control characters"),
+    ("spring\nmenu", "a campaign name cannot hold control characters"),
+], ids=["too long", "NUL", "newline"])
+def test_odd_campaign_names_are_refused_in_the_app(app_ws, monkeypatch, name, message):
+    at = get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"])
+    at.text_input(key="campaign_name").input(name)
+    at.button(key="save").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error][0].startswith(message)
+    assert not any(s.value.startswith("Saved campaign") for s in at.success)
+    assert sql(app_ws, "SELECT count(*) FROM ml.recommendations WHERE name = ?", name) == [(0,)]
+
+
+FORMULA = '=HYPERLINK("http://evil","x")'
+
+
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """The files the app hands the browser, by file name, as they are handed over (AppTest drops
+    its media store after each run)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files, real = {}, MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, path_or_data, mimetype, kind, filename=None):
+        files[filename] = path_or_data
+        return real(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    return files
+
+
+def test_formulas_are_text_in_the_csvs_and_exact_everywhere_else(app_ws, monkeypatch):
+    real = LocalEngine.recommend
+
+    def with_formulas(self, *args, **kwargs):  # values as a CSV source could bring them into the warehouse
+        result = copy.deepcopy(real(self, *args, **kwargs))
+        first = result["customers"][0]
+        first["city"] = FORMULA
+        first["recommendations"][0].update(menu_item_name="+Tacos", item_category="@SUM(A1)", score=-0.5)
+        return result
+
+    monkeypatch.setattr(LocalEngine, "recommend", with_formulas)
+    files = downloads(monkeypatch)
+    at = get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"])
+    assert files["recommendations.csv"] == at.session_state["shown"].csv
+    download = list(csv.DictReader(io.StringIO(files["recommendations.csv"].decode())))
+    assert download[0]["city"] == "'" + FORMULA and download[0]["item_category"] == "'@SUM(A1)"
+    assert download[0]["menu_item_name"] == "'+Tacos" and float(download[0]["score"]) == -0.5  # a number stays one
+    assert at.dataframe[0].value["city"].iloc[0] == FORMULA  # the table shows the value as it is
+    first_customer = at.dataframe[0].value["customer_id"].iloc[0]
+
+    run_id = save(at, FORMULA)
+    assert any(literal(FORMULA) in s.value for s in at.success)  # Markdown shows it as typed
+    with open(app_ws.stage / "recommendations" / f"{run_id}.csv", newline="") as f:
+        assert {row["name"] for row in csv.DictReader(f)} == {"'" + FORMULA}
+    assert sql(app_ws, "SELECT DISTINCT name FROM ml.recommendations WHERE run_id = ?", run_id) == [(FORMULA,)]
+
+    at.switch_page("pages/campaigns.py").run()
+    at.selectbox(key="campaign_run").select(run_id).run()
+    assert not at.exception, at.exception
+    reopened = [r for r in csv.DictReader(io.StringIO(files[f"campaign-{run_id}.csv"].decode()))
+                if int(r["customer_id"]) == first_customer and r["rank"] == "1"]
+    assert [(r["menu_item_name"], float(r["score"])) for r in reopened] == [("'+Tacos", -0.5)]
+    assert "+Tacos" in at.dataframe[1].value["menu_item_name"].tolist()
 
 
 # ---- a real browser ---------------------------------------------------------------------------

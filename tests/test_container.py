@@ -15,6 +15,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from servers import free_port, stop, wait_until
 from tastyrec.service import HOME_ENV, TOKEN_ENV
@@ -76,14 +77,32 @@ def test_the_entrypoint_refuses_to_start_without_a_token(tmp_path):
 def test_the_image_installs_the_pinned_torch_on_a_slim_python():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     (torch,) = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "torch"]
-    base = re.fullmatch(r"python:(\d+\.\d+)-slim", build_args()["BASE_IMAGE"])
+    base = re.fullmatch(r"python:(\d+\.\d+)-slim@sha256:[0-9a-f]{64}", build_args()["BASE_IMAGE"])  # by digest
     assert base, build_args()["BASE_IMAGE"]
     assert base[1] + ".0" in SpecifierSet(project["requires-python"])
     pins = [w for args in arguments("RUN") for w in shlex.split(args) if w.startswith("torch==")]
     assert pins == [f"torch{torch.specifier}"]
     installs = [args for args in arguments("RUN") if "pip install" in args]
     assert "torch==" in installs[0] and '--index-url "${TORCH_INDEX}"' in installs[0]
-    assert installs[1].endswith("pip install --no-cache-dir .")  # after torch, so the pin is already met
+    assert installs[1].endswith("pip install --no-cache-dir -r requirements.lock")  # after torch: the pin is met
+    assert installs[2].endswith("pip install --no-cache-dir --no-deps .")  # resolves nothing more
+
+
+def test_the_lock_file_pins_every_runtime_dependency_within_pyproject():
+    """requirements.lock (used by the image) holds an exact version of every dependency pyproject
+    names (torch apart: installed first from its own index), each allowed by pyproject's range."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    for spec in map(Requirement, project["dependencies"]):
+        if spec.name == "torch":
+            assert "torch" not in pins
+            continue
+        assert canonicalize_name(spec.name) in pins, f"{spec.name} is not in requirements.lock: run `make lock`"
+        assert pins[canonicalize_name(spec.name)] in spec.specifier, (spec, pins[canonicalize_name(spec.name)])
 
 
 def test_the_entrypoint_serves_with_a_token_and_passes_the_healthcheck(trained_ws, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_the_top_item_is_the_highest_scoring_one_when_the_answer_is_known(traine
             return (rows["menu_item_name"].str.len() + rows["customer_id"] % 7 / 100).to_numpy(np.float32)
 
     engine = Engine(trained_ws)
-    engine._model = (Known(), engine.model_info)
+    engine._state = replace(engine._state, predictor=Known())
     ids = some_customers(trained_ws, 20)
     result = engine.recommend(customer_ids=ids, top_k=2)
     for c in result.customers:
@@ -377,3 +378,98 @@ def test_saving_an_empty_result_says_nothing_was_saved_and_why(trained_ws) -> No
     assert squeeze("nothing was saved as campaign 'nobody': the result has no recommendations") \
         in squeeze(done.output)
     assert campaigns.list_campaigns(trained_ws) == []
+
+
+def no_scoring(*args, **kwargs):
+    raise AssertionError("the engine was opened before the name was refused")
+
+
+# name -> what the refusal says
+ODD_NAMES = {
+    "101 characters": ("x" * 101, "a campaign name has at most 100 characters; this one has 101"),
+    "a megabyte": ("x" * 1_000_000, "a campaign name has at most 100 characters; this one has 1,000,000"),
+    "NUL": ("spring\x00menu", "a campaign name cannot hold control characters"),
+    "newline": ("spring\nmenu", "a campaign name cannot hold control characters"),
+    "escape": ("\x1b[2Jspring", "a campaign name cannot hold control characters"),
+    "C1 next line": ("spring\x85menu", "a campaign name cannot hold control characters"),
+    "line separator": ("spring\u2028menu", "a campaign name cannot hold control characters"),
+}
+
+
+@pytest.mark.parametrize("name, message", ODD_NAMES.values(), ids=ODD_NAMES.keys())
+def test_odd_campaign_names_are_refused_before_anything_is_written(own_ws, engine, name, message) -> None:
+    result = engine.recommend(customer_ids=some_customers(own_ws, 2))
+    with pytest.raises(RecommendError, match=message):
+        campaigns.save(own_ws, result, name)
+    assert sql(own_ws, "SELECT count(*) FROM ml.recommendations")[0][0] == 0
+    assert not campaigns.stage_dir(own_ws).exists()
+
+
+@pytest.mark.parametrize("name, message", ODD_NAMES.values(), ids=ODD_NAMES.keys())
+def test_the_cli_refuses_odd_campaign_names_before_scoring(trained_ws, monkeypatch, name, message) -> None:
+    monkeypatch.setattr("tastyrec.recommend.Engine", no_scoring)
+    done = CliRunner().invoke(app, ["--home", str(trained_ws.home), "recommend", "--customer", "1", "--save", name])
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+    assert squeeze(f"error: --save: {message}") in squeeze(done.output)
+
+
+def test_a_name_of_100_characters_after_stripping_is_kept(own_ws, engine) -> None:
+    name = "y" * 100
+    saved = campaigns.save(own_ws, engine.recommend(customer_ids=some_customers(own_ws, 1)), f"  {name}\t ")
+    assert saved.name == name and sql(own_ws, "SELECT DISTINCT name FROM ml.recommendations") == [(name,)]
+
+
+def test_markup_like_and_stored_odd_names_are_printed_literally(own_ws) -> None:
+    runner = CliRunner()
+    ids = some_customers(own_ws, 1)
+    done = runner.invoke(app, ["--home", str(own_ws.home), "recommend", "--customer", str(ids[0]), "--save", "[/]"])
+    assert done.exit_code == 0, done.output
+    assert "saved campaign '[/]' as run" in done.output
+    # a name an older version stored unchecked: control characters, markup, a megabyte
+    odd = "[bold]odd[/bold]\x1b[31m red\nline\x00nul"
+    con = connect(own_ws.warehouse)
+    try:
+        con.execute("INSERT INTO ml.recommendations SELECT * REPLACE ('old-run' AS run_id, $name AS name) "
+                    "FROM ml.recommendations", {"name": odd})
+        con.execute("INSERT INTO ml.recommendations SELECT * REPLACE ('huge-run' AS run_id, $name AS name) "
+                    "FROM ml.recommendations WHERE run_id = 'old-run'", {"name": "z" * 1_000_000})
+    finally:
+        con.close()
+    listed = runner.invoke(app, ["--home", str(own_ws.home), "campaigns"])
+    assert listed.exit_code == 0, listed.output
+    assert "[/]" in listed.output
+    assert squeeze(r"[bold]odd[/bold]\x1b[31m red\nline\x00nul") in squeeze(listed.output)  # escaped, not raw
+    assert not {"\x1b", "\x00"} & set(listed.output)
+    as_json = json.loads(runner.invoke(app, ["--home", str(own_ws.home), "campaigns", "--json"]).stdout)
+    assert {c["name"] for c in as_json} == {"[/]", odd, "z" * 1_000_000}
+
+
+FORMULA = '=HYPERLINK("http://evil","x")'
+
+
+def test_spreadsheet_safe_quotes_formula_text_and_keeps_numbers() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"text": ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", None],
+                          "score": [-0.5, 1.0, -2.0, 0.0, 1.5, -1e-9, 2.0, 3.0, float("nan")]})
+    safe = campaigns.spreadsheet_safe(frame)
+    assert safe["text"].tolist() == ["'=1+2", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", None]
+    assert safe["score"].equals(frame["score"]) and frame["text"][0] == "=1+2"  # numbers kept, input untouched
+
+
+def test_a_formula_name_is_neutralised_in_the_stage_csv_only(own_ws, engine) -> None:
+    import csv
+
+    import pandas as pd
+
+    result = engine.recommend(customer_ids=some_customers(own_ws, 2), top_k=2)
+    first = result.customers[0].recommendations[0]
+    first["score"], first["menu_item_name"] = -0.25, "-Tacos"  # a negative number, a text starting with -
+    saved = campaigns.save(own_ws, result, FORMULA)
+    with open(saved.files[1], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["name"] for r in rows} == {"'" + FORMULA}
+    assert rows[0]["menu_item_name"] == "'-Tacos" and float(rows[0]["score"]) == -0.25  # text quoted, number kept
+    assert set(pd.read_parquet(saved.files[0])["name"]) == {FORMULA}  # the exact name everywhere else
+    assert sql(own_ws, "SELECT DISTINCT name FROM ml.recommendations") == [(FORMULA,)]
+    assert [c.name for c in campaigns.list_campaigns(own_ws)] == [FORMULA]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -26,9 +29,9 @@ from tastyrec.cli import app as cli
 from tastyrec.columns import DENSE, MULTI_HOT, SPARSE
 from tastyrec.config import Workspace
 from tastyrec.model import AUTO_KINDS
-from tastyrec.service import LIMITS, TOKEN_ENV, Limits, create_app
+from tastyrec.service import ECHO_ERRORS, LIMITS, TOKEN_ENV, Limits, create_app
 
-TOKEN = "test-token-7f3a"
+TOKEN = "test-token-7f3a-b2c9"  # 16 characters at least (validate_token)
 INJECTIONS = ["O'Brien", "x' OR '1'='1", "'; DROP TABLE raw_customer.customer_loyalty; --", '") OR 1=1 --']
 
 
@@ -129,6 +132,34 @@ def warehouse(ws):
     con = connect(ws.warehouse, read_only=True)
     yield con
     con.close()
+
+
+def raw_request(url: str, request: bytes, timeout: float = 30) -> tuple[http.client.HTTPResponse, bytes, bool]:
+    """Send `request` (a head, and maybe only part of the body it announces) on a raw socket and
+    read the answer: the response, its body, and whether the server then closed the connection.
+    An answer to a request whose body was not all sent shows that the server did not wait for it;
+    `timeout` guards against a hang (a server that waits for the body), it is not a timing check."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        sock.settimeout(5)  # the answer is all there: a server that closes has done so by now
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            closed = False
+        return response, body, closed
+
+
+def post_head(path: str, content_length: int, **headers: str) -> bytes:
+    """The head of a JSON POST to `path` announcing `content_length` bytes of body."""
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+             f"Content-Length: {content_length}", *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def same(a: dict, b: dict) -> None:
@@ -393,21 +424,60 @@ def test_bodies_that_are_no_json_object_are_4xx_with_a_message(api, content, con
         assert got.json()["detail"]
 
 
-def test_a_body_over_the_limit_is_413_before_parsing(api, engine, warehouse) -> None:
-    limit = LIMITS.body_bytes
-    # 10,000 /score rows fit: each as large as a customer who bought every item of every brand
-    menu = warehouse.execute("SELECT list(DISTINCT menu_item_name), list(DISTINCT truck_brand_name) "
-                             "FROM raw_pos.menu").fetchone()
-    largest = rows_of(engine.online.for_customers([5]).head(1))[0] | dict(zip(MULTI_HOT, menu))
-    assert len(json.dumps({"rows": [largest] * LIMITS.score_rows})) < limit
-    json_type = {"Content-Type": "application/json"}
-    # not JSON at all: a 413, not the 422 of parsing it
-    declared = api.post("/score", content=b"x" * (limit + 1), headers=json_type)
-    assert declared.status_code == 413 and f"{limit:,} bytes" in declared.json()["detail"]
-    chunks = (b"x" * 2**20 for _ in range(limit // 2**20 + 1))  # no Content-Length: counted as it streams
-    streamed = api.post("/recommendations", content=chunks, headers=json_type)
+def test_a_realistic_10000_row_score_body_is_accepted(api, engine) -> None:
+    """/score's body limit is set just above 10,000 rows of real candidates (schemas.Limits)."""
+    candidates = rows_of(engine.online.for_customers(engine.directory.frame["customer_id"].tolist()))
+    rows = (candidates * (LIMITS.score_rows // len(candidates) + 1))[:LIMITS.score_rows]
+    body = json.dumps({"rows": rows}).encode()
+    assert 8 * 2**20 < len(body) < LIMITS.score_bytes  # ~1 KB a row
+    got = api.post("/score", content=body, headers={"Content-Type": "application/json"})
+    assert got.status_code == 200, got.text[:1000]
+    assert len(got.json()["scores"]) == LIMITS.score_rows
+
+
+@pytest.mark.parametrize("route, limit", [("/recommendations", LIMITS.recommendations_bytes),
+                                          ("/score", LIMITS.score_bytes), ("/admin/reload", LIMITS.body_bytes)])
+def test_a_body_over_the_route_limit_is_413_by_content_length_unread(server, route, limit) -> None:
+    """413 from the headers: the server neither waits for the body nor reads it (only 1 KB is sent)."""
+    head = post_head(route, limit + 1, Authorization=f"Bearer {TOKEN}")
+    got, text, closed = raw_request(server.url, head + b"x" * 1024)  # not JSON: a 413, not a 422 of parsing it
+    assert got.status == 413 and f"{limit:,} bytes" in json.loads(text)["detail"] and closed
+
+
+def test_a_streamed_body_over_the_limit_is_413_and_the_server_goes_on(api) -> None:
+    limit = LIMITS.recommendations_bytes
+    chunks = (b"x" * 2**16 for _ in range(limit // 2**16 + 1))  # no Content-Length: counted as it streams
+    streamed = api.post("/recommendations", content=chunks, headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413 and f"{limit:,} bytes" in streamed.json()["detail"]
     assert api.post("/recommendations", json={"customer_ids": [5]}).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("route", ["/recommendations", "/score"])
+@pytest.mark.parametrize("length", [20_000_000, 100_000], ids=["20MB", "within-the-limit"])
+def test_without_the_token_a_body_is_refused_unread(server, route, length) -> None:
+    """The token is checked before the body is read: 401 / 403 from the headers alone (only 3 KB
+    of the body is sent), and the connection closed, so nothing of the rest is read either."""
+    start = b'{"customer_ids": [' + b"5, " * 1000
+    got, text, closed = raw_request(server.url, post_head(route, length) + start)
+    assert got.status == 401 and got.getheader("WWW-Authenticate") == "Bearer" and closed
+    assert json.loads(text)["detail"] == "missing bearer token"
+    got, text, closed = raw_request(server.url, post_head(route, length, Authorization="Bearer wrong") + start)
+    assert got.status == 403 and json.loads(text)["detail"] == "wrong bearer token" and closed
+
+
+def test_a_large_invalid_body_is_not_echoed_back(api) -> None:
+    """FastAPI's 422 echoes the invalid input: cut to ECHO_CHARS characters, at most ECHO_ERRORS errors."""
+    got = api.post("/score", json={"rows": "x" * 5_000_000})
+    assert got.status_code == 422 and len(got.content) < 2_000
+    echoed = got.json()["detail"][0]["input"]
+    assert echoed.startswith('"xxx') and echoed.endswith("... (5,000,002 characters)")
+    many = api.post("/score", json={"rows": [{"age": "old"}] * 5_000})
+    assert many.status_code == 422 and len(many.content) < 10_000
+    detail = many.json()["detail"]
+    assert len(detail) == ECHO_ERRORS + 1 and detail[0]["loc"] == ["body", "rows", 0, "age"]
+    assert detail[-1]["type"] == "more_errors" and "more errors not listed" in detail[-1]["msg"]
+    small = api.post("/recommendations", json={"customer_ids": ["five"]}).json()["detail"]
+    assert small[0]["input"] == "five"  # a short value is echoed as it came
 
 
 @pytest.mark.parametrize("value", INJECTIONS)
@@ -427,6 +497,28 @@ def test_schemathesis_finds_no_server_error(server, tmp_path) -> None:
                            "--workers", "1", "-H", f"Authorization: Bearer {TOKEN}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:]
+
+
+# ---- slow clients -------------------------------------------------------------------------------
+def test_a_body_that_stops_arriving_is_408_and_the_connection_closed(ws, engine) -> None:
+    with serving_in_thread(create_app(ws, engine=engine, limits=Limits(body_seconds=1))) as url:
+        body = json.dumps({"customer_ids": [5]}).encode()
+        got, text, closed = raw_request(url, post_head("/recommendations", len(body)) + body[:10], timeout=20)
+        assert got.status == 408 and "within 1 s" in json.loads(text)["detail"] and closed
+        assert httpx.post(f"{url}/recommendations", json={"customer_ids": [5]}).status_code == 200  # in time
+
+
+def test_serve_refuses_a_megabyte_of_request_headers(server) -> None:
+    """`tastyrec serve` runs uvicorn's h11 parser with a 16 KiB limit on an incomplete request head
+    (SERVER_SETTINGS; a head that arrives in one socket read may be larger): httptools, uvicorn's
+    default, took 10 MB of headers into memory."""
+    head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {'a' * 2**20}\r\n\r\n".encode()
+    try:
+        status = raw_request(server.url, head)[0].status
+    except ConnectionError:  # refused while the headers were still being sent
+        status = None
+    assert status in (400, None)
+    assert httpx.get(f"{server.url}/health", headers=server.headers).status_code == 200
 
 
 # ---- auth ---------------------------------------------------------------------------------------
@@ -461,6 +553,64 @@ def test_serve_refuses_a_public_address_without_a_token(ws, monkeypatch) -> None
 def test_serve_says_when_there_is_no_model(tmp_path) -> None:
     done = CliRunner().invoke(cli, ["--home", str(tmp_path), "serve", "--port", "1"])
     assert done.exit_code == 1 and "run `tastyrec features` first" in " ".join(done.output.split())
+
+
+# a service without a token is for this machine, not for the web pages its browser opens
+@pytest.fixture(scope="module")
+def open_service(ws, engine) -> Iterator[str]:
+    """The service without a token, on a loopback port; yields its URL."""
+    with serving_in_thread(create_app(ws, engine=engine)) as url:
+        yield url
+
+
+@pytest.mark.parametrize("host", ["rebind.attacker.example", "rebind.attacker.example:8000", "192.168.1.20:8000",
+                                  "127.0.0.1.attacker.example", "localhost.attacker.example:80", "[::2]:8000"])
+def test_without_a_token_a_host_that_is_not_loopback_is_refused(open_service, server, host) -> None:
+    """DNS rebinding: a page on rebind.attacker.example, its name pointed at 127.0.0.1, reads the
+    service from a developer's browser; the Host header still names the attacker's site."""
+    got = httpx.post(f"{open_service}/recommendations", json={"customer_ids": [5]}, headers={"Host": host})
+    assert got.status_code == 403 and host in got.json()["detail"] and TOKEN_ENV in got.json()["detail"]
+    assert "history" not in got.text
+    # with a token, the token protects (a page cannot send it): any name is served, as a container's
+    got = httpx.post(f"{server.url}/recommendations", json={"customer_ids": [5]},
+                     headers={"Host": host, **server.headers})
+    assert got.status_code == 200 and got.json()["customers"][0]["history"]
+
+
+def test_without_a_token_loopback_hosts_are_served(open_service) -> None:
+    for host in ("localhost", "LOCALHOST:8000", "127.0.0.1", "127.8.9.10:80", "[::1]", "[::1]:8000"):
+        got = httpx.post(f"{open_service}/recommendations", json={"customer_ids": [5]}, headers={"Host": host})
+        assert got.status_code == 200, (host, got.text)
+
+
+def test_without_a_token_cross_site_writes_are_refused(open_service) -> None:
+    """A page may POST text/plain to any address without asking first (a "simple" request): refused
+    when it comes from another site; the service's own /docs and local tools go on working."""
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "http://rebind.attacker.example:8000", "Sec-Fetch-Site": "same-origin"}):
+        got = httpx.post(f"{open_service}/admin/reload", content=b"{}",
+                         headers={"Content-Type": "text/plain", **headers})
+        assert got.status_code == 403 and "cross-site POST refused" in got.json()["detail"], headers
+    for headers in ({"Origin": open_service, "Sec-Fetch-Site": "same-origin"}, {"Origin": "http://localhost:8501"}, {}):
+        got = httpx.post(f"{open_service}/recommendations", json={"customer_ids": [5]}, headers=headers)
+        assert got.status_code == 200, headers
+
+
+@pytest.mark.parametrize("token, reason", [
+    (f" {TOKEN}", "whitespace around it"),
+    (f"{TOKEN}\n", "whitespace around it"),
+    ("tökentökentökentöken", "other than printable ASCII"),
+    ("a-long-token\twith-a-tab", "other than printable ASCII"),
+    ("fifteen-chars-x", "15 characters: use at least 16"),
+], ids=["leading-space", "trailing-newline", "non-ascii", "tab", "short"])
+def test_serve_refuses_a_token_no_request_could_match(tmp_path, monkeypatch, token, reason) -> None:
+    """Refused before the engine opens (this home has no model) and without printing the token."""
+    monkeypatch.setenv(TOKEN_ENV, token)
+    done = CliRunner().invoke(cli, ["--home", str(tmp_path), "serve", "--port", "1"])
+    assert done.exit_code == 1 and reason in " ".join(done.output.split()), done.output
+    assert token.strip() not in done.output
+    with pytest.raises(ValueError, match=reason):
+        create_app(Workspace.from_env(tmp_path), token=token)
 
 
 def test_a_service_without_a_token_is_open_and_several_workers_reload_together(ws, second_version) -> None:

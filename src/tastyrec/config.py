@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -40,6 +43,23 @@ def duckdb_memory() -> str:
     return os.environ.get("TASTYREC_DUCKDB_MEMORY") or DEFAULT_DUCKDB_MEMORY
 
 
+# What marks a folder as a tastyrec workspace: this file, written when tastyrec creates the home,
+# or (homes made before the file existed) a warehouse or a features run. Anything else that is not
+# empty belongs to someone else, and tastyrec refuses to write into it.
+MARKER = ".tastyrec-workspace"
+WORKSPACE_SIGNS = (MARKER, "warehouse.duckdb", "features.json", "feature_repo/summary.json")
+# The file system refusing a write, as errno codes. DuckDB raises its own errors carrying the C
+# library's text ('Could not write file "<path>": No space left on device', as an IOException, or a
+# TransactionException at a commit), and so may Arrow's OSErrors: the text counts too.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+FORBIDDEN = (errno.EACCES, errno.EPERM)
+QUOTED_PATH = re.compile(r'"([^"]+)"')
+
+
+class WorkspaceError(Exception):
+    """The home cannot be used as it is; the message says why in plain words."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """The folder ("home") that holds everything one tastyrec installation writes."""
@@ -58,7 +78,21 @@ class Workspace:
 
     @property
     def feature_repo(self) -> Path:
-        return self.home / "feature_repo"
+        """The Feast repository of the current features run, <home>/feature_runs/<run>, as
+        <home>/features.json names it (`tastyrec features` builds a run aside and swaps the
+        pointer when it is complete); <home>/feature_repo in a workspace from before runs."""
+        try:
+            return self.home / json.loads(self.features_pointer.read_text())["current"]
+        except FileNotFoundError:
+            return self.home / "feature_repo"
+
+    @property
+    def feature_runs(self) -> Path:
+        return self.home / "feature_runs"
+
+    @property
+    def features_pointer(self) -> Path:
+        return self.home / "features.json"
 
     @property
     def mlflow_db(self) -> Path:
@@ -83,9 +117,16 @@ class Workspace:
     def settings(self) -> dict:
         """What this workspace remembers between commands (e.g. its online store); {} if nothing."""
         try:
-            return json.loads(self.settings_file.read_text())
+            values = json.loads(self.settings_file.read_text())
         except FileNotFoundError:
             return {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise WorkspaceError(f"{self.settings_file} is not valid JSON ({e}): it is not tastyrec's "
+                                 "settings file; move it away (tastyrec writes a new one when it needs one)") from None
+        if not isinstance(values, dict):
+            raise WorkspaceError(f"{self.settings_file} is not tastyrec's settings file (not a JSON object); "
+                                 "move it away (tastyrec writes a new one when it needs one)")
+        return values
 
     def remember(self, **values: str) -> None:
         """Add or replace settings (written whole, then renamed: never half-written)."""
@@ -95,6 +136,48 @@ class Workspace:
         os.replace(tmp, self.settings_file)
 
     def ensure(self) -> "Workspace":
-        """Create the home folder (called by commands that write, never at import)."""
+        """Create the home folder and mark it as a workspace (called by commands that write, never
+        at import)."""
         self.home.mkdir(parents=True, exist_ok=True)
+        marker = self.home / MARKER
+        if not marker.exists():
+            marker.write_text("This folder is a tastyrec workspace (tastyrec --home).\n")
         return self
+
+    def is_workspace(self) -> bool:
+        return any((self.home / sign).exists() for sign in WORKSPACE_SIGNS)
+
+    def check(self) -> "Workspace":
+        """Refuse a home that is not tastyrec's: a file, or a folder holding other things. A home
+        that does not exist yet, or is empty, becomes a workspace when a command first writes."""
+        if self.home.exists() and not self.home.is_dir():
+            raise WorkspaceError(f"{self.home} is a file, not a folder: the home (--home or TASTYREC_HOME) must be "
+                                 "a tastyrec workspace, or a folder that is empty or does not exist yet")
+        if self.home.is_dir() and not self.is_workspace():
+            held = sorted(p.name for p in self.home.iterdir())
+            if held:
+                shown = ", ".join(held[:3]) + (f" and {len(held) - 3:,} more" if len(held) > 3 else "")
+                raise WorkspaceError(f"{self.home} is not a tastyrec workspace (it holds {shown}): give a folder "
+                                     "that is empty or does not exist yet, or an existing workspace; "
+                                     "nothing was changed")
+        return self
+
+    def write_failure(self, error: BaseException) -> str | None:
+        """`error` in plain words if it is the file system refusing a write (disk full, a read-only
+        or forbidden home), else None."""
+        duckdb = sys.modules.get("duckdb")  # not imported: then the error cannot be one of DuckDB's
+        if isinstance(error, OSError) and error.errno is not None:
+            code, path = error.errno, error.filename
+        elif isinstance(error, OSError) or (duckdb is not None and isinstance(error, duckdb.Error)):
+            text = str(error)
+            code = next((c for c in (*NO_SPACE, errno.EROFS, *FORBIDDEN) if os.strerror(c) in text), None)
+            path = found[1] if (found := QUOTED_PATH.search(text)) else None
+        else:
+            return None
+        if code in NO_SPACE:
+            return f"{os.strerror(code).lower()} while writing {path or self.home}"
+        if code == errno.EROFS:
+            return f"cannot write to {self.home}: read-only file system"
+        if code in FORBIDDEN:  # a read may meet it too: the path, not "cannot write"
+            return f"cannot use {path or self.home}: {os.strerror(code).lower()}"
+        return None

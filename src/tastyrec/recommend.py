@@ -130,61 +130,88 @@ class Directory:
         return [i for i in ordered if i in self.place], [i for i in ordered if i not in self.place]
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What an engine reads when it opens (and again on reload), swapped in as one: a request
+    uses one of these from start to end, whatever a reload does meanwhile."""
+
+    predictor: Any  # predictor.Predictor
+    info: dict[str, Any]  # name, version, alias, kind, loaded_at, features (the run served)
+    online: Any  # features.online.OnlineFeatures: the current features run, its menu, candidates, snapshot
+    directory: Directory
+
+
 class Engine:
     """Opened once per process (CLI run, service worker, app session): the model of a registered
-    version or alias, the online store and the customer directory. Thread-safe for requests;
-    `reload` swaps in a new champion atomically while requests in flight finish on the old one."""
+    version or alias, the current features run (online store, menu, candidate items, serving
+    snapshot) and the customer directory. Thread-safe for requests; `reload` reads all of them
+    again and swaps them in atomically while requests in flight finish on the old ones."""
 
     def __init__(self, ws: Workspace, ref: str | int = "champion", chunk_customers: int = CHUNK_CUSTOMERS):
-        import duckdb
-
-        from tastyrec.features.online import OnlineFeatures
-        from tastyrec.features.stores import OnlineStoreError
-        from tastyrec.warehouse.load import in_use
-
-        if not (ws.feature_repo / "summary.json").exists():
-            raise RecommendError(f"no features in {ws.feature_repo}; run `tastyrec features` first")
         self.ws, self.ref, self.chunk_customers = ws, ref, chunk_customers
         # Scoring is many small forwards (one customer: ~40 rows). Torch's intra-op threads cost
         # more than they save there (p50 of one customer's top 3: 60 ms with 2 threads on 2 busy
         # cores, 9 ms with 1), so a process that serves uses one; it scales with more workers.
         torch.set_num_threads(1)
+        self._lock = threading.Lock()
+        self._state = self._load()
+
+    def _load(self) -> Loaded:
+        import duckdb
+
+        from tastyrec.features.online import OnlineFeatures
+        from tastyrec.features.stores import OnlineStoreError
+        from tastyrec.registry import RegistryError, load_predictor
+        from tastyrec.warehouse.load import in_use
+
+        ws = self.ws
+        if not (ws.feature_repo / "summary.json").exists():
+            raise RecommendError(f"no features in {ws.feature_repo}; run `tastyrec features` first")
         try:
-            self.online = OnlineFeatures(ws)
-            self.directory = Directory.load(ws)
-        except OnlineStoreError as e:
+            online = OnlineFeatures(ws)
+            directory = Directory.load(ws)
+            predictor, version = load_predictor(ws, self.ref)
+        except (OnlineStoreError, RegistryError) as e:
             raise RecommendError(str(e)) from None
         except duckdb.IOException as e:  # another process writes to the warehouse (setup, a save)
             if busy := in_use(e, ws.warehouse):
                 raise RecommendError(f"{busy}; try again when it has finished") from None
             raise
-        self._lock = threading.Lock()
-        self._load_model()
-
-    def _load_model(self) -> None:
-        from tastyrec.registry import RegistryError, load_predictor
-
-        try:
-            predictor, version = load_predictor(self.ws, self.ref)
-        except RegistryError as e:
-            raise RecommendError(str(e)) from None
         alias = None if isinstance(self.ref, int) or str(self.ref).isdigit() else str(self.ref)
-        with self._lock:
-            self._model = (predictor, {"name": "tastyrec-dlrm", "version": version, "alias": alias,
-                                       "kind": predictor.kind, "loaded_at": datetime.now().isoformat()})
+        info = {"name": "tastyrec-dlrm", "version": version, "alias": alias, "kind": predictor.kind,
+                "loaded_at": datetime.now().isoformat(), "features": online.run}
+        return Loaded(predictor, info, online, directory)
 
     def reload(self) -> dict[str, Any]:
-        """Resolve the reference again (a new champion) and load its model; returns model info."""
-        self._load_model()
+        """Open again what the engine read at start: the version the reference names now (a new
+        champion), the current features run, the customer directory. On failure the engine keeps
+        serving what it had (RecommendError). Returns the model info."""
+        loaded = self._load()
+        with self._lock:
+            self._state = loaded
         return self.model_info
+
+    def check(self) -> None:
+        """OnlineStoreError when the online store cannot be read now (one cheap lookup): what
+        /health asks before saying the service can answer."""
+        state = self._state
+        state.online.customers(state.directory.frame[CUSTOMER_ID].head(1).tolist())
 
     @property
     def model_info(self) -> dict[str, Any]:
-        return dict(self._model[1])
+        return dict(self._state.info)
 
     @property
     def predictor(self):
-        return self._model[0]
+        return self._state.predictor
+
+    @property
+    def online(self):
+        return self._state.online
+
+    @property
+    def directory(self) -> Directory:
+        return self._state.directory
 
     # -----------------------------------------------------------------------------------------
     def recommend(self, customer_ids: list[int] | None = None, filters: Filters = Filters(),
@@ -194,19 +221,20 @@ class Engine:
         if not 1 <= top_k <= MAX_TOP_K:
             raise RecommendError(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
         started = time.perf_counter()
-        predictor, info = self._model  # one model for the whole request, whatever reload does
+        state = self._state  # one model, features run and directory for the whole request
+        info = state.info
         unknown: list[int] = []
         if customer_ids is not None:
-            ids, unknown = self.directory.known(customer_ids)
+            ids, unknown = state.directory.known(customer_ids)
         else:
-            ids = self.directory.select(filters).tolist()
+            ids = state.directory.select(filters).tolist()
         selected = len(ids)
         truncated = limit is not None and selected > limit
         ids = ids[:limit] if truncated else ids
         results: list[CustomerRecommendations] = []
         without: list[dict[str, Any]] = []
         for start in range(0, len(ids), self.chunk_customers):
-            done, missed = self._chunk(predictor, ids[start:start + self.chunk_customers], filters, top_k)
+            done, missed = self._chunk(state, ids[start:start + self.chunk_customers], filters, top_k)
             results += done
             without += missed
         return Recommendations(
@@ -215,11 +243,12 @@ class Engine:
             truncated=truncated, message=_message(selected, len(ids), results, without, unknown),
             seconds=round(time.perf_counter() - started, 4))
 
-    def _chunk(self, predictor, ids: list[int], filters: Filters,
+    def _chunk(self, state: Loaded, ids: list[int], filters: Filters,
                top_k: int) -> tuple[list[CustomerRecommendations], list[dict[str, Any]]]:
         """(the recommendations of these customers, those who got none with the reason)."""
-        customers = self.online.customers(ids)
-        rows = self.online.candidate_rows(customers)
+        online, directory = state.online, state.directory
+        customers = online.customers(ids)
+        rows = online.candidate_rows(customers)
         # why a customer has no rows: the first step after which none of theirs is left
         online_city = dict(zip(customers.column(CUSTOMER_ID).to_pylist(), customers.column(CITY).to_pylist()))
         left = set(rows[CUSTOMER_ID].unique().tolist())
@@ -237,13 +266,13 @@ class Engine:
             still = set(np.unique(rows[CUSTOMER_ID].to_numpy()[keep]).tolist())
             why |= dict.fromkeys(left - still, code)
             left = still
-        without = [{"customer_id": cid, "city": self.directory.place[cid][0], "code": why[cid],
-                    "reason": REASONS[why[cid]].format(city=self.directory.place[cid][0])}
+        without = [{"customer_id": cid, "city": directory.place[cid][0], "code": why[cid],
+                    "reason": REASONS[why[cid]].format(city=directory.place[cid][0])}
                    for cid in ids if cid in why]
         rows = rows.loc[keep].reset_index(drop=True)
         if rows.empty:
             return [], without
-        scores = predictor.predict(rows)
+        scores = state.predictor.predict(rows)
         # best first; equal scores by item name, so they always rank the same way (lexsort: the
         # last key is the primary one)
         customer = rows[CUSTOMER_ID].to_numpy()
@@ -254,12 +283,12 @@ class Engine:
         in_top = rank < top_k
         top = order[in_top]  # row positions, by customer then rank
         shown = {f: rows[f].to_numpy()[top] for f in ITEM_FIELDS}
-        histories = _histories(customers, self.online.as_of)
+        histories = _histories(customers, online.as_of)
         out: dict[int, CustomerRecommendations] = {}
         for j, (row, r) in enumerate(zip(top, rank[in_top])):
             cid = int(customer[row])
             if cid not in out:
-                city, country = self.directory.place[cid]
+                city, country = directory.place[cid]
                 out[cid] = CustomerRecommendations(cid, city, country, histories.get(cid, []), [])
             out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in shown.items()},
                                              "score": float(scores[row])})
@@ -267,7 +296,7 @@ class Engine:
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """P(purchase) for raw feature rows (the columns of a training set): the seed's forward."""
-        return self._model[0].predict(rows)
+        return self._state.predictor.predict(rows)
 
 
 def _plain(value: Any) -> Any:

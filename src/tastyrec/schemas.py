@@ -25,9 +25,17 @@ class Limits:
     customer_ids: int = 1_000  # ids per /recommendations request; more -> 413
     filter_customers: int = 1_000  # customers served per filter selection; more -> truncated
     score_rows: int = 10_000  # rows per /score request; more -> 413
-    # bytes per request body; more -> 413 before parsing. A /score row is ~1 KB of JSON, ~2 KB for
-    # a customer who bought every menu item: 10,000 rows (~20 MB) fit, pretty-printed too
-    body_bytes: int = 64 * 2**20
+    # Bytes per request body; more -> 413 before the body is read (a few MB at most: each request
+    # in flight holds its body, and parsing takes ~6x that). A /score row is ~1 KB of JSON: 10,000
+    # candidate rows of the test workspace took 9.7 MiB, its 10,000 largest 10.4 MiB (33 items
+    # bought). A row listing all 58 menu items is 2 KB: 10,000 such rows (19.5 MiB) must be split.
+    score_bytes: int = 12 * 2**20
+    recommendations_bytes: int = 2**20  # 1,000 ids of 19 digits + full filters take ~30 KB
+    body_bytes: int = 16 * 2**10  # any other route: none reads a body
+    # Seconds for a request's body to arrive once its headers have (more -> 408, connection closed):
+    # a client that sends it slowly, or never, holds a task and a connection. 12 MiB in 30 s
+    # needs 0.4 MB/s.
+    body_seconds: float = 30.0
     # The engine's work is mostly Python holding the GIL: 16 requests let in together took turns
     # with it at 0.7x the throughput of 2 at a time (bench/serve.py's load, 2 cores). Two, not one,
     # so that a large filter selection does not hold up every small request. Scale with --workers.
@@ -150,6 +158,7 @@ class Health(BaseModel):
     kind: str
     loaded_at: str
     device: str
+    features: str = Field(description="the features run served (tastyrec features; /admin/reload moves to the newest)")
 
 
 class Features(BaseModel):

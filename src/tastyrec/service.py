@@ -9,10 +9,14 @@ status code, never a 500):
                             first 1,000 (by id) with `truncated: true`; top_k 1..50 (422 outside)
     POST /score             at most 10,000 rows (413 above); missing columns -> 422; feature
                             values must be finite (NaN / Infinity -> 422)
-    any request body        at most 64 MiB (`Limits.body_bytes`): 413 before anything parses it
+    request bodies          /recommendations 1 MiB, /score 12 MiB, any other route 16 KiB
+                            (`Limits`): 413 by Content-Length before a byte of the body is read,
+                            or at the chunk that crosses it; a body not all there 30 s after the
+                            request began: 408 (`Limits.body_seconds`), and the connection closed
     malformed bodies        422 naming the field: invalid JSON, a body that is not a JSON object
                             (text/plain, form data, no content type), NaN or Infinity where a
-                            number goes (Python's json reads them; the 422 echoes them as strings);
+                            number goes (Python's json reads them; the 422 echoes them as strings,
+                            any echoed value cut to 300 characters, at most 20 errors listed);
                             JSON nested deeper than Python's json reads: 400
     a Redis online store that stops answering: 503
 
@@ -20,6 +24,20 @@ With a token (`TASTYREC_API_TOKEN`, or `create_app(token=...)`) every route but 
 `Authorization: Bearer <token>`: 401 without it, 403 with a wrong one. The docs (/docs, /redoc,
 /openapi.json) stay public: they describe the API, hold no customer data, and a browser opening
 /docs cannot send a bearer header (its "Authorize" button sends the token with the calls it makes).
+The token is checked in the ASGI layer (`RequestGuard`), before the body is read, and again by
+each route (`require_token`). A token must be printable ASCII, at least 16 characters, without
+surrounding whitespace (`validate_token`): `create_app` and `tastyrec serve` refuse others.
+
+Without a token the service is for the machine it runs on (`tastyrec serve` listens on loopback
+only), and a browser on that machine must not become a way in: a Host that is not a loopback name
+(DNS rebinding: a web page whose name now points at 127.0.0.1) gets 403, and so does a write sent
+cross-site (an Origin that is not loopback, or Sec-Fetch-Site: cross-site): a page may POST
+text/plain to any address without asking first. With a token, the token is the protection: a page
+cannot add a bearer header to a cross-site request (it would need CORS, which is not enabled).
+
+uvicorn has no timeout for a request's line and headers: a client that sends them slowly holds
+its connection and file descriptor. Exposed beyond the machine, the service belongs behind a
+reverse proxy that times them out (README, "Security"); `SERVER_SETTINGS` has what uvicorn does.
 
 POST /admin/reload reaches one worker process; with several, it also touches a stamp file
 (`ReloadSignal`) and every other worker reloads before its next request.
@@ -27,6 +45,7 @@ POST /admin/reload reaches one worker process; with several, it also touches a s
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -34,9 +53,11 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -45,11 +66,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from redis import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tastyrec.config import Workspace
+from tastyrec.features.stores import OnlineStoreError
 from tastyrec.recommend import Engine, Filters, RecommendError
 from tastyrec.schemas import (LIMITS, FiltersBody, Health, Limits, Metadata, RecommendRequest, RecommendResponse,
                               ScoreRequest, ScoreResponse)
@@ -58,6 +81,26 @@ TOKEN_ENV = "TASTYREC_API_TOKEN"
 HOME_ENV = "TASTYREC_HOME"
 REF_ENV = "TASTYREC_SERVE_REF"  # the version or alias `tastyrec serve` hands to its workers
 STAMP_ENV = "TASTYREC_SERVE_RELOAD_STAMP"  # the workers' shared reload stamp file
+# At least this many characters: the token is all that guards a public address, and a short one is
+# likely a word someone typed ("secret", "changeme"); `secrets.token_urlsafe(16)` gives 22.
+MIN_TOKEN_CHARS = 16
+# The 422's echo of a request's values (FastAPI echoes the whole invalid input): a few hundred
+# characters of each, for at most 20 errors, rather than megabytes back for a large invalid body.
+ECHO_CHARS = 300
+ECHO_ERRORS = 20
+# uvicorn's settings for `tastyrec serve` (uvicorn 0.54). Not set: limit_concurrency. It counts idle
+# and half-sent connections too, so N slow clients (fewer than it takes to use up the file
+# descriptors) would get everyone a 503; the work itself is bounded by Limits.engine_concurrency,
+# bodies by size and time (RequestGuard), connections by the reverse proxy (README, "Security").
+SERVER_SETTINGS: dict[str, Any] = {
+    # h11 rather than httptools (uvicorn's choice when installed): httptools took 10 MB of request
+    # headers into memory; h11 answers 400 to a request head still incomplete past 16 KiB (one that
+    # arrives in a single socket read may be larger: at most 256 KiB on loopback)
+    "http": "h11", "h11_max_incomplete_event_size": 16 * 2**10,
+    "timeout_keep_alive": 5,  # an idle connection between two requests is closed after 5 s
+    # Ctrl-C or `docker stop` (SIGTERM, SIGKILL 10 s later): requests in flight get 8 s to finish
+    "timeout_graceful_shutdown": 8,
+}
 log = logging.getLogger(__name__)
 
 # ---- reloading several worker processes --------------------------------------------------------
@@ -98,35 +141,102 @@ class ReloadSignal:
                 log.error("reload failed, still serving version %s: %s", engine.model_info["version"], e)
 
 
-# ---- malformed requests: a 4xx with a message, never a 500 -------------------------------------
-class BodyLimit:
-    """A pure ASGI middleware: 413 for a request body over `max_bytes`, before anything parses it.
-    A Content-Length over the limit is refused at once; a body without one (chunked) is counted as
-    it streams in and refused at the chunk that crosses the limit."""
+# ---- what reaches a route, and malformed requests: a 4xx with a message, never a 500 -----------
+class RequestGuard:
+    """A pure ASGI middleware: what can be refused before the body is read, is, and the body is
+    bounded in size and time. In order:
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    - without a token: a Host that is not a loopback name -> 403; a write (POST ...) a browser
+      sends cross-site -> 403 (see the module's docstring);
+    - with a token: its check on every route but the docs (401 / 403), so that the body of a
+      request without it is never read, let alone parsed;
+    - a Content-Length over the route's limit -> 413;
+    - while the body streams in: 413 at the chunk that crosses the limit (a body without a
+      Content-Length), 408 if it is not all there `body_seconds` after the request began.
+
+    Refusals before the body and the 408 close the connection: the rest of the body is not read.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, limits: Limits, public: set[str]):
+        self.app, self.token, self.limits, self.public = app, token, limits, public
+        self.body_bytes = {"/recommendations": limits.recommendations_bytes, "/score": limits.score_bytes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request bodies are limited to {self.max_bytes:,} bytes"
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        try:
+            max_bytes = self.admit(scope["method"], scope["path"], Headers(scope=scope))
+        except HTTPException as e:
+            headers = {**(e.headers or {}), "Connection": "close"}
+            await JSONResponse({"detail": e.detail}, e.status_code, headers=headers)(scope, receive, send)
             return
-        received = 0
+        await self.app(scope, self.bounded(receive, max_bytes), send)
 
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+    def admit(self, method: str, path: str, headers: Headers) -> int:
+        """The body limit of the route; HTTPException for a request refused on its headers."""
+        if not self.token:
+            host = headers.get("host", "localhost")  # HTTP/1.0 may send none; browsers always do
+            if not is_loopback(host_name(host)):
+                raise HTTPException(403, f"Host {host!r} refused: without a token this service answers only "
+                                         f"loopback names (localhost, 127.0.0.1, [::1]); set {TOKEN_ENV} to "
+                                         "serve it under other names")
+            if method not in ("GET", "HEAD", "OPTIONS") and cross_site(headers):
+                raise HTTPException(403, f"cross-site {method} refused: without a token this service takes "
+                                         f"writes from loopback pages only; set {TOKEN_ENV} to serve others")
+        elif path not in self.public:
+            check_token(self.token, headers.get("authorization"))
+        max_bytes = self.body_bytes.get(path, self.limits.body_bytes)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise HTTPException(413, f"request bodies to {path} are limited to {max_bytes:,} bytes "
+                                     f"(Content-Length: {int(declared):,})")
+        return max_bytes
+
+    def bounded(self, receive: Receive, max_bytes: int) -> Receive:
+        """`receive`, refusing a body over `max_bytes` or not all there in time; after the body,
+        as it is (a response may wait for the client to disconnect)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_seconds
+        received, done = 0, False
+
+        async def guarded() -> Message:
+            nonlocal received, done
+            if done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:  # FastAPI re-raises an HTTPException met reading the body
+                raise HTTPException(408, f"the request body did not arrive within {self.limits.body_seconds:g} s",
+                                    headers={"Connection": "close"}) from None
             received += len(message.get("body", b""))
-            if received > self.max_bytes:  # FastAPI re-raises an HTTPException met reading the body
-                raise HTTPException(413, detail)
+            if received > max_bytes:
+                raise HTTPException(413, f"request bodies are limited to {max_bytes:,} bytes")
+            done = not message.get("more_body", False)
             return message
 
-        await self.app(scope, counted, send)
+        return guarded
+
+
+def host_name(host: str) -> str:
+    """A Host header's name without its port: "[::1]:8000" -> "::1", "localhost:8000" -> "localhost"."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.partition(":")[0]
+
+
+def cross_site(headers: Headers) -> bool:
+    """A browser's request sent by a page of another site: Sec-Fetch-Site says so, or its Origin is
+    not a loopback one ("null" included: sandboxed frames and file:// pages send it)."""
+    if headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = headers.get("origin")
+    if origin is None:  # not a browser's cross-origin request (browsers send Origin with every POST)
+        return False
+    try:
+        return not is_loopback(urlsplit(origin).hostname or "")
+    except ValueError:  # an Origin that is no URL ("http://[x")
+        return True
 
 
 def json_safe(value: Any) -> Any:
@@ -141,21 +251,60 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def brief_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI's validation errors, at most ECHO_ERRORS of them (then one that counts the rest),
+    each echoed `input` longer than ECHO_CHARS characters of JSON cut to them (as a string)."""
+    shown = [e | {"input": brief(e["input"])} if "input" in e else e for e in errors[:ECHO_ERRORS]]
+    if len(errors) > ECHO_ERRORS:
+        shown.append({"type": "more_errors", "loc": [], "msg": f"{len(errors) - ECHO_ERRORS:,} more errors not listed"})
+    return shown
+
+
+def brief(value: Any) -> Any:
+    """`value`, or the first ECHO_CHARS characters of its JSON when it is longer."""
+    try:
+        text = json.dumps(value, default=str)  # writes NaN too: only the length counts here
+    except (TypeError, ValueError):
+        text = repr(value)
+    return value if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}... ({len(text):,} characters)"
+
+
 # ---- auth and the engine, as dependencies ------------------------------------------------------
 bearer = HTTPBearer(auto_error=False, description=f"required when {TOKEN_ENV} is set")
 
 
-# `async def`: cheap checks that need no thread of the pool.
-async def require_token(request: Request,
-                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """401 without a bearer token, 403 with a wrong one; nothing to check when no token is set."""
-    expected: str | None = request.app.state.token
+def validate_token(token: str) -> None:
+    """ValueError for a token no request could match, or one too short (MIN_TOKEN_CHARS) to guard
+    anything. Header values are ASCII in practice (httpx refuses to send others, servers read them
+    as Latin-1) and HTTPBearer strips the value it reads: other tokens answer every request 403."""
+    advice = "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    if token != token.strip():
+        raise ValueError(f"{TOKEN_ENV} has whitespace around it: no client's token would match it; remove it")
+    if not (token.isascii() and token.isprintable()):
+        raise ValueError(f"{TOKEN_ENV} has characters other than printable ASCII, which an HTTP header "
+                         f"cannot carry reliably: use letters, digits and punctuation, {advice}")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{TOKEN_ENV} has {len(token)} characters: use at least {MIN_TOKEN_CHARS}, {advice}")
+
+
+def check_token(expected: str | None, authorization: str | None) -> None:
+    """401 without a bearer token, 403 with a wrong one; nothing to check when no token is set.
+    `authorization`: the Authorization header, read as FastAPI's HTTPBearer reads it."""
     if not expected:
         return
-    if credentials is None:
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if scheme.lower() != "bearer" or not credentials:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+    if not hmac.compare_digest(credentials.encode(), expected.encode()):
         raise HTTPException(403, "wrong bearer token")
+
+
+# `async def`: cheap checks that need no thread of the pool.
+async def require_token(request: Request,
+                        _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """The check RequestGuard made before the body, again for each route (`bearer` puts the scheme
+    in the OpenAPI schema, for /docs' "Authorize")."""
+    check_token(request.app.state.token, request.headers.get("authorization"))
 
 
 async def get_engine(request: Request) -> Engine:
@@ -183,10 +332,13 @@ router = APIRouter(dependencies=[Depends(require_token)])
 # Plain `def`: FastAPI runs them in its thread pool, so scoring never blocks the event loop.
 @router.get("/health", response_model=Health, tags=["service"])
 def health(engine: EngineDep) -> dict[str, Any]:
-    """The model version this worker serves."""
+    """The model version and features run this worker serves; 503 with the reason when it cannot
+    answer requests now (one online lookup is tried), so a health check takes it out of rotation."""
+    engine.check()  # OnlineStoreError / RedisError: 503 from their handlers
     info = engine.model_info
     return {"status": "ok", "model": info["name"], "version": info["version"], "alias": info["alias"],
-            "kind": info["kind"], "loaded_at": info["loaded_at"], "device": str(engine.predictor.device)}
+            "kind": info["kind"], "loaded_at": info["loaded_at"], "device": str(engine.predictor.device),
+            "features": info["features"]}
 
 
 @router.post("/recommendations", response_model=RecommendResponse, tags=["recommendations"],
@@ -244,8 +396,9 @@ def metadata(engine: EngineDep) -> dict[str, Any]:
 @router.post("/admin/reload", response_model=Health, tags=["service"],
              responses={409: {"description": "the reference names no loadable model; the old one stays"}})
 def reload(request: Request, engine: EngineDep) -> dict[str, Any]:
-    """Load the version the reference names now (a new champion), in every worker; requests in
-    flight finish on the model they started with."""
+    """Open again, in every worker, all the engine read at start: the version the reference names
+    now (a new champion), the current features run (after `tastyrec features`) and the customer
+    directory (after `setup`); requests in flight finish on what they started with."""
     try:
         engine.reload()
     except RecommendError as e:
@@ -260,10 +413,11 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
                engine: Engine | None = None, limits: Limits = LIMITS, reload_stamp: Path | None = None) -> FastAPI:
     """The service for workspace `ws`, serving the version `ref` names (re-resolved on reload).
 
-    `token`: the bearer token every route requires (None or empty: none). `engine`: an Engine
-    already open (the single-worker `tastyrec serve` opens it to report errors before listening);
-    otherwise the lifespan opens one. `limits`: what one request may ask for. `reload_stamp`:
-    the file several worker processes share to reload together (see ReloadSignal).
+    `token`: the bearer token every route requires (None or empty: none; ValueError for one that
+    `validate_token` refuses). `engine`: an Engine already open (the single-worker `tastyrec serve`
+    opens it to report errors before listening); otherwise the lifespan opens one. `limits`: what
+    one request may ask for. `reload_stamp`: the file several worker processes share to reload
+    together (see ReloadSignal).
     """
 
     @asynccontextmanager
@@ -276,24 +430,33 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
         yield
         app.state.engine = None
 
+    if token:
+        validate_token(token)
     app = FastAPI(title="tastyrec", lifespan=lifespan,
                   description="Menu-item recommendations for Tasty Bytes loyalty customers (tastyrec-dlrm).")
     app.state.token = token or None
     app.state.limits = limits
     app.state.engine_slots = threading.BoundedSemaphore(limits.engine_concurrency)
     app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes)
+    docs = {url for url in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if url}
+    app.add_middleware(RequestGuard, token=token or None, limits=limits, public=docs)
 
     @app.exception_handler(RequestValidationError)
     async def malformed_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's own 422, naming the field; the input it echoes is made JSON-safe, or a NaN in
-        the body would fail to encode here, a 500."""
-        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        """FastAPI's own 422, naming the field; the input it echoes is cut short (brief_errors) and
+        made JSON-safe, or a NaN in the body would fail to encode here, a 500."""
+        return JSONResponse({"detail": json_safe(jsonable_encoder(brief_errors(exc.errors())))}, status_code=422)
 
     @app.exception_handler(RedisError)
     async def online_store_down(request: Request, exc: RedisError) -> JSONResponse:
         """A Redis online store that stops answering mid-service: 503, the model keeps loaded."""
         return JSONResponse({"detail": f"the online store (Redis) is unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(OnlineStoreError)
+    async def online_store_unusable(request: Request, exc: OnlineStoreError) -> JSONResponse:
+        """An online store that cannot be read (missing, locked, features Feast will not serve):
+        503 with the reason; the service recovers by itself or after `features` + /admin/reload."""
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     return app
 

@@ -21,9 +21,12 @@ MAIN = Path(__file__).with_name("main.py")
 
 def command(home: Path, port: int = 8501, host: str = "127.0.0.1", service: str | None = None) -> list[str]:
     """The `streamlit run` command line that serves the app for workspace `home`: headless, no
-    usage statistics, no file watcher (nothing here is edited while it runs), no developer menu."""
+    usage statistics, no file watcher (nothing here is edited while it runs), no developer menu, and
+    no error details in the browser (a traceback shows file paths and process ids; Streamlit's
+    default, "full", shows them all): an uncaught exception shows a generic message there, and
+    its details go to the console of `tastyrec app`."""
     args = ["--home", str(home), *(["--service", service] if service else [])]
     return [sys.executable, "-m", "streamlit", "run", str(MAIN),
             "--server.port", str(port), "--server.address", host, "--server.headless", "true",
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-            "--client.toolbarMode", "minimal", "--", *args]
+            "--client.toolbarMode", "minimal", "--client.showErrorDetails", "none", "--", *args]

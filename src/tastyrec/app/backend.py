@@ -10,8 +10,12 @@ process, whose command line is pytest's.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +30,9 @@ from tastyrec.recommend import (DEFAULT_TOP_K, CustomerRecommendations, Engine, 
 
 SERVICE_ENV = "TASTYREC_APP_SERVICE"
 SERVICE_TIMEOUT_S = 300.0  # a large selection takes a while to score
+MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: CommonMark escapes each
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,26 @@ def backend(s: Settings) -> Backend:
         st.error(f"Recommendations are not available: {e}")
         st.stop()
         raise  # not reached: st.stop ends the script run
+
+
+@contextmanager
+def failure_shown(action: str) -> Iterator[None]:
+    """Run a page action that can fail at run time (scoring, saving, reading a campaign). A
+    RecommendError is shown as it is (written for the user); anything else as one plain line, with
+    the details in the log of `tastyrec app` only: a traceback carries file paths and process ids."""
+    try:
+        yield
+    except RecommendError as e:
+        st.error(str(e))
+    except Exception as e:
+        log.exception("could not %s", action)
+        st.error(f"could not {action}: something went wrong ({type(e).__name__}); the details are in the log "
+                 "of `tastyrec app`")
+
+
+def literal(text: str) -> str:
+    """User text (a campaign name) for a Markdown element, shown as typed: no link, no formatting."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def as_recommendations(result: dict[str, Any]) -> Recommendations:

@@ -11,6 +11,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from tastyrec.campaigns import spreadsheet_safe
+
 TABLE_ROWS = 500  # customers shown in the table; the CSV has them all
 HISTORY_SHOWN = 5  # purchase history entries per customer in the table
 CHART_ITEMS = 15  # bars in the item chart
@@ -33,8 +35,8 @@ class Shown:
     def of(cls, result: dict[str, Any], menu: pd.DataFrame) -> "Shown":
         customers = result["customers"]
         items, brands = counts(customers, menu)
-        return cls(result, table(customers[:TABLE_ROWS]), long_frame(customers).to_csv(index=False).encode(),
-                   items, brands)
+        csv = spreadsheet_safe(long_frame(customers)).to_csv(index=False).encode()  # opened in a spreadsheet
+        return cls(result, table(customers[:TABLE_ROWS]), csv, items, brands)
 
     def customer(self, customer_id: int) -> dict[str, Any]:
         return next(c for c in self.result["customers"] if c["customer_id"] == customer_id)

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tastyrec.config import Workspace, log_progress
+from tastyrec.config import Workspace, WorkspaceError, log_progress
 from tastyrec.options import MODEL_CHOICES, SPLITS
 
 # Choices the CLI refuses others of (Typer lists them in the error): one Enum per option.
@@ -81,9 +82,36 @@ StepDaysOpt = Annotated[Optional[int], typer.Option(help="Days between training 
 @app.callback()
 def main(ctx: typer.Context,
          home: Annotated[Optional[Path], typer.Option(
-             "--home", envvar="TASTYREC_HOME", help="Workspace folder (default ./.tastyrec).")] = None) -> None:
+             "--home", envvar="TASTYREC_HOME",
+             help="Workspace folder (default ./.tastyrec): a tastyrec workspace, or a folder that is empty or "
+                  "does not exist yet.")] = None) -> None:
     quiet_third_party()
-    ctx.obj = Workspace.from_env(home)
+    ws = Workspace.from_env(home)
+    try:
+        ctx.obj = ws.check()  # before any command reads or writes it
+    except WorkspaceError as e:
+        fail(str(e))
+    ctx.with_resource(plain_errors(ws, ctx.invoked_subcommand))
+
+
+# Commands whose writes are all or nothing: a warehouse is built aside and swapped in whole, a
+# campaign's rows and files are undone together. After a failure nothing of theirs is left.
+ALL_OR_NOTHING = {"setup", "recommend"}
+
+
+@contextmanager
+def plain_errors(ws: Workspace, command: str | None) -> Iterator[None]:
+    """Around every command (Click hands a resource the command's exception): what any command
+    may meet in the home, in plain words instead of a traceback: a WorkspaceError (a settings file
+    that is not tastyrec's, ...) and the file system refusing a write (disk full, read-only)."""
+    try:
+        yield
+    except WorkspaceError as e:
+        fail(str(e))
+    except Exception as e:
+        if (message := ws.write_failure(e)) is None:
+            raise
+        fail(message + ("; nothing was changed" if command in ALL_OR_NOTHING else ""))
 
 
 @contextmanager
@@ -106,6 +134,13 @@ def progress_bar(enabled: bool = True) -> Iterator:
 def labelled(label: str, style: str, message: str) -> Text:
     """`label` in `style`, then `message` exactly as written."""
     return Text.assemble((label, style), " ", message)
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters written as escapes (\\n, \\x1b, \\x00): stored text must
+    neither break a table row nor move the cursor or recolour the terminal (Rich prints them raw)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+                   else ch for ch in text)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tastyrec.config import Workspace
-from tastyrec.cli.base import JsonOpt, app, err, fail, out, warn
+from tastyrec.cli.base import JsonOpt, app, err, fail, out, visible, warn
 
 
 WITHOUT_SHOWN = 20  # customers without recommendations listed on the terminal (--json has them all)
@@ -49,13 +49,19 @@ def recommend(ctx: typer.Context,
               save: Annotated[Optional[str], typer.Option(help="Save the result as a campaign with this name.")] = None,
               as_json: JsonOpt = False) -> None:
     """Top-k menu items for customers: by id, or by country / city / brand filters."""
-    from tastyrec.campaigns import save as save_campaign
+    from tastyrec.campaigns import campaign_name, save as save_campaign
+    from tastyrec.features.stores import OnlineStoreError
     from tastyrec.recommend import Engine, Filters, RecommendError
 
     if customer and (country or city):
         fail("give --customer ids or --country/--city filters, not both")
     if save is not None and not save.strip():  # refused before the scoring, not skipped after it
         fail("--save needs a campaign name")
+    if save is not None:
+        try:
+            save = campaign_name(save)  # too long, control characters: refused before the scoring too
+        except RecommendError as e:
+            fail(f"--save: {e}")
     filters = Filters(tuple(country or ()), tuple(city or ()), tuple(brand or ()), trucks_not_visited,
                       items_not_ordered)
     try:
@@ -63,7 +69,7 @@ def recommend(ctx: typer.Context,
         with err.status("scoring..."):
             result = engine.recommend(customer_ids=list(customer) if customer else None, filters=filters, top_k=top_k)
         campaign = save_campaign(ctx.obj, result, save) if save and result.customers else None
-    except RecommendError as e:
+    except (RecommendError, OnlineStoreError) as e:
         fail(str(e))
     if result.unknown_customers:
         warn(", ".join(map(str, result.unknown_customers)), label="unknown customer ids:")
@@ -98,10 +104,10 @@ def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table = Table(title="saved campaigns")
     for column in ("run id", "name", "created", "filters", "customers", "model version"):
         table.add_column(column)
-    for c in saved:
+    for c in saved:  # names and filters as stored, however odd: older versions checked neither
         filters = ", ".join(f"{k}={v}" for k, v in c.filters.items() if v)
-        table.add_row(c.run_id, c.name, c.created_at.replace("T", " "), filters or "-", f"{c.customers:,}",
-                      str(c.model_version))
+        table.add_row(c.run_id, visible(c.name), c.created_at.replace("T", " "), visible(filters) or "-",
+                      f"{c.customers:,}", str(c.model_version))
     out.print(table)
 
 
@@ -114,7 +120,9 @@ def serve(ctx: typer.Context,
           ) -> None:
     """Start the REST inference service (FastAPI + uvicorn; OpenAPI docs at /docs). Ctrl-C stops it.
 
-    Set TASTYREC_API_TOKEN to require `Authorization: Bearer <token>`; it is required off loopback."""
+    Set TASTYREC_API_TOKEN (printable ASCII, 16 characters or more) to require `Authorization:
+    Bearer <token>`; it is required off loopback. Without it, only loopback Host names are answered.
+    Exposed beyond this machine, put a reverse proxy in front (README, "Security")."""
     import tempfile
 
     import uvicorn
@@ -125,6 +133,11 @@ def serve(ctx: typer.Context,
 
     ws: Workspace = ctx.obj
     token = os.environ.get(service.TOKEN_ENV) or None
+    if token:
+        try:  # a token that no request could match, or too short: refused before anything is opened
+            service.validate_token(token)
+        except ValueError as e:
+            fail(str(e))
     if not token and not service.is_loopback(host):
         fail(f"refusing to serve on {host} without a token: set {service.TOKEN_ENV} (clients then send "
              "`Authorization: Bearer <token>`), or listen on 127.0.0.1")
@@ -141,13 +154,15 @@ def serve(ctx: typer.Context,
               f"at {url} (docs {url}/docs), {workers} worker{'s' if workers > 1 else ''}"
               f"{', bearer token required' if token else ''}; Ctrl-C stops it")
     if workers == 1:
-        uvicorn.run(service.create_app(ws, ref, token, engine=engine), host=host, port=port)
+        uvicorn.run(service.create_app(ws, ref, token, engine=engine), host=host, port=port,
+                    **service.SERVER_SETTINGS)
         return
     del engine  # each worker process opens its own, from the environment set here
     with tempfile.TemporaryDirectory(prefix="tastyrec-serve-") as tmp:
         os.environ.update({service.HOME_ENV: str(ws.home), service.REF_ENV: ref,
                            service.STAMP_ENV: str(Path(tmp, "reload"))})
-        uvicorn.run("tastyrec.service:app_from_env", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("tastyrec.service:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    **service.SERVER_SETTINGS)
 
 
 @app.command("app")

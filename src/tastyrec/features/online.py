@@ -9,6 +9,9 @@ both give the same rows.
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import numpy as np
@@ -18,7 +21,7 @@ import pyarrow as pa
 from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
 from tastyrec.config import Workspace
 from tastyrec.features.build import SQL, feature_store
-from tastyrec.features.stores import SQLITE, OnlineStore
+from tastyrec.features.stores import SQLITE, SQLITE_FILE, OnlineStore, OnlineStoreError
 from tastyrec.features.training import CUSTOMER_REFS, FEATURES, KEYS, MENU_REFS, PAIR_FEATURES
 from tastyrec.sqlfiles import run_sql
 from tastyrec.warehouse.load import connect
@@ -34,10 +37,14 @@ class OnlineFeatures:
     """
 
     def __init__(self, ws: Workspace):
-        summary = json.loads((ws.feature_repo / "summary.json").read_text())
+        self.repo = ws.feature_repo  # this run, whatever later runs swap in: a reload opens those
+        self.run = self.repo.name
+        summary = json.loads((self.repo / "summary.json").read_text())
+        store = OnlineStore.parse(summary.get("online_store", SQLITE))
         # a Redis store that does not answer: OnlineStoreError, in plain words, before any lookup
-        OnlineStore.parse(summary.get("online_store", SQLITE)).check()
-        self.store = feature_store(ws)
+        store.check()
+        self.sqlite_file = None if store.is_redis else self.repo / SQLITE_FILE
+        self.store = feature_store(self.repo)
         self.as_of = pd.Timestamp(datetime.fromisoformat(summary["snapshots"][-1])).tz_convert("UTC")
         con = connect(ws.warehouse, read_only=True)
         try:
@@ -45,15 +52,36 @@ class OnlineFeatures:
         finally:
             con.close()
         self.items = sorted(candidates[ITEM].unique())
-        self.menu = (self.store.get_online_features(features=MENU_REFS, entity_rows={ITEM: self.items})
-                     .to_df().set_index(ITEM).loc[self.items])  # one row per item, by name
+        with self._reading():
+            self.menu = (self.store.get_online_features(features=MENU_REFS, entity_rows={ITEM: self.items})
+                         .to_df().set_index(ITEM).loc[self.items])  # one row per item, by name
         self.candidates = {city: sorted(group) for city, group in candidates.groupby(CITY)[ITEM]}
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Online reads that fail for a reason outside the request become OnlineStoreError (the
+        service answers 503 with it, the CLI prints it): a missing or locked SQLite file, or a
+        feature view Feast will not serve (e.g. left MATERIALIZING by a materialisation that was
+        cut short)."""
+        where = self.sqlite_file or self.repo
+        if self.sqlite_file is not None and not self.sqlite_file.exists():  # Feast would create an empty one
+            raise OnlineStoreError(f"the online store {where} is missing: run `tastyrec features` to rebuild it")
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise OnlineStoreError(f"the online store {where} cannot be read ({e}): if another program holds it, "
+                                   "try again when it is done; else run `tastyrec features` to rebuild it") from None
+        except ValueError as e:
+            if "cannot serve features" not in str(e):
+                raise
+            raise OnlineStoreError(f"the features in {self.repo} cannot be served ({e}): run `tastyrec features`") from None
 
     def customers(self, customer_ids: list[int]) -> pa.Table:
         """The online rows of these customers (every customer-level feature, history lists
         included), stamped with the serving snapshot. Unknown customers have a null city."""
-        table = self.store.get_online_features(
-            features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_arrow()
+        with self._reading():
+            table = self.store.get_online_features(
+                features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_arrow()
         return table.append_column(TIMESTAMP, pa.array([self.as_of] * table.num_rows, pa.timestamp("us", tz="UTC")))
 
     def candidate_rows(self, customers: pa.Table, items: list[str] | None = None) -> pd.DataFrame:

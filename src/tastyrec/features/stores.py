@@ -18,10 +18,11 @@ SQLITE = "sqlite"
 SETTING = "online_store"  # the key in the workspace's settings
 # a host name or IPv4 address: Feast's connection string ("host:port,db=N") has no form for IPv6
 REDIS_URL = re.compile(r"redis://(?P<host>[A-Za-z0-9_.-]+):(?P<port>\d{1,5})(?:/(?P<db>\d{1,2}))?/?")
-SQLITE_YAML = """\
+SQLITE_FILE = "data/online_store.db"  # in the features run's folder
+SQLITE_YAML = f"""\
 online_store:
   type: sqlite
-  path: data/online_store.db
+  path: {SQLITE_FILE}
 """
 REDIS_YAML = """\
 online_store:

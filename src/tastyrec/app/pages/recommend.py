@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from tastyrec.app import data, results
-from tastyrec.app.backend import as_recommendations, backend, settings
+from tastyrec.app.backend import as_recommendations, backend, failure_shown, literal, settings
 from tastyrec.campaigns import save
-from tastyrec.recommend import DEFAULT_TOP_K, MAX_TOP_K, Filters, RecommendError
+from tastyrec.recommend import DEFAULT_TOP_K, MAX_TOP_K, Filters
 
 CUSTOMER_LIMIT = 20_000  # customers one request scores in-process; more: the first ones, with a message
 
@@ -37,13 +37,10 @@ top_k = k_column.number_input("Items per customer (top-k)", min_value=1, max_val
 if st.button("Get Recommendations", key="get_recommendations", type="primary"):
     filters = Filters(tuple(country), tuple(city), tuple(brand), not_visited, not_ordered)
     st.session_state.pop("saved", None)
-    with st.spinner("Scoring the selected customers..."):
-        try:
-            result = engine.recommend(filters=filters, top_k=int(top_k), limit=CUSTOMER_LIMIT)
-            st.session_state["shown"] = results.Shown.of(result, data.menu(ws))
-        except RecommendError as e:
-            st.session_state.pop("shown", None)
-            st.error(str(e))
+    st.session_state.pop("shown", None)  # a failure below leaves no earlier result on show
+    with st.spinner("Scoring the selected customers..."), failure_shown("get recommendations"):
+        result = engine.recommend(filters=filters, top_k=int(top_k), limit=CUSTOMER_LIMIT)
+        st.session_state["shown"] = results.Shown.of(result, data.menu(ws))
 
 shown: results.Shown | None = st.session_state.get("shown")
 if shown is None:
@@ -117,11 +114,9 @@ st.download_button("Download CSV", shown.csv, file_name="recommendations.csv", m
 name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
 name = name_col.text_input("Campaign name", key="campaign_name", placeholder="e.g. Tokyo spring upsell")
 if save_col.button("Save", key="save"):
-    try:
+    with failure_shown("save"):
         campaign = save(ws, as_recommendations(result), name)
-        st.session_state["saved"] = (f"Saved campaign \u201c{campaign.name}\u201d as run {campaign.run_id} "
+        st.session_state["saved"] = (f"Saved campaign \u201c{literal(campaign.name)}\u201d as run {campaign.run_id} "
                                      f"({campaign.rows:,} rows, {campaign.customers:,} customers).")
-    except RecommendError as e:
-        st.error(str(e))
 if "saved" in st.session_state:
     st.success(st.session_state["saved"])
