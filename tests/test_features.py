@@ -328,7 +328,7 @@ def test_history_in_customer_parts_equals_one_query(feat_ws, tmp_path, monkeypat
         con.close()
     assert len(parts) == 4 and parts[0][0] == build.ALL_CUSTOMERS[0] and parts[-1][1] == build.ALL_CUSTOMERS[1]
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
-    build.write_feature_tables(ws)
+    build.write_feature_tables(ws, ws.feature_repo)  # over the copy's own run
     for name in definitions.VIEWS:
         parted, whole = parquet(ws, name), parquet(feat_ws, name)
         assert list(parted.columns) == list(whole.columns) and len(parted) == len(whole), name

@@ -15,7 +15,7 @@ from tastyrec.cli import app
 from tastyrec.config import Workspace
 from tastyrec.registry import list_versions
 
-METHODS = {"popularity", "city_popularity", "item_knn", "als", "repeat", "repeat_recent", "seed-dlrm"}
+METHODS = {"popularity", "city_popularity", "item_knn", "als", "repeat", "repeat_recent", "tifu_knn", "seed-dlrm"}
 
 
 def run(home, *args: str) -> dict:
@@ -53,6 +53,9 @@ def test_pipeline_reports_model_baselines_and_oracle(piped):
     assert evaluation["fraction_of_oracle_ndcg10"] == pytest.approx(
         evaluation["model"]["ndcg@10"] / evaluation["oracle"]["ndcg@10"])
     assert job["registry"]["version"] == 1 and job["registry"]["promoted"]
+    tifu = evaluation["tifu_knn"]  # its settings, chosen on the validation window
+    assert tifu["chosen_on"] == "validation" and 0 < tifu["validation_ndcg@10"] <= 1 and tifu["m"] == 7
+    assert evaluation["baselines"]["tifu_knn"]["ndcg@10"] > evaluation["baselines"]["popularity"]["ndcg@10"]
     assert job["setup"]["row_counts"]["raw_customer.customer_loyalty"] == 400
     history = job["train"]["result"]["history"]
     assert len(history) >= 1 and all("val_loss" in h for h in history)
@@ -90,8 +93,10 @@ def test_two_process_torchrun_training_is_gated_on_the_same_rows(own_home, monke
     ev = job["evaluation"]
     assert ev["champion"]["version"] == 1 and ev["window"] == first["evaluation"]["window"]
     assert ev["champion"]["metrics"]["ndcg@10"] == pytest.approx(first["evaluation"]["model"]["ndcg@10"], abs=1e-6)
-    assert ev["model"]["ndcg@10"] < ev["baselines"]["repeat"]["ndcg@10"]  # what makes this a refusal
-    assert not job["registry"]["promoted"] and "the best baseline, repeat" in job["registry"]["decision"]
+    best = ev["best_baseline"]  # TIFU-KNN among them
+    assert "tifu_knn" in ev["baselines"] and best == max(ev["baselines"], key=lambda b: ev["baselines"][b]["ndcg@10"])
+    assert ev["model"]["ndcg@10"] < ev["baselines"][best]["ndcg@10"]  # what makes this a refusal
+    assert not job["registry"]["promoted"] and f"the best baseline, {best}" in job["registry"]["decision"]
     assert "scored now on the same rows" in job["registry"]["decision"]
 
     blank = log_and_register(ws, zeroed_model(ws, 1, tmp_path / "zeroed"), {"zeroed": True}, [],
@@ -198,7 +203,7 @@ def test_the_cli_prints_tables_and_no_third_party_noise(own_home):
     trained = cli("train", "--epochs", "1", "--seed-samples", "0")
     evaluated = cli("evaluate", "--version", "2")
     features = cli("features")
-    assert "tastyrec dlrm" in trained.stdout and "oracle (truth)" in trained.stdout
+    assert "tastyrec dlrm" in trained.stdout and "oracle (truth)" in trained.stdout and "tifu_knn" in trained.stdout
     assert "version 2 (ndcg@10" in trained.stdout and "champion" in trained.stdout
     assert "version 2 of the registered model" in evaluated.stdout
     assert "version 2 (dlrm)" in evaluated.stdout and "x the best baseline's" in evaluated.stdout
