@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -100,3 +101,22 @@ def test_redis_going_down_is_a_503_then_a_clear_refusal_to_start(redis_ws, tmp_p
     assert down.status_code == 503 and "online store (Redis) is unavailable" in down.json()["detail"]
     with pytest.raises(RecommendError, match="does not answer"):
         Engine(ws)
+
+
+def test_a_pruned_run_takes_its_redis_rows_with_it(redis_ws, redis_server, tmp_path):
+    """Runs older than the previous one are removed, their Redis rows (their own project's keys)
+    too; the rows of the run served stay."""
+    import redis
+
+    ws = Workspace.from_env(shutil.copytree(redis_ws.home, tmp_path / "home"))
+    client = redis.Redis(port=redis_server.port)
+
+    def rows_of(run) -> int:
+        return sum(1 for _ in client.scan_iter(b"*" + f"tastyrec_{Path(run.repo).name}".encode()))
+
+    first = build_features(ws)  # built in this home: its rows are this home's to remove
+    assert rows_of(first) > 400
+    build_features(ws)
+    last = build_features(ws)  # now `first` is older than the previous run
+    assert not Path(first.repo).exists() and rows_of(first) == 0
+    assert rows_of(last) > 400 and len(OnlineFeatures(ws).for_customers(CUSTOMERS)) > 0
