@@ -25,6 +25,7 @@ import streamlit as st
 
 from tastyrec.app import MAIN
 from tastyrec.config import Workspace
+from tastyrec.features.stores import OnlineStoreError
 from tastyrec.recommend import (DEFAULT_TOP_K, CustomerRecommendations, Engine, Filters, RecommendError,
                                 Recommendations)
 
@@ -138,7 +139,7 @@ def failure_shown(action: str) -> Iterator[None]:
     the details in the log of `tastyrec app` only: a traceback carries file paths and process ids."""
     try:
         yield
-    except RecommendError as e:
+    except (RecommendError, OnlineStoreError) as e:  # both say what to do in plain words
         st.error(str(e))
     except Exception as e:
         log.exception("could not %s", action)
