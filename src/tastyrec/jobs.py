@@ -73,19 +73,17 @@ def window_label(ws: Workspace) -> str:
     warehouse they came from. Two figures compare only when their labels are equal."""
     built = current_features(ws)
     return (f"{built.cutoffs['test'][0]} + {built.windows['window_days']} days, "
-            f"warehouse {(built.warehouse or '?')[:8]}")
+            f"warehouse {built.warehouse[:8]}")
 
 
 def _champion(ws: Workspace) -> tuple[int, Predictor] | None:
     """The registered champion, to be scored on the new version's rows (None: no champion yet,
     or one that cannot be loaded any more; the gate then says so)."""
-    from tastyrec.registry import RegistryError, champion_version, load_predictor
+    from tastyrec.registry import RegistryError, load_predictor
 
     try:
-        if champion_version(ws) is None:
-            return None
         predictor, version = load_predictor(ws, "champion")
-    except RegistryError:
+    except RegistryError:  # no model or no champion yet; files that cannot be read
         return None
     return version, predictor
 

@@ -87,7 +87,7 @@ def recommend(ctx: typer.Context,
         out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.rows:,} rows, "
                   f"{', '.join(campaign.files)}")
     if save and not result.customers:  # the message above says why there are none
-        fail(f"nothing was saved as campaign {save.strip()!r}: the result has no recommendations")
+        fail(f"nothing was saved as campaign {save!r}: the result has no recommendations")
     if customer and not result.selected:
         raise typer.Exit(1)
 

@@ -279,9 +279,8 @@ def _swap_in(ws: Workspace, repo: Path) -> None:
     the old run or the new one, never a mix), keep the one before it (a service still serving it
     until its reload keeps working), and remove older runs (their Redis rows too)."""
     previous = ws.feature_repo
-    pointer = {"current": repo.relative_to(ws.home).as_posix(), "previous": previous.relative_to(ws.home).as_posix()}
     tmp = ws.features_pointer.with_suffix(".tmp")
-    tmp.write_text(json.dumps(pointer, indent=2))
+    tmp.write_text(json.dumps({"current": repo.relative_to(ws.home).as_posix()}, indent=2))
     os.replace(tmp, ws.features_pointer)
     keep = {repo.name, previous.name}
     # older runs only: a newer folder may be another features run still being built
