@@ -340,3 +340,76 @@ def test_history_in_customer_parts_equals_one_query(feat_ws, tmp_path, monkeypat
                 assert np.allclose(np.concatenate(a), np.concatenate(b), rtol=1e-12, atol=0), (name, col)
             else:
                 pd.testing.assert_series_equal(parted[col], whole[col], check_exact=True, obj=f"{name}.{col}")
+
+
+def test_basket_shares_are_tifu_knns_own_vector_at_the_cutoff_and_online(feat_ws, time_split):
+    """item_order_share, item_basket_decay and item_last_baskets, checked against TIFU-KNN's user
+    vectors with one group (baselines.tifu_vectors, m = 1: each basket weighted rb^b / T) over the
+    same orders, read independently (evaluate.baskets_before), normalised by sum(rb^b)."""
+    from tastyrec.baselines import BASKET, ORDERED_AT, tifu_vectors
+    from tastyrec.evaluate import baskets_before
+
+    con = connect(feat_ws.warehouse, read_only=True)
+    sample = sample_customers(con, 40)
+    con.close()
+    test = pd.read_parquet(time_split.paths["test"])
+    online = OnlineFeatures(feat_ws)
+    for rows, ts in ((test[test[CUSTOMER_ID].isin(sample)], pd.Timestamp(time_split.cutoffs["test"][0])),
+                     (online.for_customers(sample), online.as_of)):
+        baskets = baskets_before(feat_ws, np.array(sample), ts)
+        count = baskets.drop_duplicates([CUSTOMER_ID, BASKET]).groupby(CUSTOMER_ID).size()
+        for feature, rb in (("item_order_share", 1.0), ("item_basket_decay", 0.9), ("item_last_baskets", 0.5)):
+            customers, items, vectors = tifu_vectors(baskets, rb=rb, rg=1.0, m=1)
+            t = count.reindex(customers).to_numpy()
+            total = (1 - rb ** t) / (1 - rb) if rb < 1 else t  # sum of rb^b over b = 0..T-1
+            expected = pd.DataFrame(vectors.multiply((t / total)[:, None]).toarray(),
+                                    index=pd.Index(customers, name=CUSTOMER_ID), columns=pd.Index(items, name=ITEM))
+            want = expected.stack().rename("want").reset_index()
+            merged = rows.merge(want, on=[CUSTOMER_ID, ITEM], how="left").fillna({"want": 0.0})
+            assert np.allclose(merged[feature], merged["want"], atol=1e-9), feature
+            assert (merged[feature] > 0).any() and (merged[feature] == 0).any()
+
+
+def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_split):
+    """item_popularity, item_recent_popularity and the bag scores of a row come from every
+    customer's purchases before the row's own timestamp (one snapshot_table per cutoff, over
+    bags read here independently), for training rows of two cutoffs and the online rows."""
+    import pyarrow as pa
+
+    from tastyrec.collaborative import bag_scores, snapshot_table, weight_tables
+
+    train = pd.read_parquet(time_split.paths["train"])
+    online = OnlineFeatures(feat_ws)
+    con = connect(feat_ws.warehouse, read_only=True)
+    sample = sample_customers(con, 30)
+    cases = [(train[train[TIMESTAMP] == ts], ts) for ts in sorted(train[TIMESTAMP].unique())]
+    assert len(cases) == 2
+    cases.append((online.for_customers(sample), online.as_of))
+    seen = []
+    for rows, ts in cases:
+        rows = rows[rows[CUSTOMER_ID].isin(sample)]
+        cutoff = pd.Timestamp(ts).tz_convert("UTC").tz_localize(None).to_pydatetime()
+        bags = con.execute("""
+            WITH buyers AS (SELECT DISTINCT customer_id FROM raw_pos.order_header
+                            WHERE customer_id IS NOT NULL AND order_ts < $ts),
+            items AS (SELECT oh.customer_id, m.menu_item_name, min(date_diff('day', oh.order_ts, $ts)) AS days
+                      FROM raw_pos.order_header oh JOIN raw_pos.order_detail od USING (order_id)
+                      JOIN raw_pos.menu m USING (menu_item_id)
+                      WHERE oh.order_ts < $ts AND m.item_category <> 'Beverage' GROUP BY ALL)
+            SELECT b.customer_id, list(menu_item_name ORDER BY menu_item_name) FILTER (menu_item_name IS NOT NULL),
+                   list(days::DOUBLE ORDER BY menu_item_name) FILTER (menu_item_name IS NOT NULL)
+            FROM buyers b LEFT JOIN items USING (customer_id) GROUP BY ALL ORDER BY 1""", {"ts": cutoff}).fetchall()
+        expected = snapshot_table(pd.Timestamp(ts), pa.array([b or [] for _, b, _ in bags], pa.list_(pa.string())),
+                                  pa.array([d or [] for _, _, d in bags], pa.list_(pa.float64())),
+                                  WINDOW_DAYS).to_pandas().set_index(ITEM)
+        for col in ("item_popularity", "item_recent_popularity"):
+            want = rows[ITEM].map(expected[col]).fillna(0.0)
+            assert np.allclose(rows[col], want, atol=1e-12), (col, ts)
+        bag_of = {c: b or [] for c, b, _ in bags}
+        want = bag_scores([bag_of.get(c, []) for c in rows[CUSTOMER_ID]], rows[ITEM].tolist(), weight_tables(expected))
+        for col, values in want.items():
+            assert np.allclose(rows[col], values, atol=1e-9), (col, ts)
+        assert (rows["item_knn_score"] > 0).any() and (rows["item_ease_score"] != 0).any()
+        seen.append(expected["item_popularity"].sum())
+    con.close()
+    assert len(set(seen)) == 3  # three different snapshots: each row read its own

@@ -122,7 +122,7 @@ def test_empty_selections_say_why(engine) -> None:
         engine.recommend(customer_ids=[1], top_k=0)
 
 
-def independent_scores(ws: Workspace, rows) -> np.ndarray:
+def independent_scores(ws: Workspace, rows, explore: bool = False) -> np.ndarray:
     """P(purchase) of the champion for `rows`, computed without the engine or Predictor.predict:
     the training run's own model folder (not the registry's cached download), its saved
     preprocessing and the model's forward."""
@@ -140,7 +140,9 @@ def independent_scores(ws: Workspace, rows) -> np.ndarray:
     pre = Preprocessor.from_dict(json.loads((folder / "preprocess.json").read_text()))
     model, _ = load_model(folder / "model.pt")
     with torch.no_grad():
-        return torch.sigmoid(model.eval()(*pre.transform(rows).inputs())).numpy()
+        inputs = pre.transform(rows).inputs()
+        # cross-sell (items new to the customer) is ranked by the explore head, the second logit
+        return torch.sigmoid(model.heads(*inputs)[:, 1] if explore else model.eval()(*inputs)).numpy()
 
 
 @pytest.mark.parametrize("filters", [Filters(), Filters(items_not_ordered=True), Filters(trucks_not_visited=True)],
@@ -148,7 +150,7 @@ def independent_scores(ws: Workspace, rows) -> np.ndarray:
 def test_the_engine_ranks_by_scores_computed_independently(engine, trained_ws, filters) -> None:
     ids = some_customers(trained_ws, 40)
     rows = engine.online.for_customers(ids)
-    rows = rows.assign(score=independent_scores(trained_ws, rows))
+    rows = rows.assign(score=independent_scores(trained_ws, rows, explore=filters.items_not_ordered))
     result = engine.recommend(customer_ids=ids, filters=filters, top_k=50)
     assert len(result.customers) >= 30
     for c in result.customers:
@@ -169,7 +171,7 @@ def test_the_top_item_is_the_highest_scoring_one_when_the_answer_is_known(traine
     class Known:
         kind = "known"
 
-        def predict(self, rows):
+        def predict(self, rows, explore=False):
             return (rows["menu_item_name"].str.len() + rows["customer_id"] % 7 / 100).to_numpy(np.float32)
 
     engine = Engine(trained_ws)

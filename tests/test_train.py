@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,3 +157,63 @@ def test_two_process_ddp_matches_one_process(data_dir: Path, tmp_path: Path) -> 
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
     assert_same_weights(load_model(two["model_path"])[0].state_dict(), one.state_dict, atol=1e-5)
+
+
+def test_the_explore_head_learns_from_items_new_to_the_customer_only() -> None:
+    """One loss for both heads: the main BCE on every row plus the explore head's BCE on the rows
+    of items the customer never bought (item_purchase_count 0); rows of bought items give the
+    explore head no gradient."""
+    from torch import nn
+
+    from tastyrec.model import build_model
+    from tastyrec.train import loss_sum
+
+    frame = synthetic_frame(400, seed=5)
+    prep = Preprocessor().fit(frame)
+    column = prep.dense.index("item_purchase_count")
+    cfg = model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense), embedding_dim=4,
+                       explore_column=column)
+    torch.manual_seed(0)
+    model = build_model("dlrm", cfg)
+    batch = prep.transform(frame)
+    new = torch.as_tensor(frame["item_purchase_count"].to_numpy() == 0)
+    assert 0 < int(new.sum()) < len(frame)
+    assert torch.equal(batch.dense[:, column] <= 0, new)  # the scaled column tells the rows apart
+
+    loss, logits = loss_sum(model, batch)
+    both = model.heads(*batch.inputs())
+    bce = nn.functional.binary_cross_entropy_with_logits
+    expected = bce(both[:, 0], batch.label, reduction="sum") + bce(both[new, 1], batch.label[new], reduction="sum")
+    assert torch.allclose(loss, expected) and torch.allclose(logits, model(*batch.inputs()))
+
+    bought = batch.take(torch.nonzero(~new).squeeze(1))
+    model.zero_grad()
+    loss_sum(model, bought)[0].backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.explore_arch.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.over_arch.parameters())
+
+
+def test_the_predictor_ranks_cross_sell_with_the_explore_head(tmp_path) -> None:
+    from tastyrec.model import MODEL_FILE, build_model, save_model
+    from tastyrec.predictor import Predictor
+
+    frame = synthetic_frame(300, seed=6)
+    prep = Preprocessor().fit(frame)
+    for column in (prep.dense.index("item_purchase_count"), None):
+        cfg = model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense), embedding_dim=4,
+                           explore_column=column)
+        torch.manual_seed(1)
+        model = build_model("dlrm", cfg).eval()
+        save_model(tmp_path / MODEL_FILE, model.state_dict(), "dlrm", cfg)
+        predictor = Predictor.from_dir(Predictor.write_dir(tmp_path / "model", prep, tmp_path / MODEL_FILE))
+        with torch.no_grad():
+            main = torch.sigmoid(model(*prep.transform(frame).inputs())).numpy()
+        assert predictor.explores == (column is not None)
+        assert np.allclose(predictor.predict(frame), main, atol=1e-6)
+        if column is None:  # a model from before the explore head: its one head for both
+            assert np.allclose(predictor.predict(frame, explore=True), main, atol=1e-6)
+        else:
+            with torch.no_grad():
+                explore = torch.sigmoid(model.heads(*prep.transform(frame).inputs())[:, 1]).numpy()
+            assert np.allclose(predictor.predict(frame, explore=True), explore, atol=1e-6)
+            assert not np.allclose(explore, main, atol=1e-3)

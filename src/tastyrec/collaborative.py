@@ -1,16 +1,25 @@
-"""Collaborative inputs of the DLRM, fitted on training rows only and saved with the model.
+"""Collaborative inputs of the DLRM: what all customers bought, as of each snapshot.
 
-Two dense features per (customer, item) row that the warehouse cannot compute per row cheaply:
+`tastyrec features` computes, for every snapshot, from every customer's history bag at that
+snapshot (`snapshot_table`), one row per item (the feature view `item_collaborative`):
 
-- `item_popularity`: the share of customers who had bought the item before the newest training
-  cutoff (the same value for every customer);
-- `item_knn_score`: the item's cosine similarity (over those customers' purchases) to each item
-  in the customer's history bag, summed, the item itself left out: item-kNN, as an input.
+- `item_popularity`: the share of customers who had bought the item before the snapshot;
+- `item_recent_popularity`: the same among the customers who ordered in the last window (what
+  sells now: seasons, new items);
+- `collab_items` / `collab_knn` / `collab_ease`: for every item j, the weight with which having
+  bought j predicts this item: cosine similarity (item-kNN) and EASE (Steck, "Embarrassingly
+  Shallow Autoencoders", WWW 2019: the ridge regression of each item's column on the others,
+  diagonal zero, in closed form). Where cosine says "bought by the same people", EASE says
+  "predicted by the rest of the basket": it discounts items merely popular with everyone.
 
-Both come from the history bags of the training rows at their newest cutoff, never from labels,
-and are frozen with the model: evaluation and serving read the same numbers, whatever their own
-snapshot. Learning popularity from labels instead (an item embedding) ties the model to the
-items that sold in its training windows; on real data with seasons that does not transfer.
+A (customer, item) row's `item_knn_score` / `item_ease_score` sum the item's weights over the
+customer's history bag (columns.BAG_SCORES): in SQL for training sets (features.training), in
+numpy for serving (features.online). Being point in time, a training row at cutoff c, a test row
+and a serving row each see the purchases before their own snapshot, as the baselines do:
+weights frozen at the first training cutoff knew a fraction of the data on short spans.
+
+`ItemSimilarity.features` is how models trained before this computed the same inputs (from
+weights frozen in their preprocessor); it is kept so that they still score.
 """
 
 from __future__ import annotations
@@ -24,20 +33,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from tastyrec.columns import CUSTOMER_ID, ITEM, TIMESTAMP
+from tastyrec.columns import BAG_SCORES, COLLAB_ITEMS, ITEM, TIMESTAMP
 
 HISTORY = "history_items"
-FEATURES = ("item_popularity", "item_knn_score")
-NEEDS = (ITEM, HISTORY)  # the columns these features are computed from (fitting reads the keys too)
+FEATURES = ("item_popularity", "item_knn_score")  # what a model's frozen ItemSimilarity computes
+# EASE's L2 penalty, as a share of the mean number of customers per item (the diagonal of X'X)
+EASE_PENALTY = 0.5
+NEEDS = (ITEM, HISTORY)  # the columns a frozen ItemSimilarity computes them from
 
 
 @dataclass
 class ItemSimilarity:
-    """Item popularity and item x item cosine similarity of the customers' history bags."""
+    """Item popularity and the item x item cosine and EASE weights of the customers' history bags
+    at one snapshot (`fit_bags`). A model trained before the inputs were point in time holds one
+    of these, frozen, in its preprocessor (`features`, `to_dict` / `from_dict`; without EASE)."""
 
     items: list[str]
     popularity: np.ndarray  # (n_items,) share of customers who bought the item
     similarity: np.ndarray  # (n_items, n_items) cosine, zero diagonal
+    ease: np.ndarray | None = None  # (n_items, n_items) EASE weights, zero diagonal
 
     def _bought(self, bags: pa.ListArray) -> sp.csr_matrix:
         """(len(bags), n_items) 0/1: which known items each bag holds."""
@@ -52,14 +66,8 @@ class ItemSimilarity:
         return matrix
 
     @classmethod
-    def fit(cls, df: pd.DataFrame) -> ItemSimilarity:
-        """From the history bags of the customers at the newest timestamp of the training rows."""
-        return SimilarityFit().add(df).result()
-
-    @classmethod
     def fit_bags(cls, items: set[str], bags: pa.ListArray) -> ItemSimilarity:
-        """From one history bag per customer (at the newest training timestamp) and the items of
-        the training rows: what `fit` computes, for callers that read the rows in chunks."""
+        """From one history bag per customer (at one snapshot), over `items` and the bags' items."""
         items = sorted(items | set(pc.unique(pc.drop_null(bags.flatten())).to_pylist()))
         empty = cls(items, np.zeros(len(items)), np.zeros((len(items), len(items))))
         bought = empty._bought(bags)
@@ -70,7 +78,7 @@ class ItemSimilarity:
         np.fill_diagonal(similarity, 0.0)  # the item itself is item_purchase_count's job
         popularity = np.diag(co) / max(len(bags), 1)
         # rounded as saved (to_dict), so the model trains on exactly what serving computes
-        return cls(items, np.round(popularity, 6), np.round(similarity, 6))
+        return cls(items, np.round(popularity, 6), np.round(similarity, 6), np.round(ease_weights(co), 6))
 
     def features(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """item_popularity and item_knn_score of every row, from its item and its history bag
@@ -82,45 +90,70 @@ class ItemSimilarity:
         rows, history = bought.row, bought.col
         mine = item[rows]  # the row's own item, for every item in its bag
         known = mine >= 0
+
         knn = np.bincount(rows[known], weights=self.similarity[history[known], mine[known]], minlength=len(df))
         popularity = np.where(item >= 0, self.popularity[np.maximum(item, 0)], 0.0)
         return {"item_popularity": popularity, "item_knn_score": knn}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "popularity": self.popularity.tolist(),
-                "similarity": self.similarity.tolist()}
+        return {"items": self.items, "popularity": self.popularity.tolist(), "similarity": self.similarity.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemSimilarity:
         return cls(list(d["items"]), np.asarray(d["popularity"]), np.asarray(d["similarity"]))
 
 
-class SimilarityFit:
-    """`ItemSimilarity.fit` over rows that come in chunks (in any order): the items of the rows,
-    and one history bag per customer at the newest timestamp seen (the rows of a customer and
-    timestamp all carry the same bag)."""
+def ease_weights(co: np.ndarray, penalty: float = EASE_PENALTY) -> np.ndarray:
+    """EASE's item x item weights B from X'X (`co`, customers who bought both): with
+    P = (X'X + lambda I)^-1, B = -P / diag(P) column-wise and diag(B) = 0; lambda = penalty x the
+    mean of diag(X'X) (at least 1), so the same share fits 4,000 customers and 200,000."""
+    n = len(co)
+    if n == 0:
+        return np.zeros((0, 0))
+    gram = co + max(penalty * float(np.mean(np.diag(co))), 1.0) * np.eye(n)
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
 
-    def __init__(self) -> None:
-        self.items: set[str] = set()
-        self.newest: pd.Timestamp | None = None
-        self.parts: list[tuple[np.ndarray, pa.ListArray]] = []  # (customers, their bags) at `newest`
 
-    def add(self, df: pd.DataFrame) -> SimilarityFit:
-        if len(df) == 0:
-            return self
-        self.items.update(df[ITEM].astype(str))
-        newest = df[TIMESTAMP].max()
-        if self.newest is None or newest > self.newest:
-            self.newest, self.parts = newest, []
-        if newest == self.newest:
-            rows = df.loc[df[TIMESTAMP] == newest, [CUSTOMER_ID, HISTORY]].drop_duplicates(CUSTOMER_ID)
-            bags = pa.array(rows[HISTORY], type=pa.list_(pa.string()), from_pandas=True)
-            self.parts.append((rows[CUSTOMER_ID].to_numpy(), bags.combine_chunks()
-                               if isinstance(bags, pa.ChunkedArray) else bags))
-        return self
+def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, window_days: float) -> pa.Table:
+    """The `item_collaborative` rows of one snapshot, from every customer's history bag then
+    (history_items) and the days since each bag item's last purchase (history_item_days)."""
+    fitted = ItemSimilarity.fit_bags(set(), bags)
+    items = pa.array(fitted.items, pa.string())
+    flat = bags.flatten()
+    recent = pc.less_equal(days.flatten(), window_days).to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(len(bags)), pc.fill_null(pc.list_value_length(bags), 0).to_numpy(zero_copy_only=False))
+    code = pc.index_in(flat, value_set=items).to_numpy(zero_copy_only=False)
+    active = len(np.unique(owner[recent]))
+    bought_recently = np.bincount(code[recent], minlength=len(fitted.items))  # one entry per customer and item
+    n = len(fitted.items)
+    return pa.table({
+        TIMESTAMP: pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
+        ITEM: items,
+        "item_popularity": pa.array(fitted.popularity, pa.float64()),
+        "item_recent_popularity": pa.array(np.round(bought_recently / max(active, 1), 6), pa.float64()),
+        COLLAB_ITEMS: pa.array([fitted.items] * n, pa.list_(pa.string())),
+        BAG_SCORES["item_knn_score"]: pa.array(list(fitted.similarity.T), pa.list_(pa.float64())),
+        BAG_SCORES["item_ease_score"]: pa.array(list(fitted.ease.T), pa.list_(pa.float64())),
+    })
 
-    def result(self) -> ItemSimilarity:
-        customers = np.concatenate([c for c, _ in self.parts]) if self.parts else np.empty(0, np.int64)
-        bags = pa.concat_arrays([b for _, b in self.parts]) if self.parts else pa.array([], pa.list_(pa.string()))
-        _, first = np.unique(customers, return_index=True)  # a customer split across chunks counts once
-        return ItemSimilarity.fit_bags(self.items, bags.take(pa.array(first)))
+
+Weights = dict[str, dict[str, dict[str, float]]]  # feature -> item -> history item -> weight
+
+
+def weight_tables(lists: pd.DataFrame) -> Weights:
+    """The items' collaborative lists (the item_collaborative columns, indexed by item) as
+    lookups, built once per features run."""
+    return {name: {item: dict(zip(keys if keys is not None else [], values if values is not None else []))
+                   for item, keys, values in zip(lists.index, lists[COLLAB_ITEMS], lists[column])}
+            for name, column in BAG_SCORES.items()}
+
+
+def bag_scores(bags: list, items: list[str], weights: Weights) -> dict[str, np.ndarray]:
+    """item_knn_score and item_ease_score of rows (a history bag and an item each): the item's
+    weights summed over the bag (what the SQL of features.training computes for training sets)."""
+    return {name: np.round([sum(table.get(item, {}).get(h, 0.0) for h in (bag if bag is not None else []))
+                            for bag, item in zip(bags, items)], 6)
+            for name, table in weights.items()}

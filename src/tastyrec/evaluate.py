@@ -168,15 +168,20 @@ def tune_tifu(ws: Workspace, val_path: str | Path, max_customers: int = EVAL_CUS
     return best, best_ndcg
 
 
-def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], truth: pd.DataFrame | None,
+Scores = np.ndarray | tuple[np.ndarray, np.ndarray]  # a model's scores, or (main head, explore head)
+
+
+def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, Scores], truth: pd.DataFrame | None,
                    test_customers_total: int | None = None,
-                   champion: tuple[int, np.ndarray] | None = None, baskets: pd.DataFrame | None = None,
+                   champion: tuple[int, Scores] | None = None, baskets: pd.DataFrame | None = None,
                    tifu: TifuKNN | None = None) -> Evaluation:
     """Metrics of each model (probabilities), each baseline and the oracle on the test rows.
 
     model_scores: the model first (its name labels its row), then other trained models shown
     as baselines (the seed's DLRM). champion: (version, scores) of the registered champion, kept
-    apart from the baselines (it is what the gate compares with, not a baseline).
+    apart from the baselines (it is what the gate compares with, not a baseline). A model with an
+    explore head gives (main, explore) scores: its `new_` figures are the explore head's, the
+    ranking that cross-sell requests (--items-not-ordered) get.
     """
     frame = test[[CUSTOMER_ID, ITEM, LABEL]].copy()
     new_only = test[ITEM_PURCHASE_COUNT].to_numpy() == 0  # cross-sell: items the customer never bought
@@ -184,9 +189,15 @@ def evaluate_frame(test: pd.DataFrame, model_scores: dict[str, np.ndarray], trut
     customers = test[[CUSTOMER_ID, CITY]].drop_duplicates(CUSTOMER_ID)
     scores = score_all(history, customers, frame[[CUSTOMER_ID, ITEM]], truth, baskets, tifu)
 
-    def metrics(values: np.ndarray, probabilities: bool) -> Metrics:
-        frame["score"] = values
-        return evaluate_scores(frame, "score", probabilities=probabilities, new_only_mask=new_only)
+    def metrics(values: Scores, probabilities: bool) -> Metrics:
+        main, explore = values if isinstance(values, tuple) else (values, None)
+        frame["score"] = main
+        out = evaluate_scores(frame, "score", probabilities=probabilities, new_only_mask=new_only)
+        if explore is not None:
+            frame["score"] = explore
+            cross_sell = evaluate_scores(frame, "score", probabilities=probabilities, new_only_mask=new_only)
+            out |= {k: v for k, v in cross_sell.items() if k.startswith("new_")}
+        return out
 
     (name, values), *others = model_scores.items()
     main = metrics(values, True)
@@ -220,14 +231,19 @@ def evaluate_predictors(ws: Workspace, test_path: str | Path, predictors: dict,
     test, total = sample_customers(test_path, max_customers)
     scores = {}
     steps = len(predictors) + (champion is not None)
+    def predict(predictor) -> Scores:
+        if getattr(predictor, "explores", False):
+            return predictor.predict(test), predictor.predict(test, explore=True)
+        return predictor.predict(test)
+
     for name, predictor in predictors.items():
-        scores[name] = predictor.predict(test)
+        scores[name] = predict(predictor)
         if progress:
             progress("scoring the test window", len(scores), steps)
     held, problem = None, None
     if champion:
         try:
-            held = (champion[0], champion[1].predict(test))
+            held = (champion[0], predict(champion[1]))
         except Exception as e:  # noqa: BLE001 - e.g. a champion of an older code version; the gate says why
             problem = f"{type(e).__name__}: {e}"
         if progress:

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from tastyrec.columns import ITEM_PURCHASE_COUNT
 from tastyrec.config import Progress, Workspace
 from tastyrec.distributed import NODE_RANK_ENV
 from tastyrec.features.build import FeaturesError
@@ -110,7 +111,7 @@ class _Prepared:
         train_rows, val_rows = rows
         passes = iter(("preprocessing: vocabularies", "preprocessing: dense ranges"))
         preprocessor = Preprocessor(MODEL_KINDS[kind].feature_set)
-        columns = [*preprocessor.input_columns, *GROUP_KEYS]  # the keys: for the item similarity
+        columns = [*preprocessor.input_columns, *GROUP_KEYS]
         preprocessor.fit_chunks(lambda: (frame for _, frame in train_rows.chunks(columns, progress, next(passes))))
         return cls(kind, preprocessor, preprocessor.transform_rows(train_rows, progress, "training tensors"),
                    preprocessor.transform_rows(val_rows, progress, "validation tensors"))
@@ -122,6 +123,13 @@ class _Prepared:
             raise ValueError(f"{kind!r} trains on other rows than {self.kind!r}")
         preprocessor, (train, val) = self.preprocessor.narrowed(MODEL_KINDS[kind].feature_set, self.train, self.val)
         return _Prepared(kind, preprocessor, train, val)
+
+
+def explore_head(kind: str, preprocessor: Preprocessor) -> dict[str, int]:
+    """The DLRMs get an explore head for cross-sell, told apart by item_purchase_count == 0."""
+    if kind == "seed-dlrm" or ITEM_PURCHASE_COUNT not in preprocessor.dense:
+        return {}
+    return {"explore_column": preprocessor.dense.index(ITEM_PURCHASE_COUNT)}
 
 
 def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[ParquetRows, ParquetRows],
@@ -137,7 +145,7 @@ def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[ParquetRows, Parquet
         train_path=str(run_dir / "train.pt"), val_path=str(run_dir / "val.pt"), checkpoint_dir=str(run_dir),
         model_kind=opts.model,
         model_config=model_config(opts.model, preprocessor.cardinalities, preprocessor.bag_sizes,
-                                  len(preprocessor.dense)),
+                                  len(preprocessor.dense), **explore_head(opts.model, preprocessor)),
         epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, patience=opts.patience,
         output_path=str(run_dir / "result.json"), progress=opts.progress, eval_batch_size=kind.score_batch)
     return _Run(opts, run_dir, config, preprocessor)

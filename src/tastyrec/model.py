@@ -42,6 +42,9 @@ class DLRMConfig:
     bag_sizes: EmbeddingBag rows per multi-hot feature (padding 0 and unknown 1 included).
     bottom_mlp: hidden sizes of the dense MLP; a last layer of width embedding_dim is added.
     top_mlp: hidden sizes of the over MLP; a last layer of width 1 (the logit) is added.
+    explore_column: the dense input that is 0 exactly where the customer never bought the item
+    (item_purchase_count); when set, a second over MLP (the explore head) is trained on those
+    rows only and ranks cross-sell: items new to the customer. None: one head (older models).
     """
 
     cardinalities: dict[str, int]
@@ -50,6 +53,7 @@ class DLRMConfig:
     embedding_dim: int = 16
     bottom_mlp: list[int] = field(default_factory=lambda: [64, 32])
     top_mlp: list[int] = field(default_factory=lambda: [128, 64])
+    explore_column: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +143,10 @@ class OverArch(nn.Module):
 
 class DLRM(nn.Module):
     """Deep Learning Recommendation Model: per-feature embeddings, history bags, bottom MLP,
-    pairwise dot-product interaction, top MLP. Returns logits (B,)."""
+    pairwise dot-product interaction, top MLP. Returns logits (B,).
+
+    With `config.explore_column`, a second top MLP over the same interaction (`explore_arch`)
+    gives the explore head: `heads` returns both logits, (B, 2)."""
 
     def __init__(self, config: DLRMConfig) -> None:
         super().__init__()
@@ -148,15 +155,28 @@ class DLRM(nn.Module):
         self.sparse_arch = SparseArch(config.cardinalities, config.bag_sizes, dim)
         self.dense_arch = DenseArch(config.n_dense, config.bottom_mlp, dim)
         self.inter_arch = InteractionArch(config.n_vectors)
-        self.over_arch = OverArch(InteractionArch.output_dim(config.n_vectors, dim), config.top_mlp)
+        width = InteractionArch.output_dim(config.n_vectors, dim)
+        self.over_arch = OverArch(width, config.top_mlp)
+        self.explore_arch = OverArch(width, config.top_mlp) if config.explore_column is not None else None
+
+    def _interaction(self, sparse: torch.Tensor, dense: torch.Tensor,
+                     bags: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        embedded = self.sparse_arch(sparse, bags or {})  # (B, F + K, D)
+        return self.inter_arch(self.dense_arch(dense), embedded)
 
     def forward(
         self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """sparse (B, F) int64, dense (B, n_dense) float32, bags name -> (B, L) -> logits (B,)."""
-        embedded = self.sparse_arch(sparse, bags or {})  # (B, F + K, D)
-        dense_out = self.dense_arch(dense)  # (B, D)
-        return self.over_arch(self.inter_arch(dense_out, embedded))
+        return self.over_arch(self._interaction(sparse, dense, bags))
+
+    def heads(self, sparse: torch.Tensor, dense: torch.Tensor,
+              bags: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, 2): the main logit and the explore head's (one forward through the shared layers)."""
+        if self.explore_arch is None:
+            raise ValueError("this model has no explore head (it was trained before it existed)")
+        x = self._interaction(sparse, dense, bags)
+        return torch.stack([self.over_arch(x), self.explore_arch(x)], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------

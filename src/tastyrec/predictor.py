@@ -55,14 +55,23 @@ class Predictor:
         shutil.copyfile(model_file, path / MODEL_FILE)
         return path
 
+    @property
+    def explores(self) -> bool:
+        """Whether the model has an explore head (cross-sell ranking); models trained before do not."""
+        return getattr(self.model, "explore_arch", None) is not None
+
     @torch.no_grad()
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(purchase) for every row of frame, shape (len(frame),)."""
+    def predict(self, frame: pd.DataFrame, explore: bool = False) -> np.ndarray:
+        """P(purchase) for every row of frame, shape (len(frame),).
+
+        explore: score with the explore head, trained on items new to the customer: the
+        ranking for cross-sell (--items-not-ordered); the main head where the model has none."""
         batch = self.preprocessor.transform(frame)
         batch_size = MODEL_KINDS[self.kind].score_batch
+        forward = (lambda *inputs: self.model.heads(*inputs)[:, 1]) if explore and self.explores else self.model
         out = np.empty(len(batch), dtype=np.float32)
         for start in range(0, len(batch), batch_size):
             part = batch.slice(start, start + batch_size).to(self.device)  # a no-op on the CPU
-            scores = torch.sigmoid(self.model(*part.inputs()))  # (B,)
+            scores = torch.sigmoid(forward(*part.inputs()))  # (B,)
             out[start:start + len(part)] = scores.cpu().numpy()
         return out

@@ -272,7 +272,7 @@ class Engine:
         rows = rows.loc[keep].reset_index(drop=True)
         if rows.empty:
             return [], without
-        scores = state.predictor.predict(rows)
+        scores = state.predictor.predict(rows, explore=filters.items_not_ordered)  # cross-sell: its own head
         # best first; equal scores by item name, so they always rank the same way (lexsort: the
         # last key is the primary one)
         customer = rows[CUSTOMER_ID].to_numpy()

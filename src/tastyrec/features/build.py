@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tastyrec import collaborative
 from tastyrec.columns import NEVER_DAYS, TIMESTAMP
 from tastyrec.config import Progress, Workspace
 from tastyrec.features import definitions
@@ -170,12 +171,22 @@ def write_feature_tables(ws: Workspace, repo: Path, progress: Progress | None = 
         # snapshots there are (at N = 222,000 all snapshots in one query needed more than 3 GB).
         for done, ts in enumerate(snapshots, start=1):
             con.execute("CREATE OR REPLACE TEMP TABLE snapshots AS SELECT ?::TIMESTAMP AS ts", [ts.replace(tzinfo=None)])
+            bags = []  # every customer's (history_items, history_item_days) at this snapshot
             for name in definitions.VIEWS:
                 if name == "menu_features" and done > 1:
                     continue  # the menu is static: written once
                 for customers in parts if name == "customer_history" else [ALL_CUSTOMERS]:
-                    sql = run_sql(con, SQL, f"{name}.sql", view_params(name, chosen, customers))
-                    table = _to_utc_micros(sql.to_arrow_table())
+                    if name == "item_collaborative":  # from the history lists just computed
+                        table = collaborative.snapshot_table(
+                            ts, pa.concat_arrays([b for b, _ in bags]) if bags else pa.array([], pa.list_(pa.string())),
+                            pa.concat_arrays([d for _, d in bags]) if bags else pa.array([], pa.list_(pa.float64())),
+                            chosen.window_days)
+                    else:
+                        sql = run_sql(con, SQL, f"{name}.sql", view_params(name, chosen, customers))
+                        table = _to_utc_micros(sql.to_arrow_table())
+                    if name == "customer_history":
+                        bags.append(tuple(table.column(c).combine_chunks()
+                                          for c in ("history_items", "history_item_days")))
                     if writers[name] is None:
                         writers[name] = pq.ParquetWriter(data / f".{name}.parquet.tmp", table.schema)
                     writers[name].write_table(table, row_group_size=256_000)

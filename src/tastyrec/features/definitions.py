@@ -38,10 +38,17 @@ VIEWS: dict[str, tuple[list[Entity], list[tuple[str, object]], str]] = {
     "customer_history": ([customer], [
         ("history_items", Array(String)), ("history_item_orders", Array(Float64)),
         ("history_item_days", Array(Float64)), ("history_item_recent", Array(Float64)),
-        ("history_item_interval", Array(Float64)), ("history_brands", Array(String)),
+        ("history_item_interval", Array(Float64)), ("history_item_share", Array(Float64)),
+        ("history_item_decay", Array(Float64)), ("history_item_last", Array(Float64)),
+        ("history_brands", Array(String)),
         ("history_brand_shares", Array(Float64))],
-        "Items bought before the snapshot (with orders, days since the last, recency-weighted orders and "
-        "mean days between orders), brands (with spend share)."),
+        "Items bought before the snapshot (with orders, days since the last, recency-weighted orders, "
+        "mean days between orders and basket-weighted shares), brands (with spend share)."),
+    "item_collaborative": ([menu_item], [
+        ("item_popularity", Float64), ("item_recent_popularity", Float64), ("collab_items", Array(String)),
+        ("collab_knn", Array(Float64)), ("collab_ease", Array(Float64))],
+        "What all customers bought before the snapshot: the item's share of customers (and of those who "
+        "ordered in the last window), and its item-kNN (cosine) and EASE weights from each other item."),
 }
 
 

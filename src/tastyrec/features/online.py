@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
+from tastyrec.collaborative import bag_scores, weight_tables
 from tastyrec.config import Workspace
 from tastyrec.features.build import SQL, feature_store
 from tastyrec.features.stores import SQLITE, SQLITE_FILE, OnlineStore, OnlineStoreError
@@ -56,6 +57,7 @@ class OnlineFeatures:
             self.menu = (self.store.get_online_features(features=MENU_REFS, entity_rows={ITEM: self.items})
                          .to_df().set_index(ITEM).loc[self.items])  # one row per item, by name
         self.candidates = {city: sorted(group) for city, group in candidates.groupby(CITY)[ITEM]}
+        self.weights = weight_tables(self.menu)  # item x history item weights of the bag scores
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -99,6 +101,8 @@ class OnlineFeatures:
         take = pa.array(rows, pa.int64())
         menu = self.menu.loc[names]
         lookups = _pair_features(customers, rows, names, menu[BRAND].tolist())
+        bags = customers.column("history_items").to_pylist()
+        lookups |= bag_scores([bags[i] for i in rows], names, self.weights)
         out = {CUSTOMER_ID: np.array([ids[i] for i in rows], dtype=np.int64), ITEM: np.array(names, dtype=object),
                TIMESTAMP: pd.DatetimeIndex([self.as_of] * len(rows), dtype=pd.DatetimeTZDtype("us", "UTC"))}
         for col in FEATURES:

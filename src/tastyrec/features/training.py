@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tastyrec.columns import (BRAND, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS,
-                              LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
+from tastyrec.columns import (BAG_SCORES, BRAND, COLLAB_ITEMS, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM,
+                              ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
 from tastyrec.config import Progress, Workspace, duckdb_memory
 from tastyrec.features import definitions
 from tastyrec.features.build import (SQL, FeaturesError, FeaturesResult, current_features, feast_prints, feature_store,
@@ -55,6 +55,9 @@ PAIR_FEATURES: dict[str, tuple[str, str, str]] = {
     "days_since_item_purchase": ("history_items", "history_item_days", ITEM),
     ITEM_RECENT_ORDERS: ("history_items", "history_item_recent", ITEM),
     "item_interval_days": ("history_items", "history_item_interval", ITEM),
+    "item_order_share": ("history_items", "history_item_share", ITEM),
+    "item_basket_decay": ("history_items", "history_item_decay", ITEM),
+    "item_last_baskets": ("history_items", "history_item_last", ITEM),
     "brand_spend_share": ("history_brands", "history_brand_shares", BRAND),
 }
 
@@ -74,9 +77,26 @@ def _assemble_sql(extra: list[str]) -> str:
             return f"coalesce({col}, []::VARCHAR[]) AS {col}"
         return col
     select = ", ".join(KEYS + extra + [expr(c) for c in FEATURES])
-    return (f"SELECT {select} FROM spine "
+    return (f"WITH {_COLLAB_SQL} SELECT {select} FROM spine "
             f"LEFT JOIN customers USING ({CUSTOMER_ID}, {TIMESTAMP}) LEFT JOIN items USING ({ITEM}, {TIMESTAMP}) "
+            f"LEFT JOIN collab USING ({CUSTOMER_ID}, {ITEM}, {TIMESTAMP}) "
             f"ORDER BY {TIMESTAMP}, {CUSTOMER_ID}, {ITEM}")
+
+
+# The BAG_SCORES of every spine customer x item: the item's weights (its item_collaborative lists
+# as of the timestamp) summed over the customer's history bag, as a join of the unnested lists
+# (features.online sums the same lists in numpy). The weights have 6 decimals: so has the sum,
+# rounded, whatever order the additions took.
+_COLLAB_SQL = f"""
+    bag AS (SELECT c.{CUSTOMER_ID}, c.{TIMESTAMP}, unnest(c.history_items) AS {COLLAB_ITEMS}
+            FROM customers c SEMI JOIN spine s USING ({CUSTOMER_ID}, {TIMESTAMP})),
+    weights AS (SELECT {ITEM}, {TIMESTAMP}, unnest({COLLAB_ITEMS}) AS {COLLAB_ITEMS},
+                       {", ".join(f"unnest({column}) AS {column}" for column in BAG_SCORES.values())}
+                FROM items),
+    collab AS (SELECT b.{CUSTOMER_ID}, b.{TIMESTAMP}, w.{ITEM},
+                      {", ".join(f"round(sum(w.{column}), 6) AS {name}" for name, column in BAG_SCORES.items())}
+               FROM bag b JOIN weights w USING ({TIMESTAMP}, {COLLAB_ITEMS})
+               GROUP BY b.{CUSTOMER_ID}, b.{TIMESTAMP}, w.{ITEM})"""
 
 
 def assemble(con: duckdb.DuckDBPyConnection, spine, customers, items=None) -> duckdb.DuckDBPyRelation:
