@@ -1,5 +1,6 @@
-"""The collaborative inputs: item popularity, item-kNN and EASE weights of one snapshot's history
-bags, and the bag scores built from them (the feature store's part is in test_features.py)."""
+"""The collaborative inputs: popularity and item-kNN scores from training history bags only (frozen
+with the model), and one snapshot's recent popularity and EASE weights (the feature store's part is
+in test_features.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,62 @@ import pyarrow as pa
 import pytest
 
 from tastyrec.collaborative import ItemSimilarity, bag_scores, ease_weights, snapshot_table, weight_tables
-from tastyrec.columns import COLLAB_ITEMS, ITEM
+from tastyrec.columns import COLLAB_ITEMS, CUSTOMER_ID, ITEM, TIMESTAMP
 from tastyrec.preprocess import Preprocessor, synthetic_frame
 
-TS = pd.Timestamp("2022-04-01", tz="UTC")
+OLD, NEW = pd.Timestamp("2022-01-01", tz="UTC"), pd.Timestamp("2022-04-01", tz="UTC")
+
+
+def rows(history: dict[int, list[str]], items: list[str], ts: pd.Timestamp) -> pd.DataFrame:
+    """One row per customer x item, every row of a customer carrying the customer's history bag."""
+    return pd.DataFrame([{CUSTOMER_ID: c, TIMESTAMP: ts, ITEM: i, "history_items": bag}
+                         for c, bag in history.items() for i in items])
+
+
+def test_fit_reads_the_newest_cutoff_and_scores_by_cosine() -> None:
+    newest = {1: ["taco", "salsa"], 2: ["taco", "salsa", "burger"], 3: ["burger"], 4: []}
+    older = {1: ["sushi"], 2: ["sushi"], 3: ["sushi"]}  # an older cutoff: must not count
+    items = ["burger", "salsa", "sushi", "taco"]
+    sim = ItemSimilarity.fit(pd.concat([rows(older, items, OLD), rows(newest, items, NEW)]))
+    assert sim.items == items
+    # shares of the 4 customers at the newest cutoff: burger 2, salsa 2, sushi 0, taco 2
+    np.testing.assert_allclose(sim.popularity, [0.5, 0.5, 0.0, 0.5])
+    # taco and salsa: bought together by both their buyers -> cosine 1; burger-taco: 1 / (sqrt2 sqrt2)
+    s = pd.DataFrame(sim.similarity, index=items, columns=items)
+    assert s.loc["taco", "salsa"] == 1.0 and s.loc["burger", "taco"] == 0.5 and s.loc["taco", "taco"] == 0.0
+    assert (s["sushi"] == 0).all()  # nobody bought it by then: no similarity, no NaN
+
+    # a new customer who bought taco: salsa scores 1, burger 0.5, taco itself 0 (that is repeat's job)
+    feats = sim.features(rows({9: ["taco"], 8: []}, items, NEW))
+    got = pd.DataFrame(feats).assign(customer=[9] * 4 + [8] * 4, item=items * 2).set_index(["customer", "item"])
+    assert got.loc[(9, "salsa"), "item_knn_score"] == 1.0 and got.loc[(9, "burger"), "item_knn_score"] == 0.5
+    assert got.loc[(9, "taco"), "item_knn_score"] == 0.0
+    assert (got.loc[8, "item_knn_score"] == 0).all()  # no history, no neighbours
+    np.testing.assert_allclose(got.loc[8, "item_popularity"], [0.5, 0.5, 0.0, 0.5])
+
+
+def test_a_row_scores_the_same_whatever_other_rows_come_with_it() -> None:
+    # serving may ask for a few items only: the score comes from the customer's history bag
+    train = synthetic_frame(600, seed=1)
+    sim = ItemSimilarity.fit(train)
+    frame = synthetic_frame(50, seed=2)
+    whole = sim.features(frame)
+    for i in (0, 17, 49):
+        part = sim.features(frame.iloc[[i]])
+        assert part["item_knn_score"][0] == whole["item_knn_score"][i]
+        assert part["item_popularity"][0] == whole["item_popularity"][i]
+
+
+def test_the_preprocessor_saves_them_with_the_model() -> None:
+    train = synthetic_frame(800, seed=3)
+    prep = Preprocessor().fit(train)
+    again = Preprocessor.from_dict(prep.to_dict())
+    frame = synthetic_frame(100, seed=4)
+    np.testing.assert_array_equal(prep.transform(frame).dense.numpy(), again.transform(frame).dense.numpy())
+    knn = prep.dense.index("item_knn_score")
+    assert float(prep.transform(frame).dense[:, knn].std()) > 0  # a real, varying input
+    with pytest.raises(KeyError, match="history_items"):
+        prep.transform(frame.drop(columns=["history_items"]))
 
 
 def lists(values: list[list], kind=pa.string()) -> pa.ListArray:
@@ -21,7 +74,7 @@ def lists(values: list[list], kind=pa.string()) -> pa.ListArray:
 
 def table(bags: dict[int, list[str]], days: dict[int, list[float]] | None = None, window: float = 30) -> pd.DataFrame:
     days = days or {c: [1.0] * len(b) for c, b in bags.items()}
-    out = snapshot_table(TS, lists(list(bags.values())), lists(list(days.values()), pa.float64()), window)
+    out = snapshot_table(NEW, lists(list(bags.values())), lists(list(days.values()), pa.float64()), window)
     return out.to_pandas().set_index(ITEM)
 
 
@@ -31,14 +84,8 @@ def test_one_snapshot_by_hand() -> None:
     got = table(bags, days, window=30)
     items = ["burger", "salsa", "taco"]
     assert got.index.tolist() == items and all(list(v) == items for v in got[COLLAB_ITEMS])
-    # shares of the 4 customers: 2 of 4 each; in the last 30 days customers 1 and 2 ordered:
-    # burger by 2 (1 of 2), salsa by 1 and 2 (2 of 2), taco by 2 (1 of 2)
-    np.testing.assert_allclose(got["item_popularity"], [0.5, 0.5, 0.5])
+    # in the last 30 days customers 1 and 2 bought food: burger by 2 (1 of 2), salsa by 1 and 2, taco by 2
     np.testing.assert_allclose(got["item_recent_popularity"], [0.5, 1.0, 0.5])
-    # cosine, the weight of each history item (position in collab_items) for the row's item:
-    # taco and salsa bought together by both their buyers: 1; burger and taco: 1 / (sqrt2 sqrt2)
-    knn = {item: dict(zip(items, w)) for item, w in got["collab_knn"].items()}
-    assert knn["taco"]["salsa"] == 1.0 and knn["taco"]["burger"] == 0.5 and knn["taco"]["taco"] == 0.0
     # EASE, one column of B per item (what each history item contributes to predicting it)
     bought = np.array([[0, 1, 1], [1, 1, 1], [1, 0, 0], [0, 0, 0]], dtype=float)
     ease = ease_weights(bought.T @ bought)
@@ -46,10 +93,9 @@ def test_one_snapshot_by_hand() -> None:
         np.testing.assert_allclose(got.loc[item, "collab_ease"], np.round(ease[:, j], 6))
 
     # a customer who bought taco and burger: the item's weights summed over the bag
-    scores = bag_scores([["taco", "burger"], [], None, ["unknown"]], ["salsa", "salsa", "salsa", "salsa"],
-                        weight_tables(got))
-    assert scores["item_knn_score"].tolist() == [round(1.0 + 0.5, 6), 0.0, 0.0, 0.0]
+    scores = bag_scores([["taco", "burger"], [], None, ["unknown"]], ["salsa"] * 4, weight_tables(got))
     assert scores["item_ease_score"][0] == pytest.approx(round(ease[2, 1] + ease[0, 1], 6), abs=2e-6)
+    assert scores["item_ease_score"][1:].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_no_bags_no_rows() -> None:
@@ -78,22 +124,3 @@ def test_ease_weights_are_the_ridge_regression_of_each_item_on_the_others() -> N
     got = table({c: [items[j] for j in np.flatnonzero(bought[c])] for c in range(300)})
     for i, item in enumerate(items):
         np.testing.assert_allclose(got.loc[item, "collab_ease"], np.round(weights[:, i], 6))
-
-
-def test_a_model_from_before_still_computes_its_inputs_from_its_frozen_weights() -> None:
-    """Models trained when the collaborative inputs were fitted on training rows carry their
-    weights in preprocess.json; they compute item_popularity and item_knn_score from them."""
-    train = synthetic_frame(800, seed=3)
-    prep = Preprocessor().fit(train)
-    assert prep.similarity is None and "item_knn_score" in prep.input_columns  # now a column of the rows
-    old = prep.to_dict()
-    items = sorted(train[ITEM].unique())
-    frozen = ItemSimilarity.fit_bags(set(items), pa.array(train["history_items"].tolist(), pa.list_(pa.string())))
-    old["similarity"] = frozen.to_dict()
-    legacy = Preprocessor.from_dict(old)
-    frame = synthetic_frame(100, seed=4)
-    assert "item_knn_score" not in legacy.input_columns and "history_items" in legacy.input_columns
-    computed = frozen.features(frame)  # item_popularity and item_knn_score from the frozen weights
-    assert computed["item_knn_score"].std() > 0
-    np.testing.assert_array_equal(legacy.transform(frame.drop(columns=list(computed))).dense.numpy(),
-                                  prep.transform(frame.assign(**computed)).dense.numpy())

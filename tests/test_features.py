@@ -371,8 +371,8 @@ def test_basket_shares_are_tifu_knns_own_vector_at_the_cutoff_and_online(feat_ws
 
 
 def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_split):
-    """item_popularity, item_recent_popularity and the bag scores of a row come from every
-    customer's purchases before the row's own timestamp (one snapshot_table per cutoff, over
+    """item_recent_popularity and item_ease_score of a row come from every customer's purchases
+    before the row's own timestamp (one snapshot_table per cutoff, over
     bags read here independently), for training rows of two cutoffs and the online rows."""
     import pyarrow as pa
 
@@ -402,14 +402,13 @@ def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_
         expected = snapshot_table(pd.Timestamp(ts), pa.array([b or [] for _, b, _ in bags], pa.list_(pa.string())),
                                   pa.array([d or [] for _, _, d in bags], pa.list_(pa.float64())),
                                   WINDOW_DAYS).to_pandas().set_index(ITEM)
-        for col in ("item_popularity", "item_recent_popularity"):
-            want = rows[ITEM].map(expected[col]).fillna(0.0)
-            assert np.allclose(rows[col], want, atol=1e-12), (col, ts)
+        want = rows[ITEM].map(expected["item_recent_popularity"]).fillna(0.0)
+        assert np.allclose(rows["item_recent_popularity"], want, atol=1e-12), ts
         bag_of = {c: b or [] for c, b, _ in bags}
         want = bag_scores([bag_of.get(c, []) for c in rows[CUSTOMER_ID]], rows[ITEM].tolist(), weight_tables(expected))
         for col, values in want.items():
             assert np.allclose(rows[col], values, atol=1e-9), (col, ts)
-        assert (rows["item_knn_score"] > 0).any() and (rows["item_ease_score"] != 0).any()
-        seen.append(expected["item_popularity"].sum())
+        assert (rows["item_recent_popularity"] > 0).any() and (rows["item_ease_score"] != 0).any()
+        seen.append(expected["item_recent_popularity"].sum())
     con.close()
     assert len(set(seen)) == 3  # three different snapshots: each row read its own

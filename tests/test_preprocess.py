@@ -27,7 +27,7 @@ def test_batch_shapes_and_ranges(prep: Preprocessor, train_df: pd.DataFrame) -> 
     batch = prep.transform(train_df)
     n = len(train_df)
     assert batch.sparse.shape == (n, len(C.SPARSE)) and batch.sparse.dtype == torch.int32
-    assert batch.dense.shape == (n, len(C.DENSE)) and batch.dense.dtype == torch.float32
+    assert batch.dense.shape == (n, len(C.DENSE) + 2) and batch.dense.dtype == torch.float32  # + the collaborative two
     assert set(batch.bags) == set(C.MULTI_HOT)
     for name, bag in batch.bags.items():
         assert bag.dtype == torch.int32 and bag.shape == (n, prep.bag_lens[name])

@@ -153,7 +153,7 @@ def test_signature_falls_back_to_an_explicit_schema(trained: Trained, monkeypatc
     signature = pyfunc.signature(predictor, example, predictor.predict(example))
     specs = {c.name: c for c in signature.inputs.inputs}
     assert list(specs) == predictor.preprocessor.input_columns
-    assert "item_knn_score" in specs  # a column of the rows, as of their snapshot
+    assert "item_knn_score" not in specs  # computed from the item and its history bag
     assert specs["city"].type == DataType.string and specs["age"].type == DataType.double
     assert isinstance(specs["history_brands"].type, Array) and not specs["history_brands"].required
     # pyfunc's schema enforcement accepts the example under the explicit schema

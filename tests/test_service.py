@@ -354,8 +354,7 @@ def test_metadata_describes_the_served_model(api, engine, ws) -> None:
     assert meta["model"]["version"] == 1 and meta["kind"] in AUTO_KINDS
     pre = engine.predictor.preprocessor
     assert meta["features"] == {"sparse": list(pre.sparse), "dense": list(pre.dense), "multi_hot": list(MULTI_HOT)}
-    assert meta["features"]["dense"][-4:] == ["item_popularity", "item_recent_popularity", "item_knn_score",
-                                              "item_ease_score"]
+    assert meta["features"]["dense"][-2:] == ["item_popularity", "item_knn_score"]  # computed from the history
     assert meta["config"] == engine.predictor.model.config.to_dict()
     assert meta["test_metrics"]["ndcg@10"] == pytest.approx(list_versions(ws)[-1]["metrics"]["ndcg@10"])
 

@@ -159,38 +159,49 @@ def test_two_process_ddp_matches_one_process(data_dir: Path, tmp_path: Path) -> 
     assert_same_weights(load_model(two["model_path"])[0].state_dict(), one.state_dict, atol=1e-5)
 
 
-def test_the_explore_head_learns_from_items_new_to_the_customer_only() -> None:
-    """One loss for both heads: the main BCE on every row plus the explore head's BCE on the rows
-    of items the customer never bought (item_purchase_count 0); rows of bought items give the
-    explore head no gradient."""
-    from torch import nn
+def test_the_explore_head_is_fitted_on_items_new_to_the_customer_only(tmp_path) -> None:
+    """fit_explore_head: a logistic regression on the dense inputs of the training rows whose item
+    the customer never bought. Here those rows are bought when item_ease_score is high, the rows of
+    bought items when it is low: fitted on the right rows, the head ranks by item_ease_score."""
+    from tastyrec.experiment import fit_explore_head
+    from tastyrec.model import MODEL_FILE, build_model, load_model, save_model
 
-    from tastyrec.model import build_model
-    from tastyrec.train import loss_sum
-
-    frame = synthetic_frame(400, seed=5)
+    frame = synthetic_frame(3000, seed=5)
+    new = frame["item_purchase_count"].to_numpy() == 0
+    high = frame["item_ease_score"].to_numpy() > np.median(frame["item_ease_score"])
+    frame["label"] = np.where(new, high, ~high).astype(int)
     prep = Preprocessor().fit(frame)
     column = prep.dense.index("item_purchase_count")
     cfg = model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense), embedding_dim=4,
                        explore_column=column)
-    torch.manual_seed(0)
-    model = build_model("dlrm", cfg)
+    save_model(tmp_path / MODEL_FILE, build_model("dlrm", cfg).state_dict(), "dlrm", cfg)
     batch = prep.transform(frame)
-    new = torch.as_tensor(frame["item_purchase_count"].to_numpy() == 0)
-    assert 0 < int(new.sum()) < len(frame)
-    assert torch.equal(batch.dense[:, column] <= 0, new)  # the scaled column tells the rows apart
+    assert torch.equal(batch.dense[:, column] <= 0, torch.as_tensor(new))  # the scaled column tells the rows apart
+    batch.groups = torch.arange(len(frame)) // 20  # rankings of 20 rows each on validation
+    fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, batch)
+    assert {k: fitted[k] for k in ("rows", "positives", "kept")} == {"rows": int(new.sum()),
+                                                                     "positives": int(high[new].sum()), "kept": True}
+    assert fitted["validation_new_ndcg@10"]["explore"] > fitted["validation_new_ndcg@10"]["main"]
+    model, _ = load_model(tmp_path / MODEL_FILE)
+    knn = prep.dense.index("item_ease_score")
+    assert model.explore_weight[knn] > 0 and model.explore_weight[knn] == model.explore_weight.abs().max()
+    with torch.no_grad():
+        explore = model.heads(*batch.inputs())[:, 1].numpy()
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(frame["label"][new], explore[new]) > 0.95
 
-    loss, logits = loss_sum(model, batch)
-    both = model.heads(*batch.inputs())
-    bce = nn.functional.binary_cross_entropy_with_logits
-    expected = bce(both[:, 0], batch.label, reduction="sum") + bce(both[new, 1], batch.label[new], reduction="sum")
-    assert torch.allclose(loss, expected) and torch.allclose(logits, model(*batch.inputs()))
+    # a model without the head is left as it is
+    plain = model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense), embedding_dim=4)
+    save_model(tmp_path / "plain.pt", build_model("dlrm", plain).state_dict(), "dlrm", plain)
+    before = (tmp_path / "plain.pt").read_bytes()
+    assert fit_explore_head(tmp_path / "plain.pt", batch, batch) is None and (tmp_path / "plain.pt").read_bytes() == before
 
-    bought = batch.take(torch.nonzero(~new).squeeze(1))
-    model.zero_grad()
-    loss_sum(model, bought)[0].backward()
-    assert all(p.grad is None or not p.grad.any() for p in model.explore_arch.parameters())
-    assert any(p.grad is not None and p.grad.any() for p in model.over_arch.parameters())
+    # kept only when it ranks the validation rows better than the main head: not on labels it cannot learn
+    save_model(tmp_path / MODEL_FILE, build_model("dlrm", cfg).state_dict(), "dlrm", cfg)
+    worse = prep.transform(frame.assign(label=1 - frame["label"]))  # validation labels the opposite
+    worse.groups = batch.groups
+    fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, worse)
+    assert not fitted["kept"] and not load_model(tmp_path / MODEL_FILE)[0].explores
 
 
 def test_the_predictor_ranks_cross_sell_with_the_explore_head(tmp_path) -> None:
@@ -204,6 +215,8 @@ def test_the_predictor_ranks_cross_sell_with_the_explore_head(tmp_path) -> None:
                            explore_column=column)
         torch.manual_seed(1)
         model = build_model("dlrm", cfg).eval()
+        if column is not None:
+            model.explore_weight.normal_()
         save_model(tmp_path / MODEL_FILE, model.state_dict(), "dlrm", cfg)
         predictor = Predictor.from_dir(Predictor.write_dir(tmp_path / "model", prep, tmp_path / MODEL_FILE))
         with torch.no_grad():

@@ -1,25 +1,29 @@
-"""Collaborative inputs of the DLRM: what all customers bought, as of each snapshot.
+"""Collaborative inputs of the DLRM: what other customers bought, two ways.
 
-`tastyrec features` computes, for every snapshot, from every customer's history bag at that
-snapshot (`snapshot_table`), one row per item (the feature view `item_collaborative`):
+Fitted on training rows only and frozen with the model (`ItemSimilarity`, in the preprocessor):
 
-- `item_popularity`: the share of customers who had bought the item before the snapshot;
-- `item_recent_popularity`: the same among the customers who ordered in the last window (what
-  sells now: seasons, new items);
-- `collab_items` / `collab_knn` / `collab_ease`: for every item j, the weight with which having
-  bought j predicts this item: cosine similarity (item-kNN) and EASE (Steck, "Embarrassingly
-  Shallow Autoencoders", WWW 2019: the ridge regression of each item's column on the others,
-  diagonal zero, in closed form). Where cosine says "bought by the same people", EASE says
-  "predicted by the rest of the basket": it discounts items merely popular with everyone.
+- `item_popularity`: the share of customers who had bought the item before the newest training
+  cutoff (the same value for every customer);
+- `item_knn_score`: the item's cosine similarity (over those customers' purchases) to each item
+  in the customer's history bag, summed, the item itself left out: item-kNN, as an input.
 
-A (customer, item) row's `item_knn_score` / `item_ease_score` sum the item's weights over the
-customer's history bag (columns.BAG_SCORES): in SQL for training sets (features.training), in
-numpy for serving (features.online). Being point in time, a training row at cutoff c, a test row
-and a serving row each see the purchases before their own snapshot, as the baselines do:
-weights frozen at the first training cutoff knew a fraction of the data on short spans.
+Both come from the history bags of the training rows at their newest cutoff, never from labels;
+evaluation and serving read the same numbers, whatever their own snapshot.
 
-`ItemSimilarity.features` is how models trained before this computed the same inputs (from
-weights frozen in their preprocessor); it is kept so that they still score.
+Point in time, computed by `tastyrec features` for every snapshot from every customer's history
+then (`snapshot_table`, the feature view `item_collaborative`, one row per item):
+
+- `item_recent_popularity`: the item's share of the customers who ordered in the last window
+  (what sells now);
+- `item_ease_score`: the item's EASE weights (Steck, "Embarrassingly Shallow Autoencoders", WWW
+  2019: the ridge regression of each item's column on the others, diagonal zero, in closed form)
+  from each item of the customer's history bag, summed (columns.BAG_SCORES): in SQL for training
+  sets (features.training), in numpy for serving (features.online).
+
+Why both: on Ta-Feng, whose last month before February is the Chinese New Year, the frozen
+popularity and item-kNN transfer to February better than the same figures as of each snapshot,
+while the point-in-time ones carry what the frozen ones cannot see on short spans (measured,
+README: "What was tried"); the network learns which to trust.
 """
 
 from __future__ import annotations
@@ -33,25 +37,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from tastyrec.columns import BAG_SCORES, COLLAB_ITEMS, ITEM, TIMESTAMP
+from tastyrec.columns import BAG_SCORES, COLLAB_ITEMS, CUSTOMER_ID, ITEM, TIMESTAMP
 
 HISTORY = "history_items"
-FEATURES = ("item_popularity", "item_knn_score")  # what a model's frozen ItemSimilarity computes
-# EASE's L2 penalty, as a share of the mean number of customers per item (the diagonal of X'X)
-EASE_PENALTY = 0.5
-NEEDS = (ITEM, HISTORY)  # the columns a frozen ItemSimilarity computes them from
+FEATURES = ("item_popularity", "item_knn_score")
+NEEDS = (ITEM, HISTORY)  # the columns these features are computed from (fitting reads the keys too)
+EASE_PENALTY = 0.5  # EASE's L2 penalty, as a share of the mean number of customers per item (diag of X'X)
 
 
 @dataclass
 class ItemSimilarity:
-    """Item popularity and the item x item cosine and EASE weights of the customers' history bags
-    at one snapshot (`fit_bags`). A model trained before the inputs were point in time holds one
-    of these, frozen, in its preprocessor (`features`, `to_dict` / `from_dict`; without EASE)."""
+    """Item popularity and item x item cosine similarity of the customers' history bags."""
 
     items: list[str]
     popularity: np.ndarray  # (n_items,) share of customers who bought the item
     similarity: np.ndarray  # (n_items, n_items) cosine, zero diagonal
-    ease: np.ndarray | None = None  # (n_items, n_items) EASE weights, zero diagonal
 
     def _bought(self, bags: pa.ListArray) -> sp.csr_matrix:
         """(len(bags), n_items) 0/1: which known items each bag holds."""
@@ -66,8 +66,14 @@ class ItemSimilarity:
         return matrix
 
     @classmethod
+    def fit(cls, df: pd.DataFrame) -> ItemSimilarity:
+        """From the history bags of the customers at the newest timestamp of the training rows."""
+        return SimilarityFit().add(df).result()
+
+    @classmethod
     def fit_bags(cls, items: set[str], bags: pa.ListArray) -> ItemSimilarity:
-        """From one history bag per customer (at one snapshot), over `items` and the bags' items."""
+        """From one history bag per customer (at the newest training timestamp) and the items of
+        the training rows: what `fit` computes, for callers that read the rows in chunks."""
         items = sorted(items | set(pc.unique(pc.drop_null(bags.flatten())).to_pylist()))
         empty = cls(items, np.zeros(len(items)), np.zeros((len(items), len(items))))
         bought = empty._bought(bags)
@@ -78,7 +84,7 @@ class ItemSimilarity:
         np.fill_diagonal(similarity, 0.0)  # the item itself is item_purchase_count's job
         popularity = np.diag(co) / max(len(bags), 1)
         # rounded as saved (to_dict), so the model trains on exactly what serving computes
-        return cls(items, np.round(popularity, 6), np.round(similarity, 6), np.round(ease_weights(co), 6))
+        return cls(items, np.round(popularity, 6), np.round(similarity, 6))
 
     def features(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """item_popularity and item_knn_score of every row, from its item and its history bag
@@ -90,17 +96,48 @@ class ItemSimilarity:
         rows, history = bought.row, bought.col
         mine = item[rows]  # the row's own item, for every item in its bag
         known = mine >= 0
-
         knn = np.bincount(rows[known], weights=self.similarity[history[known], mine[known]], minlength=len(df))
         popularity = np.where(item >= 0, self.popularity[np.maximum(item, 0)], 0.0)
         return {"item_popularity": popularity, "item_knn_score": knn}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "popularity": self.popularity.tolist(), "similarity": self.similarity.tolist()}
+        return {"items": self.items, "popularity": self.popularity.tolist(),
+                "similarity": self.similarity.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemSimilarity:
         return cls(list(d["items"]), np.asarray(d["popularity"]), np.asarray(d["similarity"]))
+
+
+class SimilarityFit:
+    """`ItemSimilarity.fit` over rows that come in chunks (in any order): the items of the rows,
+    and one history bag per customer at the newest timestamp seen (the rows of a customer and
+    timestamp all carry the same bag)."""
+
+    def __init__(self) -> None:
+        self.items: set[str] = set()
+        self.newest: pd.Timestamp | None = None
+        self.parts: list[tuple[np.ndarray, pa.ListArray]] = []  # (customers, their bags) at `newest`
+
+    def add(self, df: pd.DataFrame) -> SimilarityFit:
+        if len(df) == 0:
+            return self
+        self.items.update(df[ITEM].astype(str))
+        newest = df[TIMESTAMP].max()
+        if self.newest is None or newest > self.newest:
+            self.newest, self.parts = newest, []
+        if newest == self.newest:
+            rows = df.loc[df[TIMESTAMP] == newest, [CUSTOMER_ID, HISTORY]].drop_duplicates(CUSTOMER_ID)
+            bags = pa.array(rows[HISTORY], type=pa.list_(pa.string()), from_pandas=True)
+            self.parts.append((rows[CUSTOMER_ID].to_numpy(), bags.combine_chunks()
+                               if isinstance(bags, pa.ChunkedArray) else bags))
+        return self
+
+    def result(self) -> ItemSimilarity:
+        customers = np.concatenate([c for c, _ in self.parts]) if self.parts else np.empty(0, np.int64)
+        bags = pa.concat_arrays([b for _, b in self.parts]) if self.parts else pa.array([], pa.list_(pa.string()))
+        _, first = np.unique(customers, return_index=True)  # a customer split across chunks counts once
+        return ItemSimilarity.fit_bags(self.items, bags.take(pa.array(first)))
 
 
 def ease_weights(co: np.ndarray, penalty: float = EASE_PENALTY) -> np.ndarray:
@@ -120,23 +157,21 @@ def ease_weights(co: np.ndarray, penalty: float = EASE_PENALTY) -> np.ndarray:
 def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, window_days: float) -> pa.Table:
     """The `item_collaborative` rows of one snapshot, from every customer's history bag then
     (history_items) and the days since each bag item's last purchase (history_item_days)."""
-    fitted = ItemSimilarity.fit_bags(set(), bags)
-    items = pa.array(fitted.items, pa.string())
-    flat = bags.flatten()
+    bought = ItemSimilarity.fit_bags(set(), bags)  # the items and which customer bought which
+    matrix = bought._bought(bags)
+    co = (matrix.T @ matrix).toarray().astype(np.float64)
+    items = pa.array(bought.items, pa.string())
     recent = pc.less_equal(days.flatten(), window_days).to_numpy(zero_copy_only=False)
     owner = np.repeat(np.arange(len(bags)), pc.fill_null(pc.list_value_length(bags), 0).to_numpy(zero_copy_only=False))
-    code = pc.index_in(flat, value_set=items).to_numpy(zero_copy_only=False)
-    active = len(np.unique(owner[recent]))
-    bought_recently = np.bincount(code[recent], minlength=len(fitted.items))  # one entry per customer and item
-    n = len(fitted.items)
+    code = pc.index_in(bags.flatten(), value_set=items).to_numpy(zero_copy_only=False)
+    active = len(np.unique(owner[recent]))  # customers who bought food in the last window
+    n = len(bought.items)
     return pa.table({
         TIMESTAMP: pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
         ITEM: items,
-        "item_popularity": pa.array(fitted.popularity, pa.float64()),
-        "item_recent_popularity": pa.array(np.round(bought_recently / max(active, 1), 6), pa.float64()),
-        COLLAB_ITEMS: pa.array([fitted.items] * n, pa.list_(pa.string())),
-        BAG_SCORES["item_knn_score"]: pa.array(list(fitted.similarity.T), pa.list_(pa.float64())),
-        BAG_SCORES["item_ease_score"]: pa.array(list(fitted.ease.T), pa.list_(pa.float64())),
+        "item_recent_popularity": pa.array(np.round(np.bincount(code[recent], minlength=n) / max(active, 1), 6)),
+        COLLAB_ITEMS: pa.array([bought.items] * n, pa.list_(pa.string())),
+        BAG_SCORES["item_ease_score"]: pa.array(list(np.round(ease_weights(co), 6).T), pa.list_(pa.float64())),
     })
 
 
@@ -152,7 +187,7 @@ def weight_tables(lists: pd.DataFrame) -> Weights:
 
 
 def bag_scores(bags: list, items: list[str], weights: Weights) -> dict[str, np.ndarray]:
-    """item_knn_score and item_ease_score of rows (a history bag and an item each): the item's
+    """The BAG_SCORES (item_ease_score) of rows (a history bag and an item each): the item's
     weights summed over the bag (what the SQL of features.training computes for training sets)."""
     return {name: np.round([sum(table.get(item, {}).get(h, 0.0) for h in (bag if bag is not None else []))
                             for bag, item in zip(bags, items)], 6)

@@ -37,10 +37,10 @@ DENSE: tuple[str, ...] = SEED_DENSE + (
     # TIFU-KNN's own vector, as inputs: the share of the customer's food orders (baskets) that
     # held the item, each basket weighted 1, 0.9^b and 0.5^b (b = baskets placed after it)
     "item_order_share", "item_basket_decay", "item_last_baskets",
-    # what every customer bought, as of the same snapshot (features.collaborative): the item's
-    # share of customers, of customers of the last window, and item-kNN and EASE scores of the
-    # customer's history bag
-    "item_popularity", "item_recent_popularity", "item_knn_score", "item_ease_score",
+    # what every customer bought, as of the same snapshot (tastyrec.collaborative): the item's
+    # share of the customers who ordered in the last window, and the EASE score of the
+    # customer's history bag (item_popularity and item_knn_score are fitted with the model)
+    "item_recent_popularity", "item_ease_score",
 )
 # Multi-hot bags: the set of items / brands the customer bought before the timestamp.
 # Each is a list of strings; the model embeds them with an EmbeddingBag.
@@ -55,9 +55,9 @@ DENSE_DEFAULTS: dict[str, float] = {
     "days_since_item_purchase": NEVER_DAYS, "brand_spend_share": 0.0,
     "item_recent_orders": 0.0, "item_interval_days": NEVER_DAYS,
     "item_order_share": 0.0, "item_basket_decay": 0.0, "item_last_baskets": 0.0,
-    "item_popularity": 0.0, "item_recent_popularity": 0.0, "item_knn_score": 0.0, "item_ease_score": 0.0,
+    "item_recent_popularity": 0.0, "item_ease_score": 0.0,
 }
 # the per customer x item scores summed over the customer's history bag from the item's
 # collaborative lists (features.collaborative): feature -> the item's list of weights
-BAG_SCORES: dict[str, str] = {"item_knn_score": "collab_knn", "item_ease_score": "collab_ease"}
+BAG_SCORES: dict[str, str] = {"item_ease_score": "collab_ease"}
 COLLAB_ITEMS = "collab_items"  # the item's list of history items those weights belong to

@@ -17,6 +17,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from tastyrec.columns import ITEM_PURCHASE_COUNT
 from tastyrec.config import Progress, Workspace
@@ -165,8 +168,73 @@ def _fit(run: _Run, epochs: int, alone: bool = False) -> dict:
     return json.loads((run.run_dir / "result.json").read_text())
 
 
+EXPLORE_ROWS = 2_000_000  # at most this many training rows (drawn with a fixed seed) fit the explore head
+
+
+def _new_item_ndcg(scores, batch: Batch, new) -> float:
+    """NDCG@10 of `scores` among the rows of items new to the customer, per (customer, snapshot)."""
+    import pandas as pd
+
+    from tastyrec.columns import CUSTOMER_ID, ITEM, LABEL
+    from tastyrec.metrics import evaluate_scores
+
+    groups = batch.groups.numpy() if batch.groups is not None else np.zeros(len(batch), dtype=np.int64)
+    frame = pd.DataFrame({CUSTOMER_ID: groups, ITEM: np.arange(len(batch)), LABEL: batch.label.numpy(), "score": scores})
+    return float(evaluate_scores(frame, "score", new_only_mask=new).get("new_ndcg@10") or 0.0)
+
+
+def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0) -> dict[str, Any] | None:
+    """Fit the explore head of a trained DLRM (model.DLRM) and keep it if the validation window
+    says so: a logistic regression (scikit-learn, L-BFGS) on the scaled dense inputs of the
+    training rows of items new to the customer. Convex, so fitted to the end, apart from the
+    DLRM's epochs. It is kept when it ranks the validation rows of such items better (NDCG@10)
+    than the main head; otherwise the model is saved without it and the main head ranks
+    cross-sell too. Returns what was fitted and decided (None: the model has no explore head)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from tastyrec.model import build_model, save_model
+
+    saved = torch.load(model_file, map_location="cpu", weights_only=True)
+    kind, config, state = saved["model_kind"], saved["model_config"], saved["state_dict"]
+    column = config.get("explore_column")
+    if column is None:
+        return None
+    dense = train.dense.numpy()
+    rows = np.flatnonzero(dense[:, column] <= 0)
+    if len(rows) > EXPLORE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, EXPLORE_ROWS, replace=False))
+    labels = train.label.numpy()[rows]
+    out: dict[str, Any] = {"rows": int(len(rows)), "positives": int(labels.sum())}
+    if len(np.unique(labels)) == 2:
+        fitted = LogisticRegression(C=1.0, max_iter=500).fit(dense[rows], labels)
+        state["explore_weight"] = torch.as_tensor(fitted.coef_[0], dtype=torch.float32)
+        state["explore_bias"] = torch.as_tensor(fitted.intercept_[0], dtype=torch.float32)
+        model = build_model(kind, config)
+        model.load_state_dict(state)
+        with torch.no_grad():
+            both = torch.cat([model.eval().heads(*val.slice(i, i + 65_536).inputs())
+                              for i in range(0, len(val), 65_536)]).numpy()
+        new = val.dense[:, column].numpy() <= 0
+        out["validation_new_ndcg@10"] = {"main": _new_item_ndcg(both[:, 0], val, new),
+                                         "explore": _new_item_ndcg(both[:, 1], val, new)}
+        out["kept"] = out["validation_new_ndcg@10"]["explore"] > out["validation_new_ndcg@10"]["main"]
+    else:  # nothing to learn from
+        out["kept"] = False
+    if not out["kept"]:
+        config = {**config, "explore_column": None}
+        state = {k: v for k, v in state.items() if not k.startswith("explore_")}
+    save_model(model_file, state, kind, config)
+    return out
+
+
 def _finish(run: _Run, training_set: TrainingSet, result: dict, started: float) -> TrainOutcome:
-    """The model directory (preprocessing + model file); the tensors are deleted (rebuilt when needed)."""
+    """The model directory (preprocessing + model file, its explore head fitted); the tensors are
+    deleted (rebuilt when needed)."""
+    explore = fit_explore_head(run.run_dir / MODEL_FILE, Batch.load(run.run_dir / "train.pt"),
+                               Batch.load(run.run_dir / "val.pt"), run.opts.seed)
+    if explore is not None:
+        result = {**result, "explore_head": explore}
     model_dir = Predictor.write_dir(run.run_dir / "model", run.preprocessor, run.run_dir / MODEL_FILE)
     for tensors in ("train.pt", "val.pt"):
         (run.run_dir / tensors).unlink(missing_ok=True)

@@ -43,8 +43,8 @@ class DLRMConfig:
     bottom_mlp: hidden sizes of the dense MLP; a last layer of width embedding_dim is added.
     top_mlp: hidden sizes of the over MLP; a last layer of width 1 (the logit) is added.
     explore_column: the dense input that is 0 exactly where the customer never bought the item
-    (item_purchase_count); when set, a second over MLP (the explore head) is trained on those
-    rows only and ranks cross-sell: items new to the customer. None: one head (older models).
+    (item_purchase_count); when set, the model has an explore head for those rows (cross-sell:
+    items new to the customer). None: one head (older models).
     """
 
     cardinalities: dict[str, int]
@@ -145,8 +145,12 @@ class DLRM(nn.Module):
     """Deep Learning Recommendation Model: per-feature embeddings, history bags, bottom MLP,
     pairwise dot-product interaction, top MLP. Returns logits (B,).
 
-    With `config.explore_column`, a second top MLP over the same interaction (`explore_arch`)
-    gives the explore head: `heads` returns both logits, (B, 2)."""
+    With `config.explore_column`, the explore head is a logistic regression on the scaled dense
+    inputs (the collaborative scores, popularity, price, the customer's history): buffers, not
+    parameters, fitted after training on the training rows of items new to the customer
+    (`experiment.fit_explore_head`). On Ta-Feng's validation windows it ranked those items
+    better than the main head or a second top MLP trained with it, which learn the season of
+    their training windows (see the README). `heads` returns both logits, (B, 2)."""
 
     def __init__(self, config: DLRMConfig) -> None:
         super().__init__()
@@ -155,28 +159,25 @@ class DLRM(nn.Module):
         self.sparse_arch = SparseArch(config.cardinalities, config.bag_sizes, dim)
         self.dense_arch = DenseArch(config.n_dense, config.bottom_mlp, dim)
         self.inter_arch = InteractionArch(config.n_vectors)
-        width = InteractionArch.output_dim(config.n_vectors, dim)
-        self.over_arch = OverArch(width, config.top_mlp)
-        self.explore_arch = OverArch(width, config.top_mlp) if config.explore_column is not None else None
-
-    def _interaction(self, sparse: torch.Tensor, dense: torch.Tensor,
-                     bags: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        embedded = self.sparse_arch(sparse, bags or {})  # (B, F + K, D)
-        return self.inter_arch(self.dense_arch(dense), embedded)
+        self.over_arch = OverArch(InteractionArch.output_dim(config.n_vectors, dim), config.top_mlp)
+        self.explores = config.explore_column is not None
+        if self.explores:
+            self.register_buffer("explore_weight", torch.zeros(config.n_dense))
+            self.register_buffer("explore_bias", torch.zeros(()))
 
     def forward(
         self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """sparse (B, F) int64, dense (B, n_dense) float32, bags name -> (B, L) -> logits (B,)."""
-        return self.over_arch(self._interaction(sparse, dense, bags))
+        embedded = self.sparse_arch(sparse, bags or {})  # (B, F + K, D)
+        return self.over_arch(self.inter_arch(self.dense_arch(dense), embedded))
 
     def heads(self, sparse: torch.Tensor, dense: torch.Tensor,
               bags: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """(B, 2): the main logit and the explore head's (one forward through the shared layers)."""
-        if self.explore_arch is None:
+        """(B, 2): the main logit and the explore head's."""
+        if not self.explores:
             raise ValueError("this model has no explore head (it was trained before it existed)")
-        x = self._interaction(sparse, dense, bags)
-        return torch.stack([self.over_arch(x), self.explore_arch(x)], dim=1)
+        return torch.stack([self(sparse, dense, bags), dense @ self.explore_weight + self.explore_bias], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------

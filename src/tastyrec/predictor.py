@@ -58,7 +58,7 @@ class Predictor:
     @property
     def explores(self) -> bool:
         """Whether the model has an explore head (cross-sell ranking); models trained before do not."""
-        return getattr(self.model, "explore_arch", None) is not None
+        return getattr(self.model, "explores", False)
 
     @torch.no_grad()
     def predict(self, frame: pd.DataFrame, explore: bool = False) -> np.ndarray:

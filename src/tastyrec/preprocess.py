@@ -27,7 +27,7 @@ import torch
 from sklearn.preprocessing import MinMaxScaler
 
 from tastyrec import collaborative, columns as C
-from tastyrec.collaborative import ItemSimilarity
+from tastyrec.collaborative import ItemSimilarity, SimilarityFit
 from tastyrec.config import Progress
 from tastyrec.parquet_rows import ParquetRows
 
@@ -53,7 +53,7 @@ class FeatureSet:
     log1p: tuple[str, ...]
 
 
-FULL_DENSE = C.DENSE
+FULL_DENSE = C.DENSE + collaborative.FEATURES  # the training set's dense columns + those fitted here
 ITEM_SPARSE = ("menu_item_name", "menu_type", "truck_brand_name", "item_category", "item_subcategory")
 FEATURE_SETS: dict[str, FeatureSet] = {
     "full": FeatureSet(C.SPARSE, FULL_DENSE, C.MULTI_HOT, tuple(c for c in FULL_DENSE if c in LOG1P_DENSE)),
@@ -183,7 +183,7 @@ class Preprocessor:
         self.bag_vocabs: dict[str, list[str]] = {}
         self.bag_lens: dict[str, int] = {}
         self.scaler: MinMaxScaler | None = None
-        self.similarity: ItemSimilarity | None = None  # only in models trained before the inputs were point in time
+        self.similarity: ItemSimilarity | None = None  # fitted when the feature set has collaborative features
         self._lookups: dict[str, pd.Index | pa.Array] = {}  # vocabularies as hash indexes, built once
 
     # ---- fitted facts the model config needs --------------------------------------------------
@@ -215,13 +215,13 @@ class Preprocessor:
         return self.fit_chunks(lambda: [df])
 
     def fit_chunks(self, chunks: Callable[[], Iterable[pd.DataFrame]]) -> Preprocessor:
-        """`fit` over training rows that come in chunks: `chunks()` is read twice (vocabularies
-        and bags; then the dense ranges). Any split of the same rows into chunks gives the same
-        fitted state."""
+        """`fit` over training rows that come in chunks: `chunks()` is read twice (vocabularies,
+        bags and item similarity; then the dense ranges, which need the similarity). Any split
+        of the same rows into chunks gives the same fitted state."""
         self._lookups = {}
         seen: dict[str, set[str]] = {name: set() for name in (*self.sparse, *self.multi_hot)}
         longest = dict.fromkeys(self.multi_hot, 0)
-        self.similarity = None
+        similarity = SimilarityFit()
         for df in chunks():
             self._check_columns(df)
             for name in self.sparse:
@@ -230,9 +230,12 @@ class Preprocessor:
                 arr = _list_array(df[name])
                 seen[name].update(pc.unique(pc.drop_null(arr.flatten())).to_pylist())
                 longest[name] = max(longest[name], int(pc.max(pc.fill_null(pc.list_value_length(arr), 0)).as_py() or 0))
+            if self._collaborative:
+                similarity.add(df)
         self.vocabs = {name: sorted(seen[name]) for name in self.sparse}
         self.bag_vocabs = {name: sorted(seen[name]) for name in self.multi_hot}
         self.bag_lens = {name: max(1, min(n, self.max_bag_len)) for name, n in longest.items()}  # as wide as needed
+        self.similarity = similarity.result() if self._collaborative else None
         lows, highs = zip(*[(x.min(axis=0), x.max(axis=0)) for df in chunks() if len(x := self._dense_raw(df))])
         self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
         return self
@@ -308,13 +311,13 @@ class Preprocessor:
 
     @property
     def _collaborative(self) -> tuple[str, ...]:
-        """The dense features an older model's frozen ItemSimilarity computes (not columns of the frame)."""
-        return tuple(c for c in self.dense if c in collaborative.FEATURES) if self.similarity else ()
+        """The dense features computed here by ItemSimilarity (not columns of the frame)."""
+        return tuple(c for c in self.dense if c in collaborative.FEATURES)
 
     @property
     def input_columns(self) -> list[str]:
-        """The columns `transform` reads, each once (an older model computes its collaborative
-        features from the item and the history bag)."""
+        """The columns `transform` reads, each once (the collaborative features are computed from
+        the item and the history bag)."""
         needs = collaborative.NEEDS if self._collaborative else ()
         cols = [*self.sparse, *(c for c in self.dense if c not in self._collaborative), *self.multi_hot, *needs]
         return list(dict.fromkeys(cols))
@@ -447,9 +450,7 @@ def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
         "item_order_share": np.where(in_hist.any(axis=1), rng.random(n), 0.0),
         "item_basket_decay": np.where(in_hist.any(axis=1), rng.random(n), 0.0),
         "item_last_baskets": np.where(in_hist.any(axis=1), rng.random(n), 0.0),
-        "item_popularity": rng.random(n),
         "item_recent_popularity": rng.random(n),
-        "item_knn_score": rng.exponential(1.0, n),
         "item_ease_score": rng.normal(0.0, 0.1, n),
     }
     df = pd.DataFrame(frame)

@@ -370,7 +370,7 @@ def score(body: ScoreRequest, engine: EngineDep, limits: LimitsDep, slots: Engin
         raise HTTPException(413, f"at most {limits.score_rows:,} rows per request (got {len(body.rows):,})")
     predictor = engine.predictor  # one model for the whole request, whatever a reload does
     pre = predictor.preprocessor
-    columns = pre.input_columns  # an older model computes its collaborative features from item + history bag
+    columns = pre.input_columns  # the collaborative features are computed from item + history bag
     missing = [c for c in columns if any(c not in row.model_fields_set for row in body.rows)]
     if missing:
         raise HTTPException(422, f"rows lack feature columns: {', '.join(missing)}")

@@ -112,29 +112,6 @@ class TrainResult:
         return d
 
 
-def explore_rows(model: nn.Module, batch: Batch) -> torch.Tensor | None:
-    """(B,) bool: the rows of items new to the customer, which train the explore head (None
-    when the model has none)."""
-    column = getattr(getattr(model, "config", None), "explore_column", None)
-    return None if column is None else batch.dense[:, column] <= 0
-
-
-def loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the SUM of per-row BCE losses, the main logits (B,)). With an explore head, its BCE on
-    the rows of items new to the customer is added: one loss, both heads learn."""
-    inputs = batch.inputs()
-    explore = explore_rows(model, batch)
-    if explore is None:
-        logits = model(*inputs)
-        return nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="sum"), logits
-    both = model.heads(*inputs)
-    logits = both[:, 0]
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="sum")
-    loss = loss + nn.functional.binary_cross_entropy_with_logits(both[explore, 1], batch.label[explore],
-                                                                 reduction="sum")
-    return loss, logits
-
-
 class DLRMTrain(nn.Module):
     """The model plus its loss (kept out of the model): returns the SUM of per-row BCE losses
     and the logits, so ranks holding different row counts can be weighted exactly."""
@@ -142,10 +119,11 @@ class DLRMTrain(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, logits = loss_sum(self.model, batch)
-        return loss, logits.detach()
+        logits = self.model(*batch.inputs())  # (B,)
+        return self.loss_fn(logits, batch.label), logits.detach()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +165,8 @@ def _loss_sum(model: nn.Module, data: Batch, rows: torch.Tensor, batch_size: int
     for start in range(0, len(rows), batch_size):
         part = data.take(rows[start:start + batch_size]).to(device)
         assert part.label is not None
-        total += loss_sum(model, part)[0].double()
+        logits = model(*part.inputs())
+        total += nn.functional.binary_cross_entropy_with_logits(logits, part.label, reduction="sum").double()
     model.train(was_training)
     return float(total)
 
