@@ -59,7 +59,8 @@ def test_two_versions_lineage_differ_exactly_where_the_data_did(rebuilt):
     assert (first["warehouse_fingerprint"], second["warehouse_fingerprint"]) == (a["warehouse"]["hash"], b["warehouse"]["hash"])
     # what does not describe the data is the same: feature views, windows, cutoffs, code
     assert a["features"] == b["features"] and a["features"]["views"] == {
-        "customer_features": "v1", "customer_history": "v1", "menu_features": "v1", "purchase_features": "v1"}
+        "customer_features": "v1", "customer_history": "v1", "item_collaborative": "v1", "menu_features": "v1",
+        "purchase_features": "v1"}
     assert a["cutoffs"] == b["cutoffs"] and set(a["cutoffs"]) == {"train", "val", "test"}
     # (git_dirty may differ: other tests rewrite a tracked file, docs/app.png, between the two trainings)
     same_code = [{k: v for k, v in c["code"].items() if k != "git_dirty"} for c in (a, b)]

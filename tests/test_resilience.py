@@ -65,11 +65,14 @@ def features_interrupted(ws: Workspace, tmp_path) -> int:
 def test_an_interrupted_features_run_changes_nothing_a_service_reads(home, served, tmp_path):
     before = ask(served).json()
     health = httpx.get(f"{served.url}/health").json()
-    pointer, summary = home.features_pointer.read_text(), (home.feature_repo / "summary.json").read_text()
-    data = {p.name: p.stat().st_mtime_ns for p in (home.feature_repo / "data").iterdir()}
-    runs = sorted(p.name for p in home.feature_runs.iterdir())
-
-    assert features_interrupted(home, tmp_path) == 130
+    for _ in range(3):  # a run that ends before the signal lands (a busy machine) is just tried again
+        pointer, summary = home.features_pointer.read_text(), (home.feature_repo / "summary.json").read_text()
+        data = {p.name: p.stat().st_mtime_ns for p in (home.feature_repo / "data").iterdir()}
+        runs = sorted(p.name for p in home.feature_runs.iterdir())
+        status = features_interrupted(home, tmp_path)
+        if status != 0:
+            break
+    assert status == 130
     time.sleep(TTL_S + 1)  # past Feast's registry cache: what a reader sees now is on disk
     after = ask(served)
     assert after.status_code == 200, after.text
