@@ -157,8 +157,8 @@ def ease_weights(co: np.ndarray, penalty: float = EASE_PENALTY) -> np.ndarray:
 def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, window_days: float) -> pa.Table:
     """The `item_collaborative` rows of one snapshot, from every customer's history bag then
     (history_items) and the days since each bag item's last purchase (history_item_days)."""
-    bought = ItemSimilarity.fit_bags(set(), bags)  # the items and which customer bought which
-    matrix = bought._bought(bags)
+    bought = ItemSimilarity(sorted(set(pc.unique(pc.drop_null(bags.flatten())).to_pylist())), np.zeros(0), np.zeros(0))
+    matrix = bought._bought(bags)  # which customer bought which item (no cosine: not needed here)
     co = (matrix.T @ matrix).toarray().astype(np.float64)
     items = pa.array(bought.items, pa.string())
     recent = pc.less_equal(days.flatten(), window_days).to_numpy(zero_copy_only=False)
