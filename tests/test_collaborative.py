@@ -92,10 +92,20 @@ def test_one_snapshot_by_hand() -> None:
     for j, item in enumerate(items):
         np.testing.assert_allclose(got.loc[item, "collab_ease"], np.round(ease[:, j], 6))
 
-    # a customer who bought taco and burger: the item's weights summed over the bag
-    scores = bag_scores([["taco", "burger"], [], None, ["unknown"]], ["salsa"] * 4, weight_tables(got))
+    # cosine over who bought what: salsa and taco share customers 1 and 2 of 2 each; burger
+    # (customers 2, 3) shares customer 2 with each; the diagonal is item_purchase_count's job
+    half = 1 / np.sqrt(2 * 2)
+    np.testing.assert_allclose(got.loc["salsa", "collab_cosine"], np.round([half, 0.0, 1.0], 6))
+    np.testing.assert_allclose(got.loc["burger", "collab_cosine"], np.round([0.0, half, half], 6))
+
+    # a customer who bought taco (3 orders) and burger (1): the item's weights summed over the
+    # bag, EASE's each counted once, cosine's each weighted ln(1 + orders) as item-kNN weighs them
+    scores = bag_scores([["taco", "burger"], [], None, ["unknown"]], ["salsa"] * 4, weight_tables(got),
+                        {"history_item_orders": [[3.0, 1.0], [], None, [2.0]]})
     assert scores["item_ease_score"][0] == pytest.approx(round(ease[2, 1] + ease[0, 1], 6), abs=2e-6)
-    assert scores["item_ease_score"][1:].tolist() == [0.0, 0.0, 0.0]
+    assert scores["item_cosine_score"][0] == pytest.approx(np.log(4) * 1.0 + np.log(2) * half, abs=2e-6)
+    for name in ("item_ease_score", "item_cosine_score"):
+        assert scores[name][1:].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_no_bags_no_rows() -> None:

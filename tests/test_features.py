@@ -371,7 +371,7 @@ def test_basket_shares_are_tifu_knns_own_vector_at_the_cutoff_and_online(feat_ws
 
 
 def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_split):
-    """item_recent_popularity and item_ease_score of a row come from every customer's purchases
+    """item_recent_popularity, item_ease_score and item_cosine_score of a row come from every customer's purchases
     before the row's own timestamp (one snapshot_table per cutoff, over
     bags read here independently), for training rows of two cutoffs and the online rows."""
     import pyarrow as pa
@@ -392,23 +392,28 @@ def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_
         bags = con.execute("""
             WITH buyers AS (SELECT DISTINCT customer_id FROM raw_pos.order_header
                             WHERE customer_id IS NOT NULL AND order_ts < $ts),
-            items AS (SELECT oh.customer_id, m.menu_item_name, min(date_diff('day', oh.order_ts, $ts)) AS days
+            items AS (SELECT oh.customer_id, m.menu_item_name, min(date_diff('day', oh.order_ts, $ts)) AS days,
+                             count(DISTINCT oh.order_id) AS orders
                       FROM raw_pos.order_header oh JOIN raw_pos.order_detail od USING (order_id)
                       JOIN raw_pos.menu m USING (menu_item_id)
                       WHERE oh.order_ts < $ts AND m.item_category <> 'Beverage' GROUP BY ALL)
             SELECT b.customer_id, list(menu_item_name ORDER BY menu_item_name) FILTER (menu_item_name IS NOT NULL),
-                   list(days::DOUBLE ORDER BY menu_item_name) FILTER (menu_item_name IS NOT NULL)
+                   list(days::DOUBLE ORDER BY menu_item_name) FILTER (menu_item_name IS NOT NULL),
+                   list(orders::DOUBLE ORDER BY menu_item_name) FILTER (menu_item_name IS NOT NULL)
             FROM buyers b LEFT JOIN items USING (customer_id) GROUP BY ALL ORDER BY 1""", {"ts": cutoff}).fetchall()
-        expected = snapshot_table(pd.Timestamp(ts), pa.array([b or [] for _, b, _ in bags], pa.list_(pa.string())),
-                                  pa.array([d or [] for _, _, d in bags], pa.list_(pa.float64())),
+        expected = snapshot_table(pd.Timestamp(ts), pa.array([b or [] for _, b, _, _ in bags], pa.list_(pa.string())),
+                                  pa.array([d or [] for _, _, d, _ in bags], pa.list_(pa.float64())),
                                   WINDOW_DAYS).to_pandas().set_index(ITEM)
         want = rows[ITEM].map(expected["item_recent_popularity"]).fillna(0.0)
         assert np.allclose(rows["item_recent_popularity"], want, atol=1e-12), ts
-        bag_of = {c: b or [] for c, b, _ in bags}
-        want = bag_scores([bag_of.get(c, []) for c in rows[CUSTOMER_ID]], rows[ITEM].tolist(), weight_tables(expected))
+        bag_of = {c: b or [] for c, b, _, _ in bags}
+        orders_of = {c: n or [] for c, _, _, n in bags}
+        want = bag_scores([bag_of.get(c, []) for c in rows[CUSTOMER_ID]], rows[ITEM].tolist(), weight_tables(expected),
+                          {"history_item_orders": [orders_of.get(c, []) for c in rows[CUSTOMER_ID]]})
         for col, values in want.items():
             assert np.allclose(rows[col], values, atol=1e-9), (col, ts)
         assert (rows["item_recent_popularity"] > 0).any() and (rows["item_ease_score"] != 0).any()
+        assert (rows["item_cosine_score"] > 0).any()
         seen.append(expected["item_recent_popularity"].sum())
     con.close()
     assert len(set(seen)) == 3  # three different snapshots: each row read its own

@@ -178,7 +178,9 @@ def test_the_explore_head_is_fitted_on_items_new_to_the_customer_only(tmp_path) 
     batch = prep.transform(frame)
     assert torch.equal(batch.dense[:, column] <= 0, torch.as_tensor(new))  # the scaled column tells the rows apart
     batch.groups = torch.arange(len(frame)) // 20  # rankings of 20 rows each on validation
-    fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, batch)
+    fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, batch, dense=prep.dense)
+    assert set(fitted["validation_new_ndcg@10"]["heads"]) == {"every input", "item_cosine_score", "item_ease_score",
+                                                              "item_knn_score"}
     assert {k: fitted[k] for k in ("rows", "positives", "kept")} == {"rows": int(new.sum()),
                                                                      "positives": int(high[new].sum()), "kept": True}
     assert fitted["validation_new_ndcg@10"]["explore"] > fitted["validation_new_ndcg@10"]["main"]
@@ -200,8 +202,39 @@ def test_the_explore_head_is_fitted_on_items_new_to_the_customer_only(tmp_path) 
     save_model(tmp_path / MODEL_FILE, build_model("dlrm", cfg).state_dict(), "dlrm", cfg)
     worse = prep.transform(frame.assign(label=1 - frame["label"]))  # validation labels the opposite
     worse.groups = batch.groups
-    fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, worse)
+    fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, worse, dense=prep.dense)
     assert not fitted["kept"] and not load_model(tmp_path / MODEL_FILE)[0].explores
+
+
+def test_an_explore_head_on_one_input_wins_where_validation_says_so(tmp_path) -> None:
+    """The training rows of new items are bought when item_cosine_score is high or, by chance of
+    that window, when the customer is old; on validation only item_cosine_score counts. The head
+    on every input learns age too; the head on item_cosine_score alone ranks validation better,
+    and is the one saved."""
+    from tastyrec.experiment import fit_explore_head
+    from tastyrec.model import MODEL_FILE, build_model, load_model, save_model
+
+    frame = synthetic_frame(4000, seed=7)
+    frame["age"] = frame["age"].fillna(40)
+    new = frame["item_purchase_count"].to_numpy() == 0
+    high = frame["item_cosine_score"].to_numpy() > np.median(frame["item_cosine_score"])
+    old = frame["age"].to_numpy() > np.median(frame["age"])
+    frame["label"] = np.where(new, high | old, 0).astype(int)
+    prep = Preprocessor().fit(frame)
+    column = prep.dense.index("item_purchase_count")
+    cfg = model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense), embedding_dim=4,
+                       explore_column=column)
+    save_model(tmp_path / MODEL_FILE, build_model("dlrm", cfg).state_dict(), "dlrm", cfg)
+    train = prep.transform(frame)
+    val = prep.transform(frame.assign(label=np.where(new, high, 0).astype(int)))
+    val.groups = torch.arange(len(frame)) // 20
+    fitted = fit_explore_head(tmp_path / MODEL_FILE, train, val, dense=prep.dense)
+    heads = fitted["validation_new_ndcg@10"]["heads"]
+    assert heads["item_cosine_score"] > heads["every input"]
+    assert fitted["inputs"] == "item_cosine_score" and fitted["kept"]
+    model, _ = load_model(tmp_path / MODEL_FILE)
+    cosine = prep.dense.index("item_cosine_score")
+    assert model.explore_weight[cosine] > 0 and int((model.explore_weight != 0).sum()) == 1
 
 
 def test_the_predictor_ranks_cross_sell_with_the_explore_head(tmp_path) -> None:

@@ -158,8 +158,11 @@ def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, win
     """The `item_collaborative` rows of one snapshot, from every customer's history bag then
     (history_items) and the days since each bag item's last purchase (history_item_days)."""
     bought = ItemSimilarity(sorted(set(pc.unique(pc.drop_null(bags.flatten())).to_pylist())), np.zeros(0), np.zeros(0))
-    matrix = bought._bought(bags)  # which customer bought which item (no cosine: not needed here)
+    matrix = bought._bought(bags)  # which customer bought which item
     co = (matrix.T @ matrix).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(co))  # every item of a bag has a buyer: > 0
+    cosine = co / np.outer(norms, norms) if len(co) else co
+    np.fill_diagonal(cosine, 0.0)  # the item itself is item_purchase_count's job
     items = pa.array(bought.items, pa.string())
     recent = pc.less_equal(days.flatten(), window_days).to_numpy(zero_copy_only=False)
     owner = np.repeat(np.arange(len(bags)), pc.fill_null(pc.list_value_length(bags), 0).to_numpy(zero_copy_only=False))
@@ -171,7 +174,8 @@ def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, win
         ITEM: items,
         "item_recent_popularity": pa.array(np.round(np.bincount(code[recent], minlength=n) / max(active, 1), 6)),
         COLLAB_ITEMS: pa.array([bought.items] * n, pa.list_(pa.string())),
-        BAG_SCORES["item_ease_score"]: pa.array(list(np.round(ease_weights(co), 6).T), pa.list_(pa.float64())),
+        BAG_SCORES["item_ease_score"][0]: pa.array(list(np.round(ease_weights(co), 6).T), pa.list_(pa.float64())),
+        BAG_SCORES["item_cosine_score"][0]: pa.array(list(np.round(cosine, 6).T), pa.list_(pa.float64())),
     })
 
 
@@ -183,12 +187,25 @@ def weight_tables(lists: pd.DataFrame) -> Weights:
     lookups, built once per features run."""
     return {name: {item: dict(zip(keys if keys is not None else [], values if values is not None else []))
                    for item, keys, values in zip(lists.index, lists[COLLAB_ITEMS], lists[column])}
-            for name, column in BAG_SCORES.items()}
+            for name, (column, _) in BAG_SCORES.items()}
 
 
-def bag_scores(bags: list, items: list[str], weights: Weights) -> dict[str, np.ndarray]:
-    """The BAG_SCORES (item_ease_score) of rows (a history bag and an item each): the item's
-    weights summed over the bag (what the SQL of features.training computes for training sets)."""
-    return {name: np.round([sum(table.get(item, {}).get(h, 0.0) for h in (bag if bag is not None else []))
-                            for bag, item in zip(bags, items)], 6)
-            for name, table in weights.items()}
+def bag_scores(bags: list, items: list[str], weights: Weights, customers: dict[str, list] | None = None) -> dict[str, np.ndarray]:
+    """The BAG_SCORES of rows (a history bag and an item each): the item's weights summed over the
+    bag, each times ln(1 + the bag item's value in its customer's aligned list) where the score
+    has one (`customers`: that list's name -> one list per row), rounded as the SQL of
+    features.training rounds them for training sets."""
+    out = {}
+    for name, table in weights.items():
+        by = BAG_SCORES[name][1]
+        scale = [np.zeros(0) if v is None else np.log1p(np.asarray(v, np.float64))
+                 for v in (customers or {}).get(by, [])] if by else None
+        scores = []
+        for r, (bag, item) in enumerate(zip(bags, items)):
+            mine = table.get(item, {})
+            if scale is None:
+                scores.append(sum(mine.get(h, 0.0) for h in (bag if bag is not None else [])))
+            else:
+                scores.append(sum(round(mine.get(h, 0.0) * s, 6) for h, s in zip(bag if bag is not None else [], scale[r])))
+        out[name] = np.round(scores, 6)
+    return out

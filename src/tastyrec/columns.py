@@ -39,8 +39,9 @@ DENSE: tuple[str, ...] = SEED_DENSE + (
     "item_order_share", "item_basket_decay", "item_last_baskets",
     # what every customer bought, as of the same snapshot (tastyrec.collaborative): the item's
     # share of the customers who ordered in the last window, and the EASE score of the
-    # customer's history bag (item_popularity and item_knn_score are fitted with the model)
-    "item_recent_popularity", "item_ease_score",
+    # customer's history bag, and its item-kNN score (cosine, bag items weighted ln(1 + orders)
+    # as the item-kNN baseline does; item_popularity and item_knn_score are fitted with the model)
+    "item_recent_popularity", "item_ease_score", "item_cosine_score",
 )
 # Multi-hot bags: the set of items / brands the customer bought before the timestamp.
 # Each is a list of strings; the model embeds them with an EmbeddingBag.
@@ -55,9 +56,13 @@ DENSE_DEFAULTS: dict[str, float] = {
     "days_since_item_purchase": NEVER_DAYS, "brand_spend_share": 0.0,
     "item_recent_orders": 0.0, "item_interval_days": NEVER_DAYS,
     "item_order_share": 0.0, "item_basket_decay": 0.0, "item_last_baskets": 0.0,
-    "item_recent_popularity": 0.0, "item_ease_score": 0.0,
+    "item_recent_popularity": 0.0, "item_ease_score": 0.0, "item_cosine_score": 0.0,
 }
 # the per customer x item scores summed over the customer's history bag from the item's
-# collaborative lists (features.collaborative): feature -> the item's list of weights
-BAG_SCORES: dict[str, str] = {"item_ease_score": "collab_ease"}
+# collaborative lists (tastyrec.collaborative): feature -> (the item's list of weights, the
+# customer's list aligned with history_items whose ln(1 + value) weighs each bag item, or None: 1)
+BAG_SCORES: dict[str, tuple[str, str | None]] = {
+    "item_ease_score": ("collab_ease", None),
+    "item_cosine_score": ("collab_cosine", "history_item_orders"),
+}
 COLLAB_ITEMS = "collab_items"  # the item's list of history items those weights belong to

@@ -452,6 +452,7 @@ def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
         "item_last_baskets": np.where(in_hist.any(axis=1), rng.random(n), 0.0),
         "item_recent_popularity": rng.random(n),
         "item_ease_score": rng.normal(0.0, 0.1, n),
+        "item_cosine_score": rng.exponential(0.5, n),
     }
     df = pd.DataFrame(frame)
     df.loc[rng.random(n) < 0.02, "age"] = np.nan  # the real data has missing ages

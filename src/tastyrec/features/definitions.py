@@ -45,9 +45,10 @@ VIEWS: dict[str, tuple[list[Entity], list[tuple[str, object]], str]] = {
         "Items bought before the snapshot (with orders, days since the last, recency-weighted orders, "
         "mean days between orders and basket-weighted shares), brands (with spend share)."),
     "item_collaborative": ([menu_item], [
-        ("item_recent_popularity", Float64), ("collab_items", Array(String)), ("collab_ease", Array(Float64))],
+        ("item_recent_popularity", Float64), ("collab_items", Array(String)), ("collab_ease", Array(Float64)),
+        ("collab_cosine", Array(Float64))],
         "What all customers bought before the snapshot: the item's share of those who ordered in the last "
-        "window, and its EASE weights from each other item."),
+        "window, and its EASE weights and cosine similarities from each other item."),
 }
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
+from tastyrec.columns import BAG_SCORES, BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
 from tastyrec.collaborative import bag_scores, weight_tables
 from tastyrec.config import Workspace
 from tastyrec.features.build import SQL, feature_store
@@ -102,7 +102,9 @@ class OnlineFeatures:
         menu = self.menu.loc[names]
         lookups = _pair_features(customers, rows, names, menu[BRAND].tolist())
         bags = customers.column("history_items").to_pylist()
-        lookups |= bag_scores([bags[i] for i in rows], names, self.weights)
+        aligned = {w: customers.column(w).to_pylist() for _, w in BAG_SCORES.values() if w is not None}
+        lookups |= bag_scores([bags[i] for i in rows], names, self.weights,
+                              {w: [values[i] for i in rows] for w, values in aligned.items()})
         out = {CUSTOMER_ID: np.array([ids[i] for i in rows], dtype=np.int64), ITEM: np.array(names, dtype=object),
                TIMESTAMP: pd.DatetimeIndex([self.as_of] * len(rows), dtype=pd.DatetimeTZDtype("us", "UTC"))}
         for col in FEATURES:

@@ -84,17 +84,23 @@ def _assemble_sql(extra: list[str]) -> str:
 
 
 # The BAG_SCORES of every spine customer x item: the item's weights (its item_collaborative lists
-# as of the timestamp) summed over the customer's history bag, as a join of the unnested lists
-# (features.online sums the same lists in numpy). The weights have 6 decimals: so has the sum,
-# rounded, whatever order the additions took.
+# as of the timestamp) summed over the customer's history bag, each times its bag weight, as a join
+# of the unnested lists (collaborative.bag_scores sums the same lists in numpy). Each term is
+# rounded to 6 decimals: so is the sum, rounded, whatever order the additions took.
+def _term(column: str, bag_weight: str | None) -> str:
+    return f"w.{column}" if bag_weight is None else f"round(w.{column} * ln(1 + b.{bag_weight}), 6)"
+
+
+_BAG_WEIGHTS = sorted({w for _, w in BAG_SCORES.values() if w is not None})
 _COLLAB_SQL = f"""
     bag AS (SELECT c.{CUSTOMER_ID}, c.{TIMESTAMP}, unnest(c.history_items) AS {COLLAB_ITEMS}
+                   {"".join(f", unnest(c.{w}) AS {w}" for w in _BAG_WEIGHTS)}
             FROM customers c SEMI JOIN spine s USING ({CUSTOMER_ID}, {TIMESTAMP})),
     weights AS (SELECT {ITEM}, {TIMESTAMP}, unnest({COLLAB_ITEMS}) AS {COLLAB_ITEMS},
-                       {", ".join(f"unnest({column}) AS {column}" for column in BAG_SCORES.values())}
+                       {", ".join(f"unnest({column}) AS {column}" for column, _ in BAG_SCORES.values())}
                 FROM items),
     collab AS (SELECT b.{CUSTOMER_ID}, b.{TIMESTAMP}, w.{ITEM},
-                      {", ".join(f"round(sum(w.{column}), 6) AS {name}" for name, column in BAG_SCORES.items())}
+                      {", ".join(f"round(sum({_term(*how)}), 6) AS {name}" for name, how in BAG_SCORES.items())}
                FROM bag b JOIN weights w USING ({TIMESTAMP}, {COLLAB_ITEMS})
                GROUP BY b.{CUSTOMER_ID}, b.{TIMESTAMP}, w.{ITEM})"""
 
