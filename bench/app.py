@@ -2,7 +2,8 @@
 table showing, for the largest city, the largest country and every customer of a workspace, and
 the time of a rerun (any click) with that result on the page.
 
-Usage: .venv/bin/python bench/app.py --home DIR [--runs 3]
+Usage: .venv/bin/python bench/app.py --home DIR [--runs 3] [--quick]
+--quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote. (1 run)
 
 DIR is a workspace with a champion (e.g. `tastyrec pipeline`'s, 20,000 customers by default).
 `tastyrec app` runs on a free loopback port and is stopped at the end; Chromium is Debian's
@@ -99,7 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 run of each: that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 1
     ws = Workspace.from_env(args.home)
     city, country = largest(ws, "city")[0], largest(ws, "country")[0]
     cases = {f"city {city}": {"City": city}, f"country {country}": {"Country": country}, "every customer": {}}

@@ -1,6 +1,7 @@
 """Where one training epoch's time goes: preparation, forward, backward + optimizer, per operator.
 
-Usage: .venv/bin/python bench/epoch_profile.py --home H [--kind dlrm] [--steps 150] [--threads 2]
+Usage: .venv/bin/python bench/epoch_profile.py --home H [--kind dlrm] [--steps 150] [--threads 2] [--quick]
+--quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote. (3 steps)
 
 Reads the time split's training rows of a home where `tastyrec train` (or `pipeline`) has run,
 prepares them as training does (buyers only, preprocessing fitted on them), then times `--steps`
@@ -40,7 +41,10 @@ def main() -> None:
     parser.add_argument("--kind", default="dlrm", choices=[k for k in MODEL_KINDS if k != "seed-dlrm"])
     parser.add_argument("--steps", type=int, default=150, help="mini-batches timed")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 steps: that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.steps = 3
     torch.set_num_threads(args.threads)
     kind = MODEL_KINDS[args.kind]
     print(f"machine: {machine()}; {args.threads} torch threads")
@@ -55,7 +59,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(args.kind, model_config(args.kind, prep.cardinalities, prep.bag_sizes, len(prep.dense)))
     wrapped, optimizer = DLRMTrain(model), torch.optim.Adam(model.parameters(), lr=kind.lr)
-    size = kind.batch_size
+    size = min(kind.batch_size, len(data))  # a small home has less than one batch
     # each step gathers its rows, as train.py does
     batches = [data.take(order[i * size:(i + 1) * size]) for i in range(min(args.steps, len(data) // size))]
 
@@ -78,7 +82,7 @@ def main() -> None:
     print(f"{len(data):,} rows, batch {size}: {steps} steps per epoch; forward {forward * 1e3:.1f} ms/step, "
           f"forward + backward + Adam {full * 1e3:.1f} ms/step -> {full * steps:.1f} s of training per epoch")
     with profile() as prof:
-        for b in batches[:30]:
+        for b in batches[:min(30, args.steps)]:
             step(b)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 

@@ -1,6 +1,7 @@
 """Seconds of `tastyrec features`, of building training sets, and online lookup latency.
 
-Usage: .venv/bin/python bench/features.py [N ...]   (default: 20000 222000)
+Usage: .venv/bin/python bench/features.py [N ...] [--quick]   (default: 20000 222000)
+--quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote. (N = 300)
 For each N: a fresh warehouse (not timed), then `tastyrec features` in a fresh process (timed,
 with its peak memory). At the first N also: training sets in both split modes, and the online
 lookup of one customer x all their candidate items (p50 / p99 over 300 customers).
@@ -20,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, run_measured  # noqa: E402
 
 TASTYREC = str(Path(sys.executable).with_name("tastyrec"))
+
+
+LOOKUPS = 300  # customers whose online lookup is timed (at most N)
 
 
 def main(sizes: list[int]) -> None:
@@ -44,7 +48,7 @@ def main(sizes: list[int]) -> None:
                 print(f"  training set ({mode}): {total:,} rows in {result.seconds:.1f} s "
                       f"({total / result.seconds / 1e6:.2f} M rows/s)")
             online = OnlineFeatures(ws)
-            customers = np.random.default_rng(0).choice(np.arange(1, n + 1), 300, replace=False)
+            customers = np.random.default_rng(0).choice(np.arange(1, n + 1), min(LOOKUPS, n), replace=False)
             online.for_customers([int(customers[0])])  # warm-up
             times = []
             for c in customers:
@@ -56,4 +60,5 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [20_000, 222_000])
+    sizes = [int(a) for a in sys.argv[1:] if a != "--quick"]
+    main([300] if "--quick" in sys.argv else sizes or [20_000, 222_000])

@@ -1,6 +1,7 @@
 """Full scale on one machine: `tastyrec pipeline --customers 222000`, wall time and peak RSS per stage.
 
-Usage: .venv/bin/python bench/fullscale.py [--customers 222000] [--home DIR] [-- extra pipeline options]
+Usage: .venv/bin/python bench/fullscale.py [--customers 222000] [--home DIR] [--quick] [-- extra pipeline options]
+--quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote. (300 customers, 1 epoch, no seed baseline)
 
 Runs the pipeline once in a child process (a fresh home unless --home is given), samples the
 resident memory of its whole process tree (the CLI, torchrun and its workers) every 0.25 s, and
@@ -104,8 +105,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=222_000)
     parser.add_argument("--home", help="the pipeline's home (default: a fresh temporary one)")
+    parser.add_argument("--quick", action="store_true", help="300 customers, 1 epoch: that it runs")
     parser.add_argument("extra", nargs="*", help="more `tastyrec pipeline` options, after --")
     args = parser.parse_args()
+    if args.quick:
+        args.customers, args.extra = 300, ["--epochs", "1", "--seed-samples", "0", *args.extra]
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(args.home or Path(tmp) / "home")

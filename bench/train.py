@@ -1,6 +1,7 @@
 """Training throughput: the tastyrec loop + DLRM against the seed's loop + model, on the same data.
 
-Usage: .venv/bin/python bench/train.py [--customers N]
+Usage: .venv/bin/python bench/train.py [--customers N] [--quick]
+--quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote. (N = 300)
 
 1. `tastyrec pipeline --customers N` in a fresh home, timed, with its peak memory.
 2. On that pipeline's training set: samples/s of
@@ -90,9 +91,10 @@ def seed_loop(train_frame: pd.DataFrame) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="300 customers: that it runs")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    small(args.customers)
+    small(300 if args.quick else args.customers)
 
 
 def small(customers: int) -> None:

@@ -1,6 +1,8 @@
 """Memory of one training run by stage: training set, preprocessing, training.
 
-Usage: .venv/bin/python bench/train_memory.py --home H [--model dlrm] [--epochs 1]
+Usage: .venv/bin/python bench/train_memory.py --home H [--model dlrm] [--epochs 1] [--quick]
+--quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote
+(at most 20,000 training rows).
 
 Runs `experiment.train_model` in this process on a home where `tastyrec features` has run (e.g.
 the one `bench/fullscale.py --home H` leaves), samples this process's resident memory (VmRSS,
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--home", required=True)
     parser.add_argument("--model", default="dlrm")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="at most 20,000 training rows: that it runs")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     samples: list[tuple[float, float, float]] = []
@@ -45,7 +48,8 @@ def main() -> None:
     threading.Thread(target=sample, daemon=True).start()
     started = time.time()
     outcome = train_model(Workspace.from_env(args.home),
-                          TrainOptions(model=args.model, epochs=args.epochs, progress=False),
+                          TrainOptions(model=args.model, epochs=args.epochs, progress=False,
+                                       max_samples=20_000 if args.quick else None),
                           progress=lambda what, done, total: events.append((time.time(), what)))
     ended = time.time()
     stop.set()

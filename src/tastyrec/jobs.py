@@ -120,7 +120,8 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     windows = built_features(ws).windows  # the time windows the model was trained with
     params |= {**windows, **{f"val_loss_{kind}": loss for kind, loss in selection.items()}, "train_cutoffs": ",".join(training_set.cutoffs["train"]),
                "train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
-               "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device")}
+               "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device"),
+               "explore_head": explore_label(outcome.result.get("explore_head"))}
     lineage = collect(ws, training_set, test)
     registered = log_and_register(
         ws, outcome.model_dir, params=params, history=outcome.result.get("history", []), evaluation=evaluation,
@@ -131,6 +132,17 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
         progress("register", 1, 1)
     return JobResult(train=outcome, evaluation=evaluation, registry=registered, seed_baseline=seed,
                      seconds=round(time.perf_counter() - started, 2))
+
+
+def explore_label(explore: dict | None) -> str:
+    """What ranks cross-sell, in words: the explore head kept (on which inputs) or the main head."""
+    if explore is None:
+        return "main head (the model has no explore head)"
+    figures = explore.get("validation_new_ndcg@10", {})
+    if not explore["kept"]:
+        return f"main head (validation new-item NDCG@10 {figures.get('main', 0):.4f}, no explore head better)"
+    return (f"explore head on {explore['inputs']} (validation new-item NDCG@10 {figures['explore']:.4f} "
+            f"against the main head's {figures['main']:.4f})")
 
 
 def _train_chosen(ws: Workspace, opts: TrainOptions,
