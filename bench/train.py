@@ -1,6 +1,6 @@
 """Training throughput: the tastyrec loop + DLRM against the seed's loop + model, on the same data.
 
-Usage: .venv/bin/python bench/train.py [--customers N] [--quick]
+Usage: .venv/bin/python bench/train.py [--customers N] [--home DIR] [--quick]
 --quick: that it runs and prints its figures, in seconds (a test runs it); not figures to quote. (N = 300)
 
 1. `tastyrec pipeline --customers N` in a fresh home, timed, with its peak memory.
@@ -91,22 +91,25 @@ def seed_loop(train_frame: pd.DataFrame) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--home", type=Path, help="a home where the pipeline has run (its time is not measured)")
     parser.add_argument("--quick", action="store_true", help="300 customers: that it runs")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    small(300 if args.quick else args.customers)
+    small(300 if args.quick else args.customers, args.home)
 
 
-def small(customers: int) -> None:
-    """Pipeline wall time, and both loops on its training set."""
+def small(customers: int, existing: Path | None = None) -> None:
+    """Pipeline wall time (unless `existing` names a home where it has run), and both loops on
+    its training set."""
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        seconds, peak, out = run_measured([TASTYREC, "--home", str(home), "pipeline",
-                                           "--customers", str(customers), "--json"])
-        job = json.loads(out.strip().splitlines()[-1])
-        ndcg = job["evaluation"]["model"]["ndcg@10"]
-        print(f"pipeline N={customers:,}: {seconds:.1f} s wall, peak RSS {peak:.2f} GiB, "
-              f"test NDCG@10 {ndcg:.3f}")
+        home = existing or Path(tmp) / "home"
+        if existing is None:
+            seconds, peak, out = run_measured([TASTYREC, "--home", str(home), "pipeline",
+                                               "--customers", str(customers), "--json"])
+            job = json.loads(out.strip().splitlines()[-1])
+            ndcg = job["evaluation"]["model"]["ndcg@10"]
+            print(f"pipeline N={customers:,}: {seconds:.1f} s wall, peak RSS {peak:.2f} GiB, "
+                  f"test NDCG@10 {ndcg:.3f}")
         path = home / "datasets" / "time" / "train.parquet"
         torch.set_num_threads(2)
         ours, epoch_s, n = tastyrec_loop(path, Path(tmp))
