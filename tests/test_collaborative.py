@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tastyrec.collaborative import ItemSimilarity, bag_scores, ease_weights, snapshot_table, weight_tables
+from tastyrec.collaborative import BagWeights, ItemSimilarity, ease_weights, snapshot_table
 from tastyrec.columns import COLLAB_ITEMS, CUSTOMER_ID, ITEM, TIMESTAMP
 from tastyrec.preprocess import Preprocessor, synthetic_frame
 
@@ -100,12 +100,14 @@ def test_one_snapshot_by_hand() -> None:
 
     # a customer who bought taco (3 orders) and burger (1): the item's weights summed over the
     # bag, EASE's each counted once, cosine's each weighted ln(1 + orders) as item-kNN weighs them
-    scores = bag_scores([["taco", "burger"], [], None, ["unknown"]], ["salsa"] * 4, weight_tables(got),
-                        {"history_item_orders": [[3.0, 1.0], [], None, [2.0]]})
-    assert scores["item_ease_score"][0] == pytest.approx(round(ease[2, 1] + ease[0, 1], 6), abs=2e-6)
-    assert scores["item_cosine_score"][0] == pytest.approx(np.log(4) * 1.0 + np.log(2) * half, abs=2e-6)
+    weights = BagWeights(got)
+    scores = weights.scores(pa.array([["taco", "burger"], [], None, ["unknown"]], pa.list_(pa.string())),
+                            {"history_item_orders": pa.array([[3.0, 1.0], [], None, [2.0]], pa.list_(pa.float64()))})
+    salsa = weights.items.index("salsa")
+    assert scores["item_ease_score"][0, salsa] == pytest.approx(round(ease[2, 1] + ease[0, 1], 6), abs=2e-6)
+    assert scores["item_cosine_score"][0, salsa] == pytest.approx(np.log(4) * 1.0 + np.log(2) * half, abs=2e-6)
     for name in ("item_ease_score", "item_cosine_score"):
-        assert scores[name][1:].tolist() == [0.0, 0.0, 0.0]
+        assert scores[name][1:, salsa].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_no_bags_no_rows() -> None:

@@ -376,7 +376,7 @@ def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_
     bags read here independently), for training rows of two cutoffs and the online rows."""
     import pyarrow as pa
 
-    from tastyrec.collaborative import bag_scores, snapshot_table, weight_tables
+    from tastyrec.collaborative import BagWeights, snapshot_table
 
     train = pd.read_parquet(time_split.paths["train"])
     online = OnlineFeatures(feat_ws)
@@ -408,8 +408,11 @@ def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_
         assert np.allclose(rows["item_recent_popularity"], want, atol=1e-12), ts
         bag_of = {c: b or [] for c, b, _, _ in bags}
         orders_of = {c: n or [] for c, _, _, n in bags}
-        want = bag_scores([bag_of.get(c, []) for c in rows[CUSTOMER_ID]], rows[ITEM].tolist(), weight_tables(expected),
-                          {"history_item_orders": [orders_of.get(c, []) for c in rows[CUSTOMER_ID]]})
+        weights, buyers = BagWeights(expected), sorted(bag_of)
+        scores = weights.scores(pa.array([bag_of[c] for c in buyers], pa.list_(pa.string())),
+                                {"history_item_orders": pa.array([orders_of[c] for c in buyers], pa.list_(pa.float64()))})
+        who, what = pd.Index(buyers).get_indexer(rows[CUSTOMER_ID]), pd.Index(weights.items).get_indexer(rows[ITEM])
+        want = {name: np.where((who >= 0) & (what >= 0), table[who, what], 0.0) for name, table in scores.items()}
         for col, values in want.items():
             assert np.allclose(rows[col], values, atol=1e-9), (col, ts)
         assert (rows["item_recent_popularity"] > 0).any() and (rows["item_ease_score"] != 0).any()

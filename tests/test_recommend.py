@@ -10,7 +10,9 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tastyrec import campaigns
@@ -145,8 +147,9 @@ def independent_scores(ws: Workspace, rows, explore: bool = False) -> np.ndarray
         return torch.sigmoid(model.heads(*inputs)[:, 1] if explore else model.eval()(*inputs)).numpy()
 
 
-@pytest.mark.parametrize("filters", [Filters(), Filters(items_not_ordered=True), Filters(trucks_not_visited=True)],
-                         ids=["none", "items_not_ordered", "trucks_not_visited"])
+@pytest.mark.parametrize("filters", [Filters(), Filters(items_not_ordered=True), Filters(trucks_not_visited=True),
+                                     Filters(brand=("Freezing Point", "Smoky BBQ", "Kitakata Ramen Bar"))],
+                         ids=["none", "items_not_ordered", "trucks_not_visited", "brand"])
 def test_the_engine_ranks_by_scores_computed_independently(engine, trained_ws, filters) -> None:
     ids = some_customers(trained_ws, 40)
     rows = engine.online.for_customers(ids)
@@ -159,10 +162,27 @@ def test_the_engine_ranks_by_scores_computed_independently(engine, trained_ws, f
             mine = mine[mine["item_purchase_count"] == 0]
         if filters.trucks_not_visited:
             mine = mine[[b not in set(h) for b, h in zip(mine["truck_brand_name"], mine["history_brands"])]]
+        if filters.brand:
+            mine = mine[mine["truck_brand_name"].isin(filters.brand)]
         expected = mine.sort_values(["score", "menu_item_name"], ascending=[False, True])
         got = c.recommendations
         assert [r["menu_item_name"] for r in got] == expected["menu_item_name"].tolist(), c.customer_id
         assert np.allclose([r["score"] for r in got], expected["score"], atol=1e-6)
+
+
+def test_the_engine_feeds_the_model_the_tensors_of_the_frame_path(engine) -> None:
+    """The engine builds its tensors from the online rows by level (Preprocessor.transform_pairs),
+    never through a frame; for every customer they must be the tensors that the rows as a frame
+    (what training sets, evaluation and /score use) give, bit for bit, and so the scores."""
+    customers = engine.online.customers(engine.directory.frame["customer_id"].tolist())
+    pairs = engine.online.pairs(customers)
+    pre = engine.predictor.preprocessor
+    fast, slow = pre.transform_pairs(pairs).inputs(), pre.transform(engine.online.frame(pairs)).inputs()
+    assert len(pairs) > 1000 and fast[0].shape == slow[0].shape
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+    assert all(torch.equal(fast[2][name], slow[2][name]) for name in slow[2])
+    some = pairs.take(np.arange(0, len(pairs), 7))  # what a filter leaves: any subset of the rows
+    assert np.array_equal(engine.predictor.predict_pairs(some), engine.predictor.predict(engine.online.frame(some)))
 
 
 def test_the_top_item_is_the_highest_scoring_one_when_the_answer_is_known(trained_ws) -> None:
@@ -171,8 +191,9 @@ def test_the_top_item_is_the_highest_scoring_one_when_the_answer_is_known(traine
     class Known:
         kind = "known"
 
-        def predict(self, rows, explore=False):
-            return (rows["menu_item_name"].str.len() + rows["customer_id"] % 7 / 100).to_numpy(np.float32)
+        def predict_pairs(self, pairs, explore=False):
+            names = pd.Series(pairs.column("menu_item_name"))
+            return (names.str.len() + pairs.ids[pairs.customer] % 7 / 100).to_numpy(np.float32)
 
     engine = Engine(trained_ws)
     engine._state = replace(engine._state, predictor=Known())

@@ -179,33 +179,72 @@ def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, win
     })
 
 
-Weights = dict[str, dict[str, dict[str, float]]]  # feature -> item -> history item -> weight
-
-
-def weight_tables(lists: pd.DataFrame) -> Weights:
-    """The items' collaborative lists (the item_collaborative columns, indexed by item) as
-    lookups, built once per features run."""
-    return {name: {item: dict(zip(keys if keys is not None else [], values if values is not None else []))
-                   for item, keys, values in zip(lists.index, lists[COLLAB_ITEMS], lists[column])}
-            for name, (column, _) in BAG_SCORES.items()}
-
-
-def bag_scores(bags: list, items: list[str], weights: Weights, customers: dict[str, list] | None = None) -> dict[str, np.ndarray]:
-    """The BAG_SCORES of rows (a history bag and an item each): the item's weights summed over the
-    bag, each times ln(1 + the bag item's value in its customer's aligned list) where the score
-    has one (`customers`: that list's name -> one list per row), rounded as the SQL of
-    features.training rounds them for training sets."""
-    out = {}
-    for name, table in weights.items():
-        by = BAG_SCORES[name][1]
-        scale = [np.zeros(0) if v is None else np.log1p(np.asarray(v, np.float64))
-                 for v in (customers or {}).get(by, [])] if by else None
-        scores = []
-        for r, (bag, item) in enumerate(zip(bags, items)):
-            mine = table.get(item, {})
-            if scale is None:
-                scores.append(sum(mine.get(h, 0.0) for h in (bag if bag is not None else [])))
-            else:
-                scores.append(sum(round(mine.get(h, 0.0) * s, 6) for h, s in zip(bag if bag is not None else [], scale[r])))
-        out[name] = np.round(scores, 6)
+def padded_codes(bags: pa.ListArray, vocab: pa.Array, unique: bool = False) -> np.ndarray:
+    """(len(bags), longest bag) int64: each bag item's position in `vocab`, -1 where unknown and
+    after the bag's end. unique: each bag's known items once, in vocab order (else bag order)."""
+    lengths = pc.fill_null(pc.list_value_length(bags), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = pc.fill_null(pc.index_in(bags.flatten(), value_set=vocab), -1).to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(len(bags)), lengths)
+    if unique:
+        keep = codes >= 0
+        pairs = np.unique(np.stack([owner[keep], codes[keep]]), axis=1)  # sorted by bag, then code
+        owner, codes = pairs[0], pairs[1]
+        lengths = np.bincount(owner, minlength=len(bags))
+    out = np.full((len(bags), int(lengths.max(initial=0))), -1, dtype=np.int64)
+    out[owner, np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = codes
     return out
+
+
+def summed(weights: np.ndarray, codes: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """(bags, columns of weights): each column's weights of the bag items (`codes`, rows of
+    `weights`, -1 skipped) summed in bag order, one bag item at a time, so the sums are
+    the same whatever else is computed with them; with `scale` (aligned with codes), each
+    term is weight x scale rounded to 6 decimals, as the SQL of training sets rounds it."""
+    out = np.zeros((len(codes), weights.shape[1]))
+    for j in range(codes.shape[1]):
+        column = codes[:, j]
+        term = weights[np.maximum(column, 0)]  # (bags, columns)
+        if scale is not None:
+            term = np.round(term * scale[:, j, None], 6)
+        out += np.where(column[:, None] >= 0, term, 0.0)
+    return out
+
+
+class BagWeights:
+    """The items' collaborative lists (the item_collaborative columns of the menu, indexed by
+    item) as one matrix per BAG_SCORES feature: history item x item, built once per features run."""
+
+    def __init__(self, lists: pd.DataFrame):
+        known = set()
+        for keys in lists[COLLAB_ITEMS]:
+            known.update(keys if keys is not None else [])
+        self.items = list(lists.index)
+        self.vocab = pa.array(sorted(known), pa.string())  # the history items that have weights
+        position = {item: i for i, item in enumerate(self.vocab.to_pylist())}
+        self.matrices = {}
+        for name, (column, _) in BAG_SCORES.items():
+            matrix = np.zeros((len(self.vocab), len(self.items)))  # (history item, item)
+            for j, (keys, values) in enumerate(zip(lists[COLLAB_ITEMS], lists[column])):
+                if keys is not None and values is not None and len(keys):
+                    matrix[[position[k] for k in keys], j] = values
+            self.matrices[name] = matrix
+
+    def scores(self, bags: pa.ListArray, aligned: dict[str, pa.ListArray]) -> dict[str, np.ndarray]:
+        """The BAG_SCORES of every bag (one per customer) x item, (len(bags), len(items)): the
+        item's weights summed over the bag, each times ln(1 + the bag item's value in its aligned
+        list) where the score has one (`aligned`: that list per bag), rounded as the SQL of
+        features.training rounds them for training sets."""
+        codes = padded_codes(bags, self.vocab)
+        out = {}
+        for name, matrix in self.matrices.items():
+            by = BAG_SCORES[name][1]
+            scale = None
+            if by is not None:
+                values = aligned[by]
+                scale = np.zeros(codes.shape)
+                lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+                flat = pc.fill_null(values.flatten(), 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+                rows = np.repeat(np.arange(len(values)), lengths)
+                scale[rows, np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = np.log1p(flat)
+            out[name] = np.round(summed(matrix, codes, scale), 6)
+        return out

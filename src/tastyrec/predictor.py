@@ -60,13 +60,20 @@ class Predictor:
         """Whether the model has an explore head (cross-sell ranking); models trained before do not."""
         return getattr(self.model, "explores", False)
 
-    @torch.no_grad()
     def predict(self, frame: pd.DataFrame, explore: bool = False) -> np.ndarray:
         """P(purchase) for every row of frame, shape (len(frame),).
 
         explore: score with the explore head, trained on items new to the customer: the
         ranking for cross-sell (--items-not-ordered); the main head where the model has none."""
-        batch = self.preprocessor.transform(frame)
+        return self._scores(self.preprocessor.transform(frame), explore)
+
+    def predict_pairs(self, pairs, explore: bool = False) -> np.ndarray:
+        """`predict` of the rows of `pairs` (features.online.Pairs): the same scores, from tensors
+        built without a frame (the serving path)."""
+        return self._scores(self.preprocessor.transform_pairs(pairs), explore)
+
+    @torch.no_grad()
+    def _scores(self, batch, explore: bool) -> np.ndarray:
         batch_size = MODEL_KINDS[self.kind].score_batch
         forward = (lambda *inputs: self.model.heads(*inputs)[:, 1]) if explore and self.explores else self.model
         out = np.empty(len(batch), dtype=np.float32)

@@ -185,6 +185,7 @@ class Preprocessor:
         self.scaler: MinMaxScaler | None = None
         self.similarity: ItemSimilarity | None = None  # fitted when the feature set has collaborative features
         self._lookups: dict[str, pd.Index | pa.Array] = {}  # vocabularies as hash indexes, built once
+        self._items_encoded: tuple[dict, dict[str, Any]] | None = None  # (item columns, _item_side of them)
 
     # ---- fitted facts the model config needs --------------------------------------------------
     @property
@@ -283,13 +284,59 @@ class Preprocessor:
         sparse = np.empty((n, len(self.sparse)), dtype=np.int32)  # (N, F)
         for j, name in enumerate(self.sparse):
             sparse[:, j] = _encode(_strings(df[name]), self._lookup(name), offset=1, missing=UNKNOWN)
-        # MinMaxScaler.transform's arithmetic (x * scale + min, clipped), without its input checks
-        dense = self._dense_raw(df) * self.scaler.scale_ + self.scaler.min_
-        dense = np.clip(dense, *self.scaler.feature_range).astype(np.float32)  # (N, n_dense)
         label = None
         if C.LABEL in df.columns:
             label = torch.from_numpy(df[C.LABEL].to_numpy(dtype=np.float32))  # (N,)
-        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(dense), label=label)
+        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(self._scaled(self._dense_raw(df))),
+                     label=label)
+
+    def _scaled(self, raw: np.ndarray) -> np.ndarray:
+        """MinMaxScaler.transform's arithmetic (x * scale + min, clipped), without its input
+        checks: (N, n_dense) float32."""
+        dense = raw * self.scaler.scale_ + self.scaler.min_
+        return np.clip(dense, *self.scaler.feature_range).astype(np.float32)
+
+    def transform_pairs(self, pairs) -> Batch:
+        """`transform` of the frame that `pairs` (features.online.Pairs) makes, without building
+        it: each column encoded once at the level it varies at (the item side once per features
+        run) and then gathered to the rows; the customers' bags stored once (Batch.groups)."""
+        if self.scaler is None:
+            raise RuntimeError("Preprocessor is not fitted")
+        side = self._item_side(pairs.item_columns)
+        n = len(pairs)
+        sparse = np.empty((n, len(self.sparse)), dtype=np.int32)  # (N, F)
+        for j, name in enumerate(self.sparse):
+            if name in side:
+                sparse[:, j] = side[name][pairs.item]
+            else:
+                codes = _encode(_strings(pd.Series(pairs.customer_columns[name])), self._lookup(name), 1, UNKNOWN)
+                sparse[:, j] = codes[pairs.customer]
+        derived = {}
+        if self._collaborative:
+            bags = _list_array(pd.Series(pairs.customer_columns[collaborative.HISTORY]))
+            knn = collaborative.summed(side["knn weights"], collaborative.padded_codes(bags, side["similar items"], unique=True))
+            derived = {"item_popularity": side["popularity"][pairs.item], "item_knn_score": knn[pairs.customer, pairs.item]}
+        raw = self._dense_values(lambda name: derived[name] if name in derived else pairs.column(name), n)
+        groups = torch.from_numpy(np.asarray(pairs.customer, dtype=np.int64))
+        bags = {name: torch.from_numpy(self._bag(pd.Series(pairs.customer_columns[name]), name)) for name in self.multi_hot}
+        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(self._scaled(raw)), bags=bags, groups=groups)
+
+    def _item_side(self, item_columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        """What the rows read from their item, encoded once per features run (the dict of item
+        columns is the key): each item sparse column's codes and the collaborative item side."""
+        cached = self._items_encoded
+        if cached is not None and cached[0] is item_columns:
+            return cached[1]
+        side: dict[str, Any] = {name: _encode(_strings(pd.Series(item_columns[name])), self._lookup(name), 1, UNKNOWN)
+                                for name in self.sparse if name in item_columns}
+        if self._collaborative:
+            position = pd.Index(self.similarity.items).get_indexer(item_columns[C.ITEM])  # -1: unseen in training
+            known = position >= 0
+            side["popularity"] = np.where(known, self.similarity.popularity[np.maximum(position, 0)], 0.0)
+            side["knn weights"] = self.similarity.similarity[:, np.maximum(position, 0)] * known  # (history item, item)
+            side["similar items"] = pa.array(self.similarity.items, pa.string())
+        self._items_encoded = (item_columns, side)
+        return side
 
     def fit_transform(self, df: pd.DataFrame) -> Batch:
         return self.fit(df).transform(df)
@@ -330,9 +377,14 @@ class Preprocessor:
     def _dense_raw(self, df: pd.DataFrame) -> np.ndarray:
         """Dense columns as float64 (N, n_dense), NaN -> 0, log1p where heavy-tailed."""
         derived = self.similarity.features(df) if self._collaborative else {}
-        x = np.empty((len(df), len(self.dense)), dtype=np.float64)
+        return self._dense_values(lambda name: derived[name] if name in derived
+                                  else df[name].to_numpy(dtype=np.float64, na_value=np.nan), len(df))
+
+    def _dense_values(self, column: Callable[[str], np.ndarray], n: int) -> np.ndarray:
+        """(n, n_dense) float64 of `column(name)` for every dense column, NaN -> 0, log1p where heavy-tailed."""
+        x = np.empty((n, len(self.dense)), dtype=np.float64)
         for j, name in enumerate(self.dense):
-            x[:, j] = derived[name] if name in derived else df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            x[:, j] = column(name)
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         for j, name in enumerate(self.dense):
             if name in self.features.log1p:

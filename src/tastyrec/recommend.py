@@ -248,41 +248,40 @@ class Engine:
         """(the recommendations of these customers, those who got none with the reason)."""
         online, directory = state.online, state.directory
         customers = online.customers(ids)
-        rows = online.candidate_rows(customers)
+        pairs = online.pairs(customers)
         # why a customer has no rows: the first step after which none of theirs is left
-        online_city = dict(zip(customers.column(CUSTOMER_ID).to_pylist(), customers.column(CITY).to_pylist()))
-        left = set(rows[CUSTOMER_ID].unique().tolist())
+        left = set(pairs.ids[np.unique(pairs.customer)].tolist())
+        online_city = dict(zip(pairs.ids.tolist(), customers.column(CITY).to_pylist()))
         why = {cid: "not_in_online_store" if online_city.get(cid) is None else "no_trucks"
                for cid in ids if cid not in left}
-        keep = np.ones(len(rows), dtype=bool)
-        steps = [("brand", lambda: rows[BRAND].isin(filters.brand).to_numpy()) if filters.brand else None,
-                 ("trucks_not_visited", lambda: np.array([brand not in set(bought) for brand, bought in
-                                                          zip(rows[BRAND], rows["history_brands"])], dtype=bool))
-                 if filters.trucks_not_visited else None,
-                 ("items_not_ordered", lambda: rows[ITEM_PURCHASE_COUNT].to_numpy() == 0)
+        keep = np.ones(len(pairs), dtype=bool)
+        steps = [("brand", lambda: np.isin(pairs.column(BRAND), filters.brand)) if filters.brand else None,
+                 ("trucks_not_visited", lambda: ~pairs.found["history_brands"]) if filters.trucks_not_visited else None,
+                 ("items_not_ordered", lambda: pairs.column(ITEM_PURCHASE_COUNT) == 0)
                  if filters.items_not_ordered else None]
         for code, mask in filter(None, steps):
             keep &= mask()
-            still = set(np.unique(rows[CUSTOMER_ID].to_numpy()[keep]).tolist())
+            still = set(pairs.ids[np.unique(pairs.customer[keep])].tolist())
             why |= dict.fromkeys(left - still, code)
             left = still
         without = [{"customer_id": cid, "city": directory.place[cid][0], "code": why[cid],
                     "reason": REASONS[why[cid]].format(city=directory.place[cid][0])}
                    for cid in ids if cid in why]
-        rows = rows.loc[keep].reset_index(drop=True)
-        if rows.empty:
+        pairs = pairs.take(np.flatnonzero(keep))
+        if not len(pairs):
             return [], without
-        scores = state.predictor.predict(rows, explore=filters.items_not_ordered)  # cross-sell: its own head
-        # best first; equal scores by item name, so they always rank the same way (lexsort: the
-        # last key is the primary one)
-        customer = rows[CUSTOMER_ID].to_numpy()
-        order = np.lexsort((pd.factorize(rows[ITEM], sort=True)[0], -scores, customer))
+        scores = state.predictor.predict_pairs(pairs, explore=filters.items_not_ordered)  # cross-sell: its own head
+        # best first; equal scores by item name (items are numbered in name order), so they always
+        # rank the same way (lexsort: the last key is the primary one)
+        customer = pairs.ids[pairs.customer]
+        order = np.lexsort((pairs.item, -scores, customer))
         sorted_customers = customer[order]
         first = np.r_[True, sorted_customers[1:] != sorted_customers[:-1]]
         rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
         in_top = rank < top_k
         top = order[in_top]  # row positions, by customer then rank
-        shown = {f: rows[f].to_numpy()[top] for f in ITEM_FIELDS}
+        shown_pairs = pairs.take(top)
+        shown = {f: shown_pairs.column(f) for f in ITEM_FIELDS}
         histories = _histories(customers, online.as_of)
         out: dict[int, CustomerRecommendations] = {}
         for j, (row, r) in enumerate(zip(top, rank[in_top])):

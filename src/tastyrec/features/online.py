@@ -12,14 +12,17 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tastyrec.columns import BAG_SCORES, BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
-from tastyrec.collaborative import bag_scores, weight_tables
+from tastyrec.collaborative import BagWeights
 from tastyrec.config import Workspace
 from tastyrec.features.build import SQL, feature_store
 from tastyrec.features.stores import SQLITE, SQLITE_FILE, OnlineStore, OnlineStoreError
@@ -57,7 +60,15 @@ class OnlineFeatures:
             self.menu = (self.store.get_online_features(features=MENU_REFS, entity_rows={ITEM: self.items})
                          .to_df().set_index(ITEM).loc[self.items])  # one row per item, by name
         self.candidates = {city: sorted(group) for city, group in candidates.groupby(CITY)[ITEM]}
-        self.weights = weight_tables(self.menu)  # item x history item weights of the bag scores
+        self.city_items = {city: np.sort(self.menu.index.get_indexer(names))  # the same, as positions in items
+                           for city, names in self.candidates.items()}
+        self.bag_weights = BagWeights(self.menu)  # the bag scores' history item x item weights
+        brands = sorted(self.menu[BRAND].dropna().unique())
+        self.item_brand = pd.Index(brands).get_indexer(self.menu[BRAND])  # (items,) position in brands
+        self.keys = {ITEM: pa.array(self.items, pa.string()), BRAND: pa.array(brands, pa.string())}
+        # what a row reads from its item, once per features run: (items,) arrays in tensor-ready form
+        self.item_columns = {ITEM: np.asarray(self.items, dtype=object)} | {
+            col: _defaulted(col, self.menu[col].to_numpy()) for col in FEATURES if col in self.menu.columns}
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -86,41 +97,52 @@ class OnlineFeatures:
                 features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_arrow()
         return table.append_column(TIMESTAMP, pa.array([self.as_of] * table.num_rows, pa.timestamp("us", tz="UTC")))
 
-    def candidate_rows(self, customers: pa.Table, items: list[str] | None = None) -> pd.DataFrame:
-        """Features for each customer row x (their city's candidate items, or `items`), in the
-        training set's column order, sorted by customer then item (as the SQL assembly sorts)."""
-        ids = customers.column(CUSTOMER_ID).to_pylist()
+    def pairs(self, customers: pa.Table, items: list[str] | None = None) -> Pairs:
+        """Each customer row x (their city's candidate items, or `items`), sorted by customer then
+        item (as the SQL assembly sorts), stored by level (see Pairs)."""
+        ids = np.asarray(customers.column(CUSTOMER_ID).to_numpy(zero_copy_only=False), dtype=np.int64)
         cities = customers.column(CITY).to_pylist()
-        wanted = sorted(i for i in items if i in self.menu.index) if items is not None else None
-        rows, names = [], []  # customer row index and item name of every output row
-        for i in sorted(range(len(ids)), key=ids.__getitem__):
-            if cities[i] is not None:
-                chosen = wanted if wanted is not None else self.candidates.get(cities[i], [])
-                rows += [i] * len(chosen)
-                names += chosen
-        take = pa.array(rows, pa.int64())
-        menu = self.menu.loc[names]
-        lookups = _pair_features(customers, rows, names, menu[BRAND].tolist())
-        bags = customers.column("history_items").to_pylist()
-        aligned = {w: customers.column(w).to_pylist() for _, w in BAG_SCORES.values() if w is not None}
-        lookups |= bag_scores([bags[i] for i in rows], names, self.weights,
-                              {w: [values[i] for i in rows] for w, values in aligned.items()})
-        out = {CUSTOMER_ID: np.array([ids[i] for i in rows], dtype=np.int64), ITEM: np.array(names, dtype=object),
-               TIMESTAMP: pd.DatetimeIndex([self.as_of] * len(rows), dtype=pd.DatetimeTZDtype("us", "UTC"))}
+        wanted = np.sort(self.menu.index.get_indexer([i for i in items if i in self.menu.index])) if items is not None else None
+        order = [i for i in np.argsort(ids, kind="stable") if cities[i] is not None]
+        chosen = [wanted if wanted is not None else self.city_items.get(cities[i], np.empty(0, np.int64)) for i in order]
+        customer = np.repeat(np.asarray(order, dtype=np.int64), [len(c) for c in chosen])
+        item = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
+        columns = {col: _defaulted(col, customers.column(col).to_numpy(zero_copy_only=False))
+                   for col in FEATURES if col in customers.column_names}
+        pairs = Pairs(customers, ids, columns, self.item_columns, customer, item, {}, {})
+        codes = {keys: _codes(customers.column(keys), self.keys[ITEM if keys == "history_items" else BRAND])
+                 for keys, _, _ in PAIR_FEATURES.values()}
+        for feature, (keys, values, by) in PAIR_FEATURES.items():
+            key = item if by == ITEM else self.item_brand[item]  # (R,) each row's key, a position in keys[by]
+            owner, code = codes[keys]
+            known = code >= 0
+            flat = customers.column(values).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            table = np.full((len(ids), len(self.keys[by])), np.nan)  # (customers, keys)
+            table[owner[known], code[known]] = np.asarray(flat, dtype=np.float64)[known]
+            pairs.values[feature] = _defaulted(feature, table[customer, key])
+            present = np.zeros(table.shape, dtype=bool)
+            present[owner[known], code[known]] = True
+            pairs.found[keys] = present[customer, key]
+        aligned = {w: customers.column(w).combine_chunks() for _, w in BAG_SCORES.values() if w is not None}
+        scores = self.bag_weights.scores(customers.column("history_items").combine_chunks(), aligned)
+        pairs.values |= {name: table[customer, item] for name, table in scores.items()}
+        return pairs
+
+    def frame(self, pairs: Pairs) -> pd.DataFrame:
+        """The rows of `pairs` as one frame in the training set's column order."""
+        out = {CUSTOMER_ID: pairs.ids[pairs.customer], ITEM: pairs.column(ITEM),
+               TIMESTAMP: pd.DatetimeIndex([self.as_of] * len(pairs), dtype=pd.DatetimeTZDtype("us", "UTC"))}
         for col in FEATURES:
-            if col in lookups:
-                values = lookups[col]
-            elif col in menu.columns:
-                values = menu[col].to_numpy()
-            else:
-                values = customers.column(col).take(take).to_pandas().to_numpy()
-            if col in DENSE:  # missing means "no history yet": the column's default, as in training
-                values = np.asarray(values, dtype=np.float64)
-                values = np.where(np.isnan(values), DENSE_DEFAULTS.get(col, 0.0), values)
-            elif col in MULTI_HOT:  # a customer with no history yet has an empty bag
+            values = pairs.column(col)
+            if col in MULTI_HOT:  # a customer with no history yet has an empty bag
                 values = pd.Series([np.array([] if v is None else v, dtype=object) for v in values], dtype=object)
             out[col] = values
         return pd.DataFrame({c: out[c] for c in KEYS + FEATURES})
+
+    def candidate_rows(self, customers: pa.Table, items: list[str] | None = None) -> pd.DataFrame:
+        """Features for each customer row x (their city's candidate items, or `items`), in the
+        training set's column order, sorted by customer then item (as the SQL assembly sorts)."""
+        return self.frame(self.pairs(customers, items))
 
     def for_customers(self, customer_ids: list[int], items: list[str] | None = None) -> pd.DataFrame:
         """Features for each customer x (their city's candidate items, or `items`), training-set order.
@@ -130,13 +152,53 @@ class OnlineFeatures:
         return self.candidate_rows(self.customers(customer_ids), items)
 
 
-def _pair_features(customers: pa.Table, rows: list[int], names: list[str], brands: list[str]) -> dict[str, np.ndarray]:
-    """The PAIR_FEATURES (item_purchase_count, ...) of every output row, looked up in its
-    customer's aligned history lists (NaN where absent: the caller's default)."""
-    out = {}
-    for feature, (keys_col, values_col, by) in PAIR_FEATURES.items():
-        lookup = [dict(zip(k or [], v or [])) for k, v in zip(customers.column(keys_col).to_pylist(),
-                                                             customers.column(values_col).to_pylist())]
-        what = names if by == ITEM else brands
-        out[feature] = np.array([lookup[r].get(w, np.nan) for r, w in zip(rows, what)], dtype=np.float64)
-    return out
+@dataclass
+class Pairs:
+    """Customer x item rows, each value stored once at the level it varies at: the customer's
+    (once per customer), the item's (once per features run), the pair's (once per row). What the
+    engine scores without building a frame (Preprocessor.transform_pairs); `OnlineFeatures.frame`
+    gives the same rows as a training set's frame."""
+
+    customers: pa.Table  # the online rows, one per customer
+    ids: np.ndarray  # (customers,) their ids
+    customer_columns: dict[str, np.ndarray]  # feature -> (customers,) value, defaults filled
+    item_columns: dict[str, np.ndarray]  # feature -> (items,) value, defaults filled
+    customer: np.ndarray  # (R,) each row's customer: a row of `customers`
+    item: np.ndarray  # (R,) each row's item: a position in OnlineFeatures.items
+    values: dict[str, np.ndarray]  # the per-pair features (PAIR_FEATURES, BAG_SCORES): (R,), defaults filled
+    found: dict[str, np.ndarray]  # history list -> (R,) whether the row's item (or brand) is in it
+
+    def __len__(self) -> int:
+        return len(self.customer)
+
+    def take(self, rows: np.ndarray) -> Pairs:
+        """These rows only (positions), in this order."""
+        return dataclasses.replace(self, customer=self.customer[rows], item=self.item[rows],
+                                   values={k: v[rows] for k, v in self.values.items()},
+                                   found={k: v[rows] for k, v in self.found.items()})
+
+    def column(self, col: str) -> np.ndarray:
+        """One feature's value for every row."""
+        if col in self.values:
+            return self.values[col]
+        if col in self.item_columns:
+            return self.item_columns[col][self.item]
+        return self.customer_columns[col][self.customer]
+
+
+def _defaulted(col: str, values: np.ndarray) -> np.ndarray:
+    """Dense values as float64 with missing -> the column's default (missing means "no history
+    yet", as in training); other columns as they are."""
+    if col not in DENSE:
+        return values
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isnan(values), DENSE_DEFAULTS.get(col, 0.0), values)
+
+
+def _codes(lists: pa.ChunkedArray, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, code) of every element of the customers' lists: its customer's row and its
+    position in `keys` (-1 where absent)."""
+    lists = lists.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    code = pc.fill_null(pc.index_in(lists.flatten(), value_set=keys), -1).to_numpy(zero_copy_only=False)
+    return np.repeat(np.arange(len(lists)), lengths), code
