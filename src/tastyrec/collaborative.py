@@ -179,34 +179,48 @@ def snapshot_table(ts: pd.Timestamp, bags: pa.ListArray, days: pa.ListArray, win
     })
 
 
+def lengths(lists: pa.ListArray) -> np.ndarray:
+    """(len(lists),) int64: each list's length, 0 for a null list."""
+    if lists.null_count:  # a null list's slot in the offsets may span values (flatten skips them)
+        return pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.diff(lists.offsets.to_numpy()).astype(np.int64)
+
+
 def padded_codes(bags: pa.ListArray, vocab: pa.Array, unique: bool = False) -> np.ndarray:
     """(len(bags), longest bag) int64: each bag item's position in `vocab`, -1 where unknown and
     after the bag's end. unique: each bag's known items once, in vocab order (else bag order)."""
-    lengths = pc.fill_null(pc.list_value_length(bags), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = pc.fill_null(pc.index_in(bags.flatten(), value_set=vocab), -1).to_numpy(zero_copy_only=False)
-    owner = np.repeat(np.arange(len(bags)), lengths)
+    counts = lengths(bags)
+    codes = pc.index_in(bags.flatten(), value_set=vocab).fill_null(-1).to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(len(bags)), counts)
     if unique:
         keep = codes >= 0
         pairs = np.unique(np.stack([owner[keep], codes[keep]]), axis=1)  # sorted by bag, then code
         owner, codes = pairs[0], pairs[1]
-        lengths = np.bincount(owner, minlength=len(bags))
-    out = np.full((len(bags), int(lengths.max(initial=0))), -1, dtype=np.int64)
-    out[owner, np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = codes
+        counts = np.bincount(owner, minlength=len(bags))
+    out = np.full((len(bags), int(counts.max(initial=0))), -1, dtype=np.int64)
+    out[owner, np.arange(len(codes)) - np.repeat(np.cumsum(counts) - counts, counts)] = codes
     return out
+
+
+SUM_BLOCK = 4_000_000  # terms held at once by `summed`: bounds its memory for any number of bags
 
 
 def summed(weights: np.ndarray, codes: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     """(bags, columns of weights): each column's weights of the bag items (`codes`, rows of
-    `weights`, -1 skipped) summed in bag order, one bag item at a time, so the sums are
-    the same whatever else is computed with them; with `scale` (aligned with codes), each
-    term is weight x scale rounded to 6 decimals, as the SQL of training sets rounds it."""
-    out = np.zeros((len(codes), weights.shape[1]))
-    for j in range(codes.shape[1]):
-        column = codes[:, j]
-        term = weights[np.maximum(column, 0)]  # (bags, columns)
+    `weights`, -1 skipped) summed in bag order, one bag item after the other (a sum over the
+    first axis adds row after row), so each sum is the same whatever else is computed with it;
+    with `scale` (aligned with codes), each term is weight x scale rounded to 6 decimals, as the
+    SQL of training sets rounds it."""
+    n_bags, width = codes.shape
+    out = np.zeros((n_bags, weights.shape[1]))
+    step = max(1, SUM_BLOCK // max(1, width * weights.shape[1]))
+    for start in range(0, n_bags, step):
+        block = codes[start:start + step].T  # (width, bags)
+        terms = weights[np.maximum(block, 0)]  # (width, bags, columns)
         if scale is not None:
-            term = np.round(term * scale[:, j, None], 6)
-        out += np.where(column[:, None] >= 0, term, 0.0)
+            terms = np.round(terms * scale[start:start + step].T[:, :, None], 6)
+        terms[block < 0] = 0.0
+        out[start:start + step] = terms.sum(axis=0) if width else 0.0
     return out
 
 
@@ -242,9 +256,9 @@ class BagWeights:
             if by is not None:
                 values = aligned[by]
                 scale = np.zeros(codes.shape)
-                lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
-                flat = pc.fill_null(values.flatten(), 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
-                rows = np.repeat(np.arange(len(values)), lengths)
-                scale[rows, np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = np.log1p(flat)
+                counts = lengths(values)
+                flat = values.flatten().fill_null(0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+                rows = np.repeat(np.arange(len(values)), counts)
+                scale[rows, np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)] = np.log1p(flat)
             out[name] = np.round(summed(matrix, codes, scale), 6)
         return out

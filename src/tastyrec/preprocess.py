@@ -186,6 +186,7 @@ class Preprocessor:
         self.similarity: ItemSimilarity | None = None  # fitted when the feature set has collaborative features
         self._lookups: dict[str, pd.Index | pa.Array] = {}  # vocabularies as hash indexes, built once
         self._items_encoded: tuple[dict, dict[str, Any]] | None = None  # (item columns, _item_side of them)
+        self._codes: dict[str, dict[str, int]] = {}  # sparse vocabularies as dicts (_encode_few)
 
     # ---- fitted facts the model config needs --------------------------------------------------
     @property
@@ -219,7 +220,7 @@ class Preprocessor:
         """`fit` over training rows that come in chunks: `chunks()` is read twice (vocabularies,
         bags and item similarity; then the dense ranges, which need the similarity). Any split
         of the same rows into chunks gives the same fitted state."""
-        self._lookups = {}
+        self._lookups, self._codes, self._items_encoded = {}, {}, None
         seen: dict[str, set[str]] = {name: set() for name in (*self.sparse, *self.multi_hot)}
         longest = dict.fromkeys(self.multi_hot, 0)
         similarity = SimilarityFit()
@@ -309,17 +310,26 @@ class Preprocessor:
             if name in side:
                 sparse[:, j] = side[name][pairs.item]
             else:
-                codes = _encode(_strings(pd.Series(pairs.customer_columns[name])), self._lookup(name), 1, UNKNOWN)
-                sparse[:, j] = codes[pairs.customer]
+                sparse[:, j] = self._encode_few(pairs.customer_column(name), name)[pairs.customer]
         derived = {}
         if self._collaborative:
-            bags = _list_array(pd.Series(pairs.customer_columns[collaborative.HISTORY]))
-            knn = collaborative.summed(side["knn weights"], collaborative.padded_codes(bags, side["similar items"], unique=True))
+            codes = collaborative.padded_codes(pairs.customer_column(collaborative.HISTORY), side["similar items"], unique=True)
+            knn = collaborative.summed(side["knn weights"], codes)  # (customers, items)
             derived = {"item_popularity": side["popularity"][pairs.item], "item_knn_score": knn[pairs.customer, pairs.item]}
         raw = self._dense_values(lambda name: derived[name] if name in derived else pairs.column(name), n)
         groups = torch.from_numpy(np.asarray(pairs.customer, dtype=np.int64))
-        bags = {name: torch.from_numpy(self._bag(pd.Series(pairs.customer_columns[name]), name)) for name in self.multi_hot}
+        bags = {name: torch.from_numpy(self._bag(pairs.customer_column(name), name)) for name in self.multi_hot}
         return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(self._scaled(raw)), bags=bags, groups=groups)
+
+    def _encode_few(self, values: np.ndarray, name: str) -> np.ndarray:
+        """`_encode` of a sparse column for a few rows (one request's customers): a dict lookup
+        where the values are str or None, as they come from the online store."""
+        if values.dtype != object or not all(v is None or type(v) is str for v in values):
+            return _encode(_strings(pd.Series(values)), self._lookup(name), offset=1, missing=UNKNOWN)
+        if name not in self._codes:
+            self._codes[name] = {value: code for code, value in enumerate(self.vocabs[name], start=1)}
+        codes = self._codes[name]
+        return np.fromiter((codes.get(v, UNKNOWN) for v in values), dtype=np.int32, count=len(values))
 
     def _item_side(self, item_columns: dict[str, np.ndarray]) -> dict[str, Any]:
         """What the rows read from their item, encoded once per features run (the dict of item
@@ -391,15 +401,15 @@ class Preprocessor:
                 x[:, j] = np.log1p(np.clip(x[:, j], 0.0, None))  # counts/amounts are >= 0
         return x
 
-    def _bag(self, series: pd.Series, name: str) -> np.ndarray:
+    def _bag(self, series: pd.Series | pa.ListArray, name: str) -> np.ndarray:
         """One multi-hot column as int32 (N, L): vocab index + 2, 1 if unknown, 0 padding.
 
         Vectorised: flatten every list into one array, encode it once, and scatter each value
         to (row, position-in-row); positions past L are dropped (the cap).
         """
-        arr = _list_array(series)
+        arr = series if isinstance(series, pa.ListArray) else _list_array(series)
         n, width = len(arr), self.bag_lens[name]
-        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = collaborative.lengths(arr)
         flat = arr.flatten()  # values of non-null lists only, in row order
         # Arrow's hash lookup on the flat strings; null where unknown (or a null element).
         found = pc.index_in(flat, value_set=self._lookup(name))

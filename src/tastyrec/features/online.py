@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tastyrec.columns import BAG_SCORES, BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
-from tastyrec.collaborative import BagWeights
+from tastyrec.collaborative import BagWeights, lengths
 from tastyrec.config import Workspace
 from tastyrec.features.build import SQL, feature_store
 from tastyrec.features.stores import SQLITE, SQLITE_FILE, OnlineStore, OnlineStoreError
@@ -107,22 +108,21 @@ class OnlineFeatures:
         chosen = [wanted if wanted is not None else self.city_items.get(cities[i], np.empty(0, np.int64)) for i in order]
         customer = np.repeat(np.asarray(order, dtype=np.int64), [len(c) for c in chosen])
         item = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
-        columns = {col: _defaulted(col, customers.column(col).to_numpy(zero_copy_only=False))
-                   for col in FEATURES if col in customers.column_names}
-        pairs = Pairs(customers, ids, columns, self.item_columns, customer, item, {}, {})
-        codes = {keys: _codes(customers.column(keys), self.keys[ITEM if keys == "history_items" else BRAND])
-                 for keys, _, _ in PAIR_FEATURES.values()}
-        for feature, (keys, values, by) in PAIR_FEATURES.items():
-            key = item if by == ITEM else self.item_brand[item]  # (R,) each row's key, a position in keys[by]
-            owner, code = codes[keys]
+        pairs = Pairs(customers, ids, self.item_columns, customer, item, {}, {})
+        for keys in dict.fromkeys(keys for keys, _, _ in PAIR_FEATURES.values()):
+            by = ITEM if keys == "history_items" else BRAND
+            owner, code = _codes(customers.column(keys), self.keys[by])
             known = code >= 0
-            flat = customers.column(values).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            table = np.full((len(ids), len(self.keys[by])), np.nan)  # (customers, keys)
-            table[owner[known], code[known]] = np.asarray(flat, dtype=np.float64)[known]
-            pairs.values[feature] = _defaulted(feature, table[customer, key])
-            present = np.zeros(table.shape, dtype=bool)
-            present[owner[known], code[known]] = True
+            owner, code = owner[known], code[known]
+            key = item if by == ITEM else self.item_brand[item]  # (R,) each row's key, a position in keys[by]
+            present = np.zeros((len(ids), len(self.keys[by])), dtype=bool)  # (customers, keys)
+            present[owner, code] = True
             pairs.found[keys] = present[customer, key]
+            for feature, (_, values, _) in ((f, v) for f, v in PAIR_FEATURES.items() if v[0] == keys):
+                flat = customers.column(values).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                table = np.full(present.shape, np.nan)
+                table[owner, code] = np.asarray(flat, dtype=np.float64)[known]
+                pairs.values[feature] = _defaulted(feature, table[customer, key])
         aligned = {w: customers.column(w).combine_chunks() for _, w in BAG_SCORES.values() if w is not None}
         scores = self.bag_weights.scores(customers.column("history_items").combine_chunks(), aligned)
         pairs.values |= {name: table[customer, item] for name, table in scores.items()}
@@ -159,14 +159,14 @@ class Pairs:
     engine scores without building a frame (Preprocessor.transform_pairs); `OnlineFeatures.frame`
     gives the same rows as a training set's frame."""
 
-    customers: pa.Table  # the online rows, one per customer
+    customers: pa.Table  # the online rows, one per customer: what varies by customer
     ids: np.ndarray  # (customers,) their ids
-    customer_columns: dict[str, np.ndarray]  # feature -> (customers,) value, defaults filled
     item_columns: dict[str, np.ndarray]  # feature -> (items,) value, defaults filled
     customer: np.ndarray  # (R,) each row's customer: a row of `customers`
     item: np.ndarray  # (R,) each row's item: a position in OnlineFeatures.items
     values: dict[str, np.ndarray]  # the per-pair features (PAIR_FEATURES, BAG_SCORES): (R,), defaults filled
     found: dict[str, np.ndarray]  # history list -> (R,) whether the row's item (or brand) is in it
+    converted: dict[str, Any] = dataclasses.field(default_factory=dict)  # customer_column's, shared by take
 
     def __len__(self) -> int:
         return len(self.customer)
@@ -177,13 +177,24 @@ class Pairs:
                                    values={k: v[rows] for k, v in self.values.items()},
                                    found={k: v[rows] for k, v in self.found.items()})
 
+    def customer_column(self, col: str) -> np.ndarray | pa.Array:
+        """One customer-level feature, (customers,): dense as float64 with defaults filled,
+        others as numpy, the history lists as arrow; converted on first use."""
+        if col not in self.converted:
+            values = self.customers.column(col).combine_chunks()
+            self.converted[col] = values if col in MULTI_HOT else _defaulted(col, values.to_numpy(zero_copy_only=False))
+        return self.converted[col]
+
     def column(self, col: str) -> np.ndarray:
         """One feature's value for every row."""
         if col in self.values:
             return self.values[col]
         if col in self.item_columns:
             return self.item_columns[col][self.item]
-        return self.customer_columns[col][self.customer]
+        values = self.customer_column(col)
+        if col in MULTI_HOT:
+            values = values.to_numpy(zero_copy_only=False)
+        return values[self.customer]
 
 
 def _defaulted(col: str, values: np.ndarray) -> np.ndarray:
@@ -199,6 +210,5 @@ def _codes(lists: pa.ChunkedArray, keys: pa.Array) -> tuple[np.ndarray, np.ndarr
     """(owner, code) of every element of the customers' lists: its customer's row and its
     position in `keys` (-1 where absent)."""
     lists = lists.combine_chunks()
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-    code = pc.fill_null(pc.index_in(lists.flatten(), value_set=keys), -1).to_numpy(zero_copy_only=False)
-    return np.repeat(np.arange(len(lists)), lengths), code
+    code = pc.index_in(lists.flatten(), value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False)
+    return np.repeat(np.arange(len(lists)), lengths(lists)), code
