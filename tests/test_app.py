@@ -315,10 +315,10 @@ def test_a_busy_warehouse_or_a_full_disk_on_save_is_an_error_not_a_traceback(app
     [busy] = [e.value for e in at.error]
     assert busy.startswith("nothing was saved: ") and f"PID {pid}" in busy and "save again" in busy
 
-    def full(frame, path, *args, **kwargs):
+    def full(writer, path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr("pandas.DataFrame.to_parquet", full)
+    monkeypatch.setattr("pyarrow.parquet.ParquetWriter.__init__", full)
     at.button(key="save").click().run()
     assert not at.exception, at.exception
     [error] = [e.value for e in at.error]

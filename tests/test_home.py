@@ -218,10 +218,10 @@ def test_disk_full_during_setup_on_a_real_full_file_system(tmp_path) -> None:
 
 
 def test_disk_full_during_a_save_changes_nothing(own_trained, monkeypatch) -> None:
-    def full(frame, path, *args, **kwargs):
+    def full(writer, path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr("pandas.DataFrame.to_parquet", full)
+    monkeypatch.setattr("pyarrow.parquet.ParquetWriter.__init__", full)
     done = tastyrec(own_trained.home, *save_args(own_trained, "full"))
     stage = campaigns.stage_dir(own_trained)
     refused(done, f"no space left on device while writing {stage}/.")

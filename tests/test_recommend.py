@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from tastyrec import campaigns
+from tastyrec import campaigns, recommend
 from tastyrec.cli import app
 from tastyrec.config import Workspace
 from tastyrec.recommend import Engine, Filters, RecommendError
@@ -183,6 +184,49 @@ def test_the_engine_feeds_the_model_the_tensors_of_the_frame_path(engine) -> Non
     assert all(torch.equal(fast[2][name], slow[2][name]) for name in slow[2])
     some = pairs.take(np.arange(0, len(pairs), 7))  # what a filter leaves: any subset of the rows
     assert np.array_equal(engine.predictor.predict_pairs(some), engine.predictor.predict(engine.online.frame(some)))
+
+
+def test_a_big_selection_reads_the_snapshot_in_bulk_as_the_online_store_has_it(engine, monkeypatch) -> None:
+    """Selections of more than BULK_FROM customers read the features run's Parquet (the newest
+    row of each view at the serving snapshot), not the online store: the same rows for every
+    customer, so the same recommendations."""
+    ids = engine.directory.frame["customer_id"].tolist()
+    wanted = ids[::-1] + [10**9]  # any order; an unknown customer gets a row of nulls, as online
+    tables = list(engine.online.snapshot(wanted, 64))
+    assert [len(t) for t in tables[:-1]] == [64] * (len(tables) - 1) and len(tables) > 3
+    bulk, online = pa.concat_tables(tables), engine.online.customers(wanted)
+    assert sorted(bulk.column_names) == sorted(online.column_names)
+    for name in online.column_names:
+        assert bulk.column(name).to_pylist() == online.column(name).to_pylist(), name
+    filters = Filters(items_not_ordered=True)
+    by_lookups = engine.recommend(filters=filters, top_k=4).to_dict()
+    monkeypatch.setattr(recommend, "BULK_FROM", 10)
+
+    def lookup(ids):
+        raise AssertionError(f"an online lookup of {len(ids)} customers in a bulk selection")
+
+    monkeypatch.setattr(engine.online, "customers", lookup)
+    by_bulk = engine.recommend(filters=filters, top_k=4).to_dict()
+    assert len(by_bulk["customers"]) > 300
+    assert {**by_bulk, "seconds": 0} == {**by_lookups, "seconds": 0}
+
+
+def test_recommend_all_with_save_streams_every_customer_into_the_campaign(own_ws, monkeypatch) -> None:
+    """`recommend --all --save`: the lists go to the campaign a chunk at a time (not printed), with a
+    progress bar; what is saved is what the engine recommends to every customer."""
+    monkeypatch.setattr(recommend, "CHUNK_CUSTOMERS", 50)
+    done = CliRunner().invoke(app, ["--home", str(own_ws.home), "recommend", "--all", "--top-k", "2", "--save", "all"])
+    assert done.exit_code == 0, done.output
+    assert "scoring customers" in done.stderr and "saved campaign 'all'" in done.stdout
+    assert "recommendations (score)" not in done.stdout  # no table of every customer
+    expected = Engine(own_ws).recommend(top_k=2)
+    saved = sql(own_ws, "SELECT customer_id, rank, menu_item_name, score FROM ml.recommendations ORDER BY 1, 2")
+    want = [(c.customer_id, r["rank"], r["menu_item_name"]) for c in expected.customers for r in c.recommendations]
+    assert [row[:3] for row in saved] == want and len(saved) == 2 * expected.served > 600
+    [campaign] = campaigns.list_campaigns(own_ws)
+    assert campaign.customers == expected.served and pd.read_csv(campaign.files[1]).shape[0] == len(saved)
+    refused = CliRunner().invoke(app, ["--home", str(own_ws.home), "recommend", "--all", "--city", "Tokyo"])
+    assert refused.exit_code == 1 and "--all selects every customer" in refused.output
 
 
 def test_the_top_item_is_the_highest_scoring_one_when_the_answer_is_known(trained_ws) -> None:

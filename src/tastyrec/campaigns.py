@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from tastyrec.config import Workspace
-from tastyrec.recommend import Recommendations, RecommendError
+from tastyrec.recommend import CustomerRecommendations, Recommendations, RecommendError
 
 NAME_MAX = 100  # characters of a campaign name
 # A text cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection")
@@ -88,62 +88,120 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{c: frame[c].map(safe) for c in text})
 
 
-def _frame(result: Recommendations, run_id: str, name: str, created: datetime) -> pd.DataFrame:
-    rows = [(run_id, created, str(result.model["version"]), json.dumps(result.filters), c.customer_id,
-             r["rank"], r["menu_item_name"], r["score"], name)
-            for c in result.customers for r in c.recommendations]
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+class Saving:
+    """A campaign written while it is computed, all or nothing (see the module's docstring): rows
+    come in chunks (`add`, e.g. as Engine.recommend's sink), go to the table inside one
+    transaction and to the files as they come, and are renamed into place and committed when the
+    block ends without an error and with rows; otherwise nothing is left behind."""
+
+    def __init__(self, ws: Workspace, name: str, model_version: Any, filters: dict[str, Any]):
+        self.ws, self.name = ws, campaign_name(name)
+        self.created = datetime.now().replace(microsecond=0)
+        self.run_id = f"{self.created:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+        self.model_version, self.filters = str(model_version), filters
+        self.customers = self.rows = 0
+        self.campaign: Campaign | None = None  # set when the block ends with rows saved
+        folder = stage_dir(ws)
+        self.final = {ext: folder / f"{self.run_id}.{ext}" for ext in ("parquet", "csv")}
+        self.tmp = {ext: path.with_name(f".{path.name}.tmp") for ext, path in self.final.items()}
+
+    def __enter__(self) -> Saving:
+        import duckdb
+
+        from tastyrec.warehouse.load import connect, in_use
+
+        try:  # before any file is written
+            self.con = connect(self.ws.warehouse)
+        except duckdb.IOException as e:  # a writer needs the file to itself: no other process may have it open
+            if busy := in_use(e, self.ws.warehouse):
+                raise WarehouseBusy(f"nothing was saved: {busy}; close that program (a running `tastyrec app`, "
+                                    "a notebook, ...) and save again") from None
+            if plain := self.ws.write_failure(e):  # a read-only home: DuckDB cannot open the file for writing
+                raise NotSaved(f"{plain}; nothing was changed") from None
+            raise
+        self.parquet, self.undone = None, False
+        try:
+            self.con.begin()
+        except BaseException as e:
+            self._undo(e)
+        return self
+
+    def add(self, customers: list[CustomerRecommendations]) -> None:
+        """Save these customers' recommendations (one row per customer and rank)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [(self.run_id, self.created, self.model_version, json.dumps(self.filters), c.customer_id,
+                 r["rank"], r["menu_item_name"], r["score"], self.name)
+                for c in customers for r in c.recommendations]
+        if not rows:
+            return
+        frame = pd.DataFrame(rows, columns=list(COLUMNS))
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.parquet is None:  # the folder only once there is something to write
+                stage_dir(self.ws).mkdir(parents=True, exist_ok=True)
+                self.parquet = pq.ParquetWriter(self.tmp["parquet"], table.schema)
+            self.parquet.write_table(table)
+            spreadsheet_safe(frame).to_csv(self.tmp["csv"], index=False, mode="a", header=not self.rows)
+            self.con.register("campaign_rows", frame)
+            self.con.execute("INSERT INTO ml.recommendations BY NAME SELECT * REPLACE (filters::JSON AS filters) "
+                             "FROM campaign_rows")
+            self.con.unregister("campaign_rows")
+        except BaseException as e:
+            self._undo(e)
+        self.customers += len(customers)
+        self.rows += len(frame)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is not None:
+            self._undo(error)  # raises it again (as NotSaved where the file system refused a write)
+        if not self.rows:  # nothing to save: no table rows, no files
+            self._undo(None)
+            return
+        try:
+            self.parquet.close()
+            for ext in self.final:
+                os.replace(self.tmp[ext], self.final[ext])
+            self.con.commit()
+        except BaseException as e:
+            self._undo(e)
+        self.con.close()
+        self.campaign = Campaign(self.run_id, self.name, self.created.isoformat(), self.model_version, self.filters,
+                                 self.customers, self.rows, [str(p) for p in self.final.values()])
+
+    def _undo(self, error: BaseException | None) -> None:
+        """Roll the transaction back and remove the files (once), then raise `error` again: as
+        NotSaved, in plain words, where the file system refused a write."""
+        if not self.undone:
+            self.undone = True
+            try:
+                self.con.rollback()
+            except Exception:  # noqa: BLE001 - no transaction open yet: nothing to roll back
+                pass
+            if self.parquet is not None:
+                try:
+                    self.parquet.close()
+                except Exception:  # noqa: BLE001 - the file is removed below anyway
+                    pass
+            self.con.close()
+            for path in [*self.tmp.values(), *self.final.values()]:
+                path.unlink(missing_ok=True)
+        if error is None:
+            return
+        if plain := self.ws.write_failure(error):  # disk full, read-only stage folder: undone above
+            raise NotSaved(f"{plain}; nothing was changed") from None
+        raise error
 
 
 def save(ws: Workspace, result: Recommendations, name: str) -> Campaign:
     """Store a result as a named campaign with a new run id; all or nothing."""
-    import duckdb
-
-    from tastyrec.warehouse.load import connect, in_use
-
     name = campaign_name(name)
     if not result.customers:
         raise RecommendError("nothing to save: the result has no recommendations")
-    created = datetime.now().replace(microsecond=0)
-    run_id = f"{created:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
-    frame = _frame(result, run_id, name, created)
-    try:  # before any file is written
-        con = connect(ws.warehouse)
-    except duckdb.IOException as e:  # a writer needs the file to itself: no other process may have it open
-        if busy := in_use(e, ws.warehouse):
-            raise WarehouseBusy(f"nothing was saved: {busy}; close that program (a running `tastyrec app`, "
-                                "a notebook, ...) and save again") from None
-        if plain := ws.write_failure(e):  # a read-only home: DuckDB cannot open the file for writing
-            raise NotSaved(f"{plain}; nothing was changed") from None
-        raise
-    folder = stage_dir(ws)
-    final = {ext: folder / f"{run_id}.{ext}" for ext in ("parquet", "csv")}
-    tmp = {ext: path.with_name(f".{path.name}.tmp") for ext, path in final.items()}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(tmp["parquet"], index=False)
-        spreadsheet_safe(frame).to_csv(tmp["csv"], index=False)
-        con.begin()
-        con.register("campaign_rows", frame)
-        con.execute("INSERT INTO ml.recommendations BY NAME SELECT * REPLACE (filters::JSON AS filters) "
-                    "FROM campaign_rows")
-        for ext in final:
-            os.replace(tmp[ext], final[ext])
-        con.commit()
-    except BaseException as e:
-        try:
-            con.rollback()
-        except Exception:  # noqa: BLE001 - no transaction open yet: nothing to roll back
-            pass
-        for path in [*tmp.values(), *final.values()]:
-            path.unlink(missing_ok=True)
-        if plain := ws.write_failure(e):  # disk full, read-only stage folder: undone above
-            raise NotSaved(f"{plain}; nothing was changed") from None
-        raise
-    finally:
-        con.close()
-    return Campaign(run_id, name, created.isoformat(), str(result.model["version"]), result.filters,
-                    len(result.customers), len(frame), [str(p) for p in final.values()])
+    with Saving(ws, name, result.model["version"], result.filters) as saving:
+        saving.add(result.customers)
+    return saving.campaign
 
 
 def list_campaigns(ws: Workspace) -> list[Campaign]:

@@ -13,8 +13,11 @@ customer's history as of the serving snapshot, from the online store: what the m
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
@@ -26,11 +29,12 @@ import pyarrow as pa
 import torch
 
 from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT
-from tastyrec.config import Workspace
+from tastyrec.config import Progress, Workspace
 
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 50
 CHUNK_CUSTOMERS = 2_000  # customers scored per pass: bounds memory for any selection size
+BULK_FROM = 500  # selections of more customers read the serving snapshot in bulk, not one lookup each
 ITEM_FIELDS = ("menu_item_name", "truck_brand_name", "item_category", "sale_price_usd")
 # Why a selected customer gets no recommendation: code -> the reason in words ({city}: theirs).
 # A customer's candidates are the items of the brands with a truck in their city; the filters
@@ -87,6 +91,7 @@ class Recommendations:
     truncated: bool = False  # the selection matched more than the limit
     message: str | None = None  # why nothing came back, in plain words
     seconds: float = 0.0
+    served: int = 0  # customers with recommendations: len(customers), or those sent to a sink
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts and lists, shallow: dataclasses.asdict deep-copies every history entry
@@ -147,8 +152,8 @@ class Engine:
     snapshot) and the customer directory. Thread-safe for requests; `reload` reads all of them
     again and swaps them in atomically while requests in flight finish on the old ones."""
 
-    def __init__(self, ws: Workspace, ref: str | int = "champion", chunk_customers: int = CHUNK_CUSTOMERS):
-        self.ws, self.ref, self.chunk_customers = ws, ref, chunk_customers
+    def __init__(self, ws: Workspace, ref: str | int = "champion", chunk_customers: int | None = None):
+        self.ws, self.ref, self.chunk_customers = ws, ref, chunk_customers or CHUNK_CUSTOMERS
         # Scoring is many small forwards (one customer: ~40 rows). Torch's intra-op threads cost
         # more than they save there (p50 of one customer's top 3: 60 ms with 2 threads on 2 busy
         # cores, 9 ms with 1), so a process that serves uses one; it scales with more workers.
@@ -215,9 +220,16 @@ class Engine:
 
     # -----------------------------------------------------------------------------------------
     def recommend(self, customer_ids: list[int] | None = None, filters: Filters = Filters(),
-                  top_k: int = DEFAULT_TOP_K, limit: int | None = None) -> Recommendations:
+                  top_k: int = DEFAULT_TOP_K, limit: int | None = None,
+                  sink: Callable[[list[CustomerRecommendations]], None] | None = None,
+                  progress: Progress | None = None) -> Recommendations:
         """Top-k items per selected customer (ids, or the filters' customers, sorted by id), with
-        their purchase history. `limit` caps how many customers are scored (the rest: truncated)."""
+        their purchase history. `limit` caps how many customers are scored (the rest: truncated).
+
+        Selections of more than BULK_FROM customers read the serving snapshot in bulk (the
+        features run's Parquet) instead of the online store, and are scored in chunks with
+        every core. `sink`: each chunk's recommendations go to it (without histories) instead of
+        into the result, so no selection is ever held in memory whole (`served` counts them)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise RecommendError(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
         started = time.perf_counter()
@@ -233,21 +245,33 @@ class Engine:
         ids = ids[:limit] if truncated else ids
         results: list[CustomerRecommendations] = []
         without: list[dict[str, Any]] = []
-        for start in range(0, len(ids), self.chunk_customers):
-            done, missed = self._chunk(state, ids[start:start + self.chunk_customers], filters, top_k)
-            results += done
-            without += missed
+        served = 0
+        bulk = len(ids) > BULK_FROM
+        tables = (state.online.snapshot(ids, self.chunk_customers) if bulk else
+                  (state.online.customers(ids[start:start + self.chunk_customers])
+                   for start in range(0, len(ids), self.chunk_customers)))
+        with _threads(torch.get_num_threads() if not bulk else os.cpu_count() or 1):
+            for customers in tables:
+                done, missed = self._chunk(state, customers, filters, top_k, histories=sink is None)
+                served += len(done)
+                if sink is not None:
+                    sink(done)
+                else:
+                    results += done
+                without += missed
+                if progress:
+                    progress("scoring customers", served + len(without), len(ids))
         return Recommendations(
             model={k: info[k] for k in ("name", "version", "alias")}, filters=filters.to_dict(), top_k=top_k,
             customers=results, unknown_customers=unknown, without_recommendations=without, selected=selected,
-            truncated=truncated, message=_message(selected, len(ids), results, without, unknown),
-            seconds=round(time.perf_counter() - started, 4))
+            truncated=truncated, message=_message(selected, len(ids), served, without, unknown),
+            seconds=round(time.perf_counter() - started, 4), served=served)
 
-    def _chunk(self, state: Loaded, ids: list[int], filters: Filters,
-               top_k: int) -> tuple[list[CustomerRecommendations], list[dict[str, Any]]]:
-        """(the recommendations of these customers, those who got none with the reason)."""
+    def _chunk(self, state: Loaded, customers: pa.Table, filters: Filters, top_k: int,
+               histories: bool = True) -> tuple[list[CustomerRecommendations], list[dict[str, Any]]]:
+        """(the recommendations of these customers (their online rows), those who got none with the reason)."""
+        ids = customers.column(CUSTOMER_ID).to_pylist()
         online, directory = state.online, state.directory
-        customers = online.customers(ids)
         pairs = online.pairs(customers)
         # why a customer has no rows: the first step after which none of theirs is left
         left = set(pairs.ids[np.unique(pairs.customer)].tolist())
@@ -282,7 +306,7 @@ class Engine:
         top = order[in_top]  # row positions, by customer then rank
         shown_pairs = pairs.take(top)
         shown = {f: shown_pairs.column(f) for f in ITEM_FIELDS}
-        histories = _histories(customers, online.as_of)
+        histories = _histories(customers, online.as_of) if histories else {}
         out: dict[int, CustomerRecommendations] = {}
         for j, (row, r) in enumerate(zip(top, rank[in_top])):
             cid = int(customer[row])
@@ -296,6 +320,25 @@ class Engine:
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """P(purchase) for raw feature rows (the columns of a training set): the seed's forward."""
         return self._state.predictor.predict(rows)
+
+
+_threads_lock = threading.Lock()
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to n for the block (one while serving requests: see Engine;
+    every core for a bulk selection, whose forwards are large)."""
+    if n == torch.get_num_threads():
+        yield
+        return
+    with _threads_lock:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _plain(value: Any) -> Any:
@@ -320,7 +363,7 @@ def _histories(customers: pa.Table, as_of: pd.Timestamp) -> dict[int, list[dict[
     return out
 
 
-def _message(selected: int, served: int, results: list, without: list[dict[str, Any]],
+def _message(selected: int, scored: int, served: int, without: list[dict[str, Any]],
              unknown: list[int]) -> str | None:
     """What the counts mean, in plain words, whenever someone selected got nothing (None when
     every selected customer has recommendations)."""
@@ -332,7 +375,7 @@ def _message(selected: int, served: int, results: list, without: list[dict[str, 
         return None
     codes = Counter(w["code"] for w in without)
     reasons = "; ".join(f"{REASONS[code].format(city='their city')} ({n:,})" for code, n in codes.most_common())
-    if not results:
+    if not served:
         return f"{selected:,} customers match, but none has a candidate item left: {reasons}"
-    return (f"{len(results):,} of {served:,} customers have recommendations; {len(without):,} "
+    return (f"{served:,} of {scored:,} customers have recommendations; {len(without):,} "
             f"{'has' if len(without) == 1 else 'have'} none: {reasons}")

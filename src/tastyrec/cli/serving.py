@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tastyrec.config import Workspace
-from tastyrec.cli.base import JsonOpt, app, err, fail, out, visible, warn
+from tastyrec.cli.base import JsonOpt, app, err, fail, out, progress_bar, visible, warn
 
 
 WITHOUT_SHOWN = 20  # customers without recommendations listed on the terminal (--json has them all)
@@ -47,14 +47,22 @@ def recommend(ctx: typer.Context,
               top_k: Annotated[int, typer.Option(help="Items per customer (1-50).")] = 3,
               version: Annotated[Optional[str], typer.Option(help="Model version or alias (default: champion).")] = None,
               save: Annotated[Optional[str], typer.Option(help="Save the result as a campaign with this name.")] = None,
+              every: Annotated[bool, typer.Option("--all", help="Every customer (what no --customer, --country "
+                                                  "or --city also selects).")] = False,
               as_json: JsonOpt = False) -> None:
-    """Top-k menu items for customers: by id, or by country / city / brand filters."""
-    from tastyrec.campaigns import campaign_name, save as save_campaign
+    """Top-k menu items for customers: by id, or by country / city / brand filters, or --all.
+
+    With --save and filters (or --all), the campaign is written while it is scored, a chunk of
+    customers at a time, and the lists are not printed (the counts are): any number of customers
+    fits in memory."""
+    from tastyrec.campaigns import Saving, campaign_name
     from tastyrec.features.stores import OnlineStoreError
     from tastyrec.recommend import Engine, Filters, RecommendError
 
     if customer and (country or city):
         fail("give --customer ids or --country/--city filters, not both")
+    if every and (customer or country or city):
+        fail("--all selects every customer: give it without --customer, --country or --city")
     if save is not None and not save.strip():  # refused before the scoring, not skipped after it
         fail("--save needs a campaign name")
     if save is not None:
@@ -64,11 +72,23 @@ def recommend(ctx: typer.Context,
             fail(f"--save: {e}")
     filters = Filters(tuple(country or ()), tuple(city or ()), tuple(brand or ()), trucks_not_visited,
                       items_not_ordered)
+    ids = list(customer) if customer else None
+    campaign = None
     try:
         engine = Engine(ctx.obj, version or "champion")
-        with err.status("scoring..."):
-            result = engine.recommend(customer_ids=list(customer) if customer else None, filters=filters, top_k=top_k)
-        campaign = save_campaign(ctx.obj, result, save) if save and result.customers else None
+        if save:  # a selection by filters is streamed: each chunk's lists go to the campaign as they come
+            with Saving(ctx.obj, save, engine.model_info["version"], filters.to_dict()) as saving, \
+                    progress_bar(not as_json and not ids) as bar:
+                result = engine.recommend(customer_ids=ids, filters=filters, top_k=top_k,
+                                          sink=None if ids else saving.add, progress=bar)
+                saving.add(result.customers)  # the customers given by id: printed too
+            campaign = saving.campaign
+        elif ids:
+            with err.status("scoring..."):
+                result = engine.recommend(customer_ids=ids, filters=filters, top_k=top_k)
+        else:  # a selection by filters can be every customer: a progress bar
+            with progress_bar(not as_json) as bar:
+                result = engine.recommend(filters=filters, top_k=top_k, progress=bar)
     except (RecommendError, OnlineStoreError) as e:
         fail(str(e))
     if result.unknown_customers:
@@ -84,9 +104,10 @@ def recommend(ctx: typer.Context,
     if len(result.without_recommendations) > WITHOUT_SHOWN and not as_json:
         err.print(f"  ... and {len(result.without_recommendations) - WITHOUT_SHOWN:,} more (--json lists them all)")
     if campaign and not as_json:
-        out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.rows:,} rows, "
+        out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.customers:,} customers, "
+                  f"{campaign.rows:,} rows, "
                   f"{', '.join(campaign.files)}")
-    if save and not result.customers:  # the message above says why there are none
+    if save and campaign is None:  # the message above says why there are none
         fail(f"nothing was saved as campaign {save!r}: the result has no recommendations")
     if customer and not result.selected:
         raise typer.Exit(1)
