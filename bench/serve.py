@@ -14,9 +14,10 @@ Everything runs on loopback, bounded in requests and seconds, and stops its serv
    through `mlflow models serve -m models:/tastyrec-dlrm/1 --env-manager local` (1 worker) and
    through the service's POST /score; the ratios come from this one run. Then /recommendations
    at concurrency 16 again with `tastyrec serve --workers 2`.
-4. Engine scoring in this process: rows/s over every customer x every candidate item (online
-   features, model, and both), at N; with --big also at N = 222,000 (setup, features and a
-   1-epoch model first, unless --big-home names such a workspace).
+4. Every customer at once, at N: one chunk's pieces (bulk snapshot read, rows, model), the
+   engine's recommend() for everyone, and `tastyrec recommend --all --save` (seconds, peak RSS;
+   it saves a campaign named "bench serve.py --all" in the home); with --big also at
+   N = 222,000 (setup, features and a 1-epoch model first, unless --big-home names such a workspace).
 """
 
 from __future__ import annotations
@@ -189,28 +190,32 @@ def serving(home: Path, customers: np.ndarray, tmp: Path, latency: int = LATENCY
 
 
 def engine_throughput(home: Path, label: str) -> None:
-    """Section 4: every customer x every candidate item of their city, in the engine's chunks."""
+    """Section 4: every customer x every candidate item of their city: the pieces on one chunk,
+    recommend() for everyone in this process, and `recommend --all --save` as a user runs it."""
     from tastyrec.config import Workspace
     from tastyrec.recommend import CHUNK_CUSTOMERS, Engine
 
     engine = Engine(Workspace.from_env(home))
     ids = engine.directory.frame["customer_id"].tolist()
-    rows = features_s = model_s = 0.0
-    for start in range(0, len(ids), CHUNK_CUSTOMERS):
-        began = time.perf_counter()
-        frame = engine.online.for_customers(ids[start:start + CHUNK_CUSTOMERS])
-        scored = time.perf_counter()
-        engine.score(frame)
-        features_s += scored - began
-        model_s += time.perf_counter() - scored
-        rows += len(frame)
+    began = time.perf_counter()
+    customers = next(engine.online.snapshot(ids[:CHUNK_CUSTOMERS], CHUNK_CUSTOMERS))
+    read = time.perf_counter()
+    pairs = engine.online.pairs(customers)
+    built = time.perf_counter()
+    engine.predictor.predict_pairs(pairs)
+    scored = time.perf_counter()
+    print(f"engine, {label}, one chunk of {len(customers):,} customers ({len(pairs):,} rows): snapshot read "
+          f"{read - began:.2f} s, rows {built - read:.2f} s, model (tensors + forward) {scored - built:.2f} s")
     began = time.perf_counter()
     result = engine.recommend(top_k=3)
     whole_s = time.perf_counter() - began
-    print(f"engine scoring, {label}: {len(ids):,} customers x their candidates = {rows:,.0f} rows: "
-          f"online features {rows / features_s:,.0f} rows/s, model {rows / model_s:,.0f} rows/s, "
-          f"both {rows / (features_s + model_s):,.0f} rows/s; recommend() for everyone "
-          f"{whole_s:.1f} s ({rows / whole_s:,.0f} rows/s, {len(result.customers):,} customers served)")
+    print(f"engine, {label}: recommend() for every customer {whole_s:.1f} s "
+          f"({len(result.customers):,} customers served, {len(ids) / whole_s:,.0f} customers/s)")
+    # saves a campaign named "bench serve.py --all" in the home
+    seconds, peak, _ = run_measured([TASTYREC, "--home", str(home), "recommend", "--all", "--top-k", "3",
+                                     "--save", "bench serve.py --all", "--json"])
+    print(f"`tastyrec recommend --all --save` ({label}, streamed into a campaign): {seconds:.1f} s, "
+          f"peak RSS {peak:.2f} GiB")
 
 
 def big(existing: str | None, tmp: Path) -> None:

@@ -6,6 +6,7 @@ Streamlit: built once when a result arrives, so a rerun (any click) costs no rec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import altair as alt
@@ -23,20 +24,33 @@ RECOMMENDED, BOUGHT = "recommended to", "bought by"
 
 @dataclass
 class Shown:
-    """Everything the Recommend page draws for one result."""
+    """Everything the Recommend page draws for one result; the chart counts and one customer's
+    entry are computed when first asked for (their tab opened), once per result."""
 
     result: dict[str, Any]
     table: pd.DataFrame  # one row per customer, the first TABLE_ROWS
     csv: bytes  # one row per (customer, rank), every customer
-    items: pd.DataFrame  # name, kind (RECOMMENDED / BOUGHT), customers
-    brands: pd.DataFrame  # the same per truck brand
+    menu: pd.DataFrame  # menu_item_name, truck_brand_name: for the brands of bought items
 
     @classmethod
     def of(cls, result: dict[str, Any], menu: pd.DataFrame) -> "Shown":
         customers = result["customers"]
-        items, brands = counts(customers, menu)
         csv = spreadsheet_safe(long_frame(customers)).to_csv(index=False).encode()  # opened in a spreadsheet
-        return cls(result, table(customers[:TABLE_ROWS]), csv, items, brands)
+        return cls(result, table(customers[:TABLE_ROWS]), csv, menu)
+
+    @cached_property
+    def _counts(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return counts(self.result["customers"], self.menu)
+
+    @property
+    def items(self) -> pd.DataFrame:
+        """name, kind (RECOMMENDED / BOUGHT), customers: the CHART_ITEMS most recommended items."""
+        return self._counts[0]
+
+    @property
+    def brands(self) -> pd.DataFrame:
+        """The same per truck brand."""
+        return self._counts[1]
 
     def customer(self, customer_id: int) -> dict[str, Any]:
         return next(c for c in self.result["customers"] if c["customer_id"] == customer_id)

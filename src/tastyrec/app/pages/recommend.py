@@ -73,38 +73,44 @@ if result["truncated"]:
     st.warning(f"The filters match {result['selected']:,} customers; the first {len(customers):,} by id were "
                "scored. Narrow the filters to reach the others.")
 
-table_tab, charts_tab, detail_tab = st.tabs(["Customers", "Charts", "One customer"])
-with table_tab:
-    if len(customers) > results.TABLE_ROWS:
-        st.caption(f"Showing the first {results.TABLE_ROWS:,} of {len(customers):,} customers; "
-                   "the CSV download has them all.")
-    st.dataframe(shown.table, hide_index=True, width="stretch",
-                 column_config={"customer_id": st.column_config.NumberColumn("customer", format="%d", width="small"),
-                                "city": st.column_config.TextColumn(width="small"),
-                                "country": st.column_config.TextColumn(width="small"),
-                                "purchase history": st.column_config.TextColumn(width="large"),
-                                "recommendations": st.column_config.TextColumn(width="large")})
-with charts_tab:
-    st.caption("How many of the selected customers each item (and brand) is recommended to, next to how many "
-               "of them bought it before.")
-    item_col, brand_col = st.columns(2)
-    item_col.altair_chart(results.bar_chart(shown.items, f"top {results.CHART_ITEMS} recommended items"),
-                          width="stretch")
-    brand_col.altair_chart(results.bar_chart(shown.brands, "truck brands"), width="stretch")
-with detail_tab:
-    ids = [c["customer_id"] for c in customers[:results.TABLE_ROWS]]  # thousands of options would slow the page
-    chosen = st.selectbox("Customer", ids, key="detail_customer",
-                          help=f"The first {results.TABLE_ROWS:,} customers, as in the table."
-                          if len(customers) > results.TABLE_ROWS else None)
-    one = shown.customer(chosen)
-    st.write(f"Customer {chosen} · {one['city']}, {one['country']}")
-    history_col, recs_col = st.columns(2)
-    history_col.markdown("**Purchase history** (most recent first)")
-    history_col.dataframe(results.history_frame(one), hide_index=True, width="stretch")
-    recs_col.markdown("**Recommendations**")
-    recs_col.dataframe(results.recommendations_frame(one), hide_index=True, width="stretch",
-                       column_config={"score": st.column_config.NumberColumn(format="%.3f"),
-                                      "sale_price_usd": st.column_config.NumberColumn("price", format="$%.2f")})
+# Only the open tab runs (on_change="rerun"): the table shows first, the charts and the
+# drill-down cost nothing until they are opened.
+table_tab, charts_tab, detail_tab = st.tabs(["Customers", "Charts", "One customer"], key="result_tab",
+                                            on_change="rerun")
+if table_tab.open:
+    with table_tab:
+        if len(customers) > results.TABLE_ROWS:
+            st.caption(f"Showing the first {results.TABLE_ROWS:,} of {len(customers):,} customers; "
+                       "the CSV download has them all.")
+        st.dataframe(shown.table, hide_index=True, width="stretch",
+                     column_config={"customer_id": st.column_config.NumberColumn("customer", format="%d", width="small"),
+                                    "city": st.column_config.TextColumn(width="small"),
+                                    "country": st.column_config.TextColumn(width="small"),
+                                    "purchase history": st.column_config.TextColumn(width="large"),
+                                    "recommendations": st.column_config.TextColumn(width="large")})
+if charts_tab.open:
+    with charts_tab:
+        st.caption("How many of the selected customers each item (and brand) is recommended to, next to how "
+                   "many of them bought it before.")
+        item_col, brand_col = st.columns(2)
+        item_col.altair_chart(results.bar_chart(shown.items, f"top {results.CHART_ITEMS} recommended items"),
+                              width="stretch")
+        brand_col.altair_chart(results.bar_chart(shown.brands, "truck brands"), width="stretch")
+if detail_tab.open:
+    with detail_tab:
+        ids = [c["customer_id"] for c in customers[:results.TABLE_ROWS]]  # thousands of options would slow the page
+        chosen = st.selectbox("Customer", ids, key="detail_customer",
+                              help=f"The first {results.TABLE_ROWS:,} customers, as in the table."
+                              if len(customers) > results.TABLE_ROWS else None)
+        one = shown.customer(chosen)
+        st.write(f"Customer {chosen} · {one['city']}, {one['country']}")
+        history_col, recs_col = st.columns(2)
+        history_col.markdown("**Purchase history** (most recent first)")
+        history_col.dataframe(results.history_frame(one), hide_index=True, width="stretch")
+        recs_col.markdown("**Recommendations**")
+        recs_col.dataframe(results.recommendations_frame(one), hide_index=True, width="stretch",
+                           column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                          "sale_price_usd": st.column_config.NumberColumn("price", format="$%.2f")})
 
 show_without()
 
