@@ -21,17 +21,24 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from feast.types import Array, Float64, String
 
 from tastyrec.columns import BAG_SCORES, BRAND, CITY, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM, MULTI_HOT, TIMESTAMP
 from tastyrec.collaborative import BagWeights, lengths
 from tastyrec.config import Workspace
+from tastyrec.features import definitions
 from tastyrec.features.build import SQL, feature_store
 from tastyrec.features.stores import SQLITE, SQLITE_FILE, OnlineStore, OnlineStoreError
 from tastyrec.features.training import CUSTOMER_REFS, FEATURES, KEYS, MENU_REFS, PAIR_FEATURES
 from tastyrec.sqlfiles import run_sql
 from tastyrec.warehouse.load import connect
 
-# the per customer x item features and the customer's aligned lists they are looked up in
+ARROW_TYPES = {Float64: pa.float64(), String: pa.string(), Array(Float64): pa.list_(pa.float64()),
+               Array(String): pa.list_(pa.string())}
+# one online row per customer, as `OnlineFeatures.customers` gives it
+CUSTOMER_SCHEMA = pa.schema([(CUSTOMER_ID, pa.int64())] + [
+    (feature, ARROW_TYPES[kind]) for view, (entities, fields, _) in definitions.VIEWS.items()
+    if entities == [definitions.customer] for feature, kind in fields])
 
 
 class OnlineFeatures:
@@ -94,9 +101,11 @@ class OnlineFeatures:
         """The online rows of these customers (every customer-level feature, history lists
         included), stamped with the serving snapshot. Unknown customers have a null city."""
         with self._reading():
-            table = self.store.get_online_features(
-                features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_arrow()
-        return self._stamped(table)
+            values = self.store.get_online_features(
+                features=CUSTOMER_REFS, entity_rows={CUSTOMER_ID: [int(c) for c in customer_ids]}).to_dict()
+        # Feast's to_arrow costs a third of a one-customer request; the columns as plain lists,
+        # typed by the feature definitions, are the same table
+        return self._stamped(pa.Table.from_pydict(values, schema=CUSTOMER_SCHEMA))
 
     def snapshot(self, customer_ids: list[int], batch_customers: int) -> Iterator[pa.Table]:
         """What `customers` gives for these customers (in the order given), read in bulk from the
