@@ -86,10 +86,15 @@ class SparseArch(nn.Module):
         self.embeddings = nn.ModuleDict(tables)
         self.bags = nn.ModuleDict(bags)
 
-    def forward(self, sparse: torch.Tensor, bags: dict[str, torch.Tensor]) -> torch.Tensor:
-        """sparse (B, F) int64, bags name -> (B, L) int64  ->  (B, F + K, D)."""
+    def forward(self, sparse: torch.Tensor, bags: dict[str, torch.Tensor],
+                bag_vectors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """sparse (B, F) int64, bags name -> (B, L) int64  ->  (B, F + K, D); bag_vectors, name ->
+        (B, D): the bags already embedded (`embed_bags`), used instead of bags."""
         vectors = [table(sparse[:, j]) for j, table in enumerate(self.embeddings.values())]  # F x (B, D)
-        vectors += [bag(bags[name]) for name, bag in self.bags.items()]  # K x (B, D); empty bag -> 0
+        if bag_vectors is not None:
+            vectors += [bag_vectors[name] for name in self.bags]
+        else:
+            vectors += [bag(bags[name]) for name, bag in self.bags.items()]  # K x (B, D); empty bag -> 0
         return torch.stack(vectors, dim=1)
 
 
@@ -166,18 +171,26 @@ class DLRM(nn.Module):
             self.register_buffer("explore_bias", torch.zeros(()))
 
     def forward(
-        self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None
+        self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None,
+        bag_vectors: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """sparse (B, F) int64, dense (B, n_dense) float32, bags name -> (B, L) -> logits (B,)."""
-        embedded = self.sparse_arch(sparse, bags or {})  # (B, F + K, D)
+        """sparse (B, F) int64, dense (B, n_dense) float32, bags name -> (B, L) -> logits (B,).
+        bag_vectors: the rows' bags already embedded (name -> (B, D)), instead of bags."""
+        embedded = self.sparse_arch(sparse, bags or {}, bag_vectors)  # (B, F + K, D)
         return self.over_arch(self.inter_arch(self.dense_arch(dense), embedded))
 
-    def heads(self, sparse: torch.Tensor, dense: torch.Tensor,
-              bags: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def embed_bags(self, bags: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """name -> (G, L) bags  ->  name -> (G, D): what forward computes of each bag. Rows that
+        share a bag (a customer's ~40 candidates) embed it once this way (Predictor)."""
+        return {name: bag(bags[name]) for name, bag in self.sparse_arch.bags.items()}
+
+    def heads(self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None,
+              bag_vectors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, 2): the main logit and the explore head's."""
         if not self.explores:
             raise ValueError("this model has no explore head (it was trained before it existed)")
-        return torch.stack([self(sparse, dense, bags), dense @ self.explore_weight + self.explore_bias], dim=1)
+        return torch.stack([self(sparse, dense, bags, bag_vectors), dense @ self.explore_weight + self.explore_bias],
+                           dim=1)
 
 
 # ---------------------------------------------------------------------------------------------

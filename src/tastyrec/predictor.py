@@ -75,10 +75,17 @@ class Predictor:
     @torch.no_grad()
     def _scores(self, batch, explore: bool) -> np.ndarray:
         batch_size = MODEL_KINDS[self.kind].score_batch
-        forward = (lambda *inputs: self.model.heads(*inputs)[:, 1]) if explore and self.explores else self.model
+        forward = self.model.heads if explore and self.explores else self.model
+        # rows that share their bags (Batch.groups: one customer's candidates) embed each bag once
+        grouped = batch.groups is not None and hasattr(self.model, "embed_bags")
+        vectors = self.model.embed_bags({k: v.to(self.device) for k, v in batch.bags.items()}) if grouped else None
         out = np.empty(len(batch), dtype=np.float32)
         for start in range(0, len(batch), batch_size):
             part = batch.slice(start, start + batch_size).to(self.device)  # a no-op on the CPU
-            scores = torch.sigmoid(forward(*part.inputs()))  # (B,)
+            if grouped:
+                logits = forward(part.sparse, part.dense, None, {k: v[part.groups] for k, v in vectors.items()})
+            else:
+                logits = forward(*part.inputs())
+            scores = torch.sigmoid(logits[:, 1] if explore and self.explores else logits)  # (B,)
             out[start:start + len(part)] = scores.cpu().numpy()
         return out
