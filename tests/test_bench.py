@@ -48,13 +48,17 @@ def test_online_bench() -> None:
     printed(bench("online.py", "--quick"), r"sqlite", r"redis", r"p99")
 
 
-def test_serve_bench(trained_ws) -> None:
-    printed(bench("serve.py", "--quick", "--home", str(trained_ws.home)),
+def test_serve_bench(trained_ws, tmp_path) -> None:
+    home = tmp_path / "home"  # the bench saves a campaign (recommend --all --save) in the home
+    shutil.copytree(trained_ws.home, home)
+    printed(bench("serve.py", "--quick", "--home", str(home)),
             r"^POST /recommendations, 1 customer, top 3, concurrency 1 \(20 customers\): p50 NUMBER ms, p99 NUMBER ms",
             r"^POST /score, one customer's NUMBER candidate rows, concurrency 16: NUMBER requests/s",
             r"^mlflow models serve /invocations, the same rows, concurrency 16: NUMBER requests/s",
             r"tastyrec serve --workers 2: NUMBER requests/s",
-            r"^engine scoring, N=400: 400 customers x their candidates = NUMBER rows")
+            r"^engine, N=400, one chunk of 400 customers \(NUMBER rows\): snapshot read NUMBER s, rows NUMBER s",
+            r"^engine, N=400: recommend\(\) for every customer NUMBER s \(400 customers served",
+            r"^`tastyrec recommend --all --save` \(N=400, streamed into a campaign\): NUMBER s, peak RSS NUMBER GiB")
 
 
 def test_app_bench(trained_ws) -> None:
