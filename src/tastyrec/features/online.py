@@ -126,6 +126,7 @@ class OnlineFeatures:
         columns = ", ".join(f for features in views.values() for f in features)
         params = {f"v{i}": str(data / f"{view}.parquet") for i, view in enumerate(views)}
         with duckdb.connect() as con:
+            con.execute("SET enable_progress_bar = false")  # the caller shows progress
             con.register("wanted", pa.table({CUSTOMER_ID: pa.array(customer_ids, pa.int64()),
                                              "position": pa.array(range(len(customer_ids)), pa.int64())}))
             reader = con.execute(f"SELECT {CUSTOMER_ID}, {columns} FROM wanted {newest} ORDER BY position",
