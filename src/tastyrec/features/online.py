@@ -8,11 +8,11 @@ both give the same rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,14 +150,13 @@ class OnlineFeatures:
         item (as the SQL assembly sorts), stored by level (see Pairs)."""
         ids = np.asarray(customers.column(CUSTOMER_ID).to_numpy(zero_copy_only=False), dtype=np.int64)
         cities = customers.column(CITY).to_pylist()
-        wanted = np.sort(self.menu.index.get_indexer([i for i in items if i in self.menu.index])) if items is not None else None
+        wanted = None if items is None else np.sort(self.menu.index.get_indexer([i for i in items if i in self.menu.index]))
         order = [i for i in np.argsort(ids, kind="stable") if cities[i] is not None]
         chosen = [wanted if wanted is not None else self.city_items.get(cities[i], np.empty(0, np.int64)) for i in order]
         customer = np.repeat(np.asarray(order, dtype=np.int64), [len(c) for c in chosen])
         item = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
         pairs = Pairs(customers, ids, self.item_columns, customer, item, {}, {})
-        for keys in dict.fromkeys(keys for keys, _, _ in PAIR_FEATURES.values()):
-            by = ITEM if keys == "history_items" else BRAND
+        for keys, by in dict.fromkeys((keys, by) for keys, _, by in PAIR_FEATURES.values()):
             owner, code = _codes(customers.column(keys), self.keys[by])
             known = code >= 0
             owner, code = owner[known], code[known]
