@@ -123,6 +123,7 @@ class RecommendResponse(BaseModel):
         description="selected customers who got no recommendation, each with the reason")
     selected: int = Field(description="customers the selection matched (with and without recommendations)")
     truncated: bool = Field(description="the selection matched more customers than were served")
+    served: int = Field(description="customers with recommendations (those in `customers`)")
     message: str | None = Field(description="why some or all selected customers got nothing, in plain words")
     seconds: float
 
