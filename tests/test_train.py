@@ -198,9 +198,13 @@ def test_the_explore_head_is_fitted_on_items_new_to_the_customer_only(tmp_path) 
     before = (tmp_path / "plain.pt").read_bytes()
     assert fit_explore_head(tmp_path / "plain.pt", batch, batch) is None and (tmp_path / "plain.pt").read_bytes() == before
 
-    # kept only when it ranks the validation rows better than the main head: not on labels it cannot learn
-    save_model(tmp_path / MODEL_FILE, build_model("dlrm", cfg).state_dict(), "dlrm", cfg)
-    worse = prep.transform(frame.assign(label=1 - frame["label"]))  # validation labels the opposite
+    # kept only when it ranks the validation rows better than the main head: not where the main head
+    # ranks them perfectly (validation bought what the untrained main head scores above its median)
+    main_model = build_model("dlrm", cfg)
+    save_model(tmp_path / MODEL_FILE, main_model.state_dict(), "dlrm", cfg)
+    with torch.no_grad():
+        main = main_model.eval().heads(*batch.inputs())[:, 0].numpy()
+    worse = prep.transform(frame.assign(label=(main > np.median(main)).astype(int)))
     worse.groups = batch.groups
     fitted = fit_explore_head(tmp_path / MODEL_FILE, batch, worse, dense=prep.dense)
     assert not fitted["kept"] and not load_model(tmp_path / MODEL_FILE)[0].explores
