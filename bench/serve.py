@@ -8,7 +8,8 @@ runs and prints its figures (a test runs it), not figures to quote.
 
 Everything runs on loopback, bounded in requests and seconds, and stops its servers itself.
 1. A workspace: `tastyrec pipeline --customers N` in a temporary folder (not timed), or --home.
-2. `tastyrec serve` (1 worker): POST /recommendations for one customer, top 3, at concurrency 1
+2. `tastyrec serve` (1 worker), once its scores are precomputed (/health's "scores"; the time it
+   took is printed): POST /recommendations for one customer, top 3, at concurrency 1
    (p50 / p99 over LATENCY_REQUESTS different customers), then requests/s at concurrency 16.
 3. The same scoring work (one customer's candidate rows -> probabilities) at concurrency 16
    through `mlflow models serve -m models:/tastyrec-dlrm/1 --env-manager local` (1 worker) and
@@ -87,6 +88,19 @@ def running(cmd: list[str], ready_url: str, log: Path, env: dict | None = None) 
                 proc.wait()
 
 
+def precomputed(url: str, answers: int = 1) -> float:
+    """Wait until /health says the scores are precomputed `answers` times in a row (each worker
+    computes its own, and a request may reach any of them); the seconds waited."""
+    started = time.monotonic()
+    in_a_row = 0
+    while in_a_row < answers:
+        if time.monotonic() - started > 600:
+            raise RuntimeError(f"{url}: the scores were not precomputed in 600 s")
+        in_a_row = in_a_row + 1 if httpx.get(f"{url}/health", timeout=10).json()["scores"] == "precomputed" else 0
+        time.sleep(0.05 if in_a_row else 0.5)
+    return time.monotonic() - started
+
+
 def load(url: str, payloads: list[dict], concurrency: int) -> tuple[np.ndarray, float]:
     """POST every payload (each thread its own keep-alive client); (latencies in ms, seconds).
     Stops early after TIME_CAP_S; a non-200 answer is an error."""
@@ -136,6 +150,7 @@ def serving(home: Path, customers: np.ndarray, tmp: Path, latency: int = LATENCY
     url = f"http://127.0.0.1:{port}"
     ids = [int(c) for c in customers]
     with running([TASTYREC, "--home", str(home), "serve", "--port", str(port)], f"{url}/health", tmp / "serve.log"):
+        print(f"every customer's scores precomputed {precomputed(url):.1f} s after the service answered")
         load(f"{url}/recommendations", [{"customer_ids": [c]} for c in ids[:30]], 1)  # warm-up
         payloads = [{"customer_ids": [c], "top_k": 3} for c in ids[:latency]]
         times, _ = load(f"{url}/recommendations", payloads, 1)
@@ -183,6 +198,7 @@ def serving(home: Path, customers: np.ndarray, tmp: Path, latency: int = LATENCY
     url = f"http://127.0.0.1:{port}"
     with running([TASTYREC, "--home", str(home), "serve", "--port", str(port), "--workers", "2"], f"{url}/health",
                  tmp / "serve2.log"):
+        precomputed(url, answers=10)
         load(f"{url}/recommendations", payloads[:40], CONCURRENCY)  # warm-up, both workers
         times, seconds = load(f"{url}/recommendations", payloads, CONCURRENCY)
     print(f"POST /recommendations at concurrency {CONCURRENCY}, tastyrec serve --workers 2: "

@@ -353,16 +353,22 @@ FORMULA = '=HYPERLINK("http://evil","x")'
 
 def downloads(monkeypatch) -> dict[str, bytes]:
     """The files the app hands the browser, by file name, as they are handed over (AppTest drops
-    its media store after each run)."""
+    its media store after each run); a download made on click (a callable) as if clicked."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-    files, real = {}, MemoryMediaFileStorage.load_and_get_id
+    files, real, deferred = {}, MemoryMediaFileStorage.load_and_get_id, MediaFileManager.add_deferred
 
     def keep(self, path_or_data, mimetype, kind, filename=None):
         files[filename] = path_or_data
         return real(self, path_or_data, mimetype, kind, filename)
 
+    def clicked(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = data_callable()
+        return deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", clicked)
     return files
 
 

@@ -52,6 +52,7 @@ def test_serve_bench(trained_ws, tmp_path) -> None:
     home = tmp_path / "home"  # the bench saves a campaign (recommend --all --save) in the home
     shutil.copytree(trained_ws.home, home)
     printed(bench("serve.py", "--quick", "--home", str(home)),
+            r"^every customer's scores precomputed NUMBER s after the service answered",
             r"^POST /recommendations, 1 customer, top 3, concurrency 1 \(20 customers\): p50 NUMBER ms, p99 NUMBER ms",
             r"^POST /score, one customer's NUMBER candidate rows, concurrency 16: NUMBER requests/s",
             r"^mlflow models serve /invocations, the same rows, concurrency 16: NUMBER requests/s",

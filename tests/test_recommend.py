@@ -211,6 +211,48 @@ def test_a_big_selection_reads_the_snapshot_in_bulk_as_the_online_store_has_it(e
     assert {**by_bulk, "seconds": 0} == {**by_lookups, "seconds": 0}
 
 
+def test_precomputed_scores_give_the_recommendations_of_the_model(trained_ws, engine, monkeypatch) -> None:
+    """Engine(precompute=True) (the service, the app) scores every customer once in the background;
+    requests then look their scores up and run no model: the same lists as scoring per request,
+    for explicit ids and every filter (scores up to float32 rounding of other batch sizes, as
+    between chunk sizes)."""
+    fast = Engine(trained_ws, precompute=True)
+    assert fast._state.precomputed.ready.wait(120) and fast.scores == "precomputed" and engine.scores == "per request"
+    ids = engine.directory.frame["customer_id"].tolist()
+    live = {(f, k): engine.recommend(customer_ids=ids[:40] if f == "ids" else None,
+                                     filters=Filters() if f == "ids" else f, top_k=k)
+            for f, k in [("ids", 3), (Filters(), 5), (Filters(items_not_ordered=True), 4),
+                         (Filters(trucks_not_visited=True, city=("Tokyo", "Hamburg", "Mumbai")), 3),
+                         (Filters(brand=("Freezing Point", "Smoky BBQ"), items_not_ordered=True), 2)]}
+    one_by_one = [engine.recommend(customer_ids=[c], filters=Filters(items_not_ordered=True)) for c in ids[:30]]
+
+    # scores that do not cover every row of a request are not used (None: the model runs), nor unready ones
+    some = recommend.Precomputed()
+    assert some.scores(fast.online.pairs(fast.online.customers(ids[:2])), False) is None
+    some.compute(fast.online, engine.predictor, ids[:5], 2)
+    assert some.scores(fast.online.pairs(fast.online.customers(ids[:2])), False) is not None
+    assert some.scores(fast.online.pairs(fast.online.customers(ids[4:7])), False) is None
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran for a request with precomputed scores")
+
+    monkeypatch.setattr(fast.predictor, "predict_pairs", no_model)
+    for (f, k), expected in live.items():
+        got = fast.recommend(customer_ids=ids[:40] if f == "ids" else None, filters=Filters() if f == "ids" else f,
+                             top_k=k)
+        assert len(got.customers) > 20 and got.without_recommendations == expected.without_recommendations
+        assert [c.customer_id for c in got.customers] == [c.customer_id for c in expected.customers]
+        for a, b in zip(got.customers, expected.customers):
+            assert a.history == b.history
+            assert [r["menu_item_name"] for r in a.recommendations] == [r["menu_item_name"] for r in b.recommendations]
+            assert np.allclose([r["score"] for r in a.recommendations], [r["score"] for r in b.recommendations],
+                               atol=1e-6)
+    for expected in one_by_one:
+        got = fast.recommend(customer_ids=[expected.customers[0].customer_id], filters=Filters(items_not_ordered=True))
+        assert [r["menu_item_name"] for r in got.customers[0].recommendations] == \
+            [r["menu_item_name"] for r in expected.customers[0].recommendations]
+
+
 def test_recommend_all_with_save_streams_every_customer_into_the_campaign(own_ws, monkeypatch) -> None:
     """`recommend --all --save`: the lists go to the campaign a chunk at a time (not printed), with a
     progress bar; what is saved is what the engine recommends to every customer."""

@@ -160,6 +160,9 @@ class Health(BaseModel):
     loaded_at: str
     device: str
     features: str = Field(description="the features run served (tastyrec features; /admin/reload moves to the newest)")
+    scores: str = Field(description="how requests are scored: 'precomputed' (every customer's scores, computed once "
+                                    "per model version and features run), 'precomputing' (the model runs per request "
+                                    "until they are ready) or 'per request'")
 
 
 class Features(BaseModel):

@@ -338,7 +338,7 @@ def health(engine: EngineDep) -> dict[str, Any]:
     info = engine.model_info
     return {"status": "ok", "model": info["name"], "version": info["version"], "alias": info["alias"],
             "kind": info["kind"], "loaded_at": info["loaded_at"], "device": str(engine.predictor.device),
-            "features": info["features"]}
+            "features": info["features"], "scores": engine.scores}
 
 
 @router.post("/recommendations", response_model=RecommendResponse, tags=["recommendations"],
@@ -425,7 +425,7 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
         # the stamp is read before the model loads: a reload sent while this worker is still
         # loading (the old champion) makes it reload before its first request, never missed
         signal = ReloadSignal(reload_stamp) if reload_stamp else None
-        app.state.engine = engine or Engine(ws, ref)
+        app.state.engine = engine or Engine(ws, ref, precompute=True)
         app.state.reload_signal = signal
         yield
         app.state.engine = None

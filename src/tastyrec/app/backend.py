@@ -64,7 +64,7 @@ class LocalEngine:
     """The engine, opened in this process."""
 
     def __init__(self, ws: Workspace):
-        self.engine = Engine(ws)
+        self.engine = Engine(ws, precompute=True)
 
     @property
     def model_info(self) -> dict[str, Any]:

@@ -24,19 +24,22 @@ RECOMMENDED, BOUGHT = "recommended to", "bought by"
 
 @dataclass
 class Shown:
-    """Everything the Recommend page draws for one result; the chart counts and one customer's
-    entry are computed when first asked for (their tab opened), once per result."""
+    """Everything the Recommend page draws for one result; the chart counts, one customer's entry
+    and the CSV are computed when first asked for (their tab opened, the download clicked), once
+    per result."""
 
     result: dict[str, Any]
     table: pd.DataFrame  # one row per customer, the first TABLE_ROWS
-    csv: bytes  # one row per (customer, rank), every customer
     menu: pd.DataFrame  # menu_item_name, truck_brand_name: for the brands of bought items
 
     @classmethod
     def of(cls, result: dict[str, Any], menu: pd.DataFrame) -> "Shown":
-        customers = result["customers"]
-        csv = spreadsheet_safe(long_frame(customers)).to_csv(index=False).encode()  # opened in a spreadsheet
-        return cls(result, table(customers[:TABLE_ROWS]), csv, menu)
+        return cls(result, table(result["customers"][:TABLE_ROWS]), menu)
+
+    @cached_property
+    def csv(self) -> bytes:
+        """One row per (customer, rank), every customer: made when the download is clicked."""
+        return spreadsheet_safe(long_frame(self.result["customers"])).to_csv(index=False).encode()  # for spreadsheets
 
     @cached_property
     def _counts(self) -> tuple[pd.DataFrame, pd.DataFrame]:

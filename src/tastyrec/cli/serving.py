@@ -164,7 +164,8 @@ def serve(ctx: typer.Context,
              "`Authorization: Bearer <token>`), or listen on 127.0.0.1")
     ref = version or "champion"
     try:
-        engine = Engine(ws, ref)  # errors (no model, no features) before listening, in plain words
+        # errors (no model, no features) before listening, in plain words; one worker serves with it
+        engine = Engine(ws, ref, precompute=workers == 1)
     except RecommendError as e:
         fail(str(e))
     info = engine.model_info

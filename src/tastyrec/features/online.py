@@ -155,24 +155,7 @@ class OnlineFeatures:
         chosen = [wanted if wanted is not None else self.city_items.get(cities[i], np.empty(0, np.int64)) for i in order]
         customer = np.repeat(np.asarray(order, dtype=np.int64), [len(c) for c in chosen])
         item = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
-        pairs = Pairs(customers, ids, self.item_columns, customer, item, {}, {})
-        for keys, by in dict.fromkeys((keys, by) for keys, _, by in PAIR_FEATURES.values()):
-            owner, code = _codes(customers.column(keys), self.keys[by])
-            known = code >= 0
-            owner, code = owner[known], code[known]
-            key = item if by == ITEM else self.item_brand[item]  # (R,) each row's key, a position in keys[by]
-            present = np.zeros((len(ids), len(self.keys[by])), dtype=bool)  # (customers, keys)
-            present[owner, code] = True
-            pairs.found[keys] = present[customer, key]
-            for feature, (_, values, _) in ((f, v) for f, v in PAIR_FEATURES.items() if v[0] == keys):
-                flat = customers.column(values).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                table = np.full(present.shape, np.nan)
-                table[owner, code] = np.asarray(flat, dtype=np.float64)[known]
-                pairs.values[feature] = _defaulted(feature, table[customer, key])
-        aligned = {w: customers.column(w).combine_chunks() for _, w in BAG_SCORES.values() if w is not None}
-        scores = self.bag_weights.scores(customers.column("history_items").combine_chunks(), aligned)
-        pairs.values |= {name: table[customer, item] for name, table in scores.items()}
-        return pairs
+        return Pairs(customers, ids, self.item_columns, customer, item, Lookups(self, customers))
 
     def frame(self, pairs: Pairs) -> pd.DataFrame:
         """The rows of `pairs` as one frame in the training set's column order."""
@@ -198,20 +181,67 @@ class OnlineFeatures:
         return self.candidate_rows(self.customers(customer_ids), items)
 
 
+class Lookups:
+    """What the per-pair features of some customers are read from, each a (customers, keys)
+    table built on first use (a request that uses precomputed scores needs few of them): the
+    PAIR_FEATURES (keys: the history's items or brands) and the BAG_SCORES (keys: the items).
+    Shared by a Pairs and every `take` of it."""
+
+    def __init__(self, online: OnlineFeatures, customers: pa.Table):
+        self.online, self.customers = online, customers
+        self.present: dict[str, np.ndarray] = {}  # history list -> (customers, keys) whether in it
+        self.codes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # history list -> its elements' places
+        self.tables: dict[str, np.ndarray] = {}  # feature -> (customers, keys) value, defaults filled
+
+    def key(self, by: str, item: np.ndarray) -> np.ndarray:
+        """Each row's key for a lookup by `by` (ITEM or BRAND): a position in OnlineFeatures.keys[by]."""
+        return item if by == ITEM else self.online.item_brand[item]
+
+    def _places(self, keys: str, by: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(owner, code, known) of the elements of the `keys` history lists (see _codes)."""
+        if keys not in self.codes:
+            owner, code = _codes(self.customers.column(keys), self.online.keys[by])
+            known = code >= 0
+            self.codes[keys] = owner[known], code[known], known
+            present = np.zeros((self.customers.num_rows, len(self.online.keys[by])), dtype=bool)
+            present[owner[known], code[known]] = True
+            self.present[keys] = present
+        return self.codes[keys]
+
+    def found(self, keys: str, by: str) -> np.ndarray:
+        self._places(keys, by)
+        return self.present[keys]
+
+    def table(self, feature: str) -> np.ndarray:
+        if feature not in self.tables:
+            if feature in BAG_SCORES:  # all of them at once: they share the bags' codes
+                customers = self.customers
+                aligned = {w: customers.column(w).combine_chunks() for _, w in BAG_SCORES.values() if w is not None}
+                self.tables |= self.online.bag_weights.scores(customers.column("history_items").combine_chunks(), aligned)
+            else:
+                keys, values, by = PAIR_FEATURES[feature]
+                owner, code, known = self._places(keys, by)
+                flat = self.customers.column(values).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                table = np.full(self.present[keys].shape, np.nan)
+                table[owner, code] = np.asarray(flat, dtype=np.float64)[known]
+                self.tables[feature] = _defaulted(feature, table)
+        return self.tables[feature]
+
+
 @dataclass
 class Pairs:
     """Customer x item rows, each value stored once at the level it varies at: the customer's
-    (once per customer), the item's (once per features run), the pair's (once per row). What the
-    engine scores without building a frame (Preprocessor.transform_pairs); `OnlineFeatures.frame`
-    gives the same rows as a training set's frame."""
+    (once per customer), the item's (once per features run), the pair's (read from per-customer
+    tables, Lookups). What the engine scores without building a frame
+    (Preprocessor.transform_pairs); `OnlineFeatures.frame` gives the same rows as a training
+    set's frame."""
 
     customers: pa.Table  # the online rows, one per customer: what varies by customer
     ids: np.ndarray  # (customers,) their ids
     item_columns: dict[str, np.ndarray]  # feature -> (items,) value, defaults filled
     customer: np.ndarray  # (R,) each row's customer: a row of `customers`
     item: np.ndarray  # (R,) each row's item: a position in OnlineFeatures.items
-    values: dict[str, np.ndarray]  # the per-pair features (PAIR_FEATURES, BAG_SCORES): (R,), defaults filled
-    found: dict[str, np.ndarray]  # history list -> (R,) whether the row's item (or brand) is in it
+    lookups: Lookups  # the per-pair features' tables, shared by take
     converted: dict[str, Any] = dataclasses.field(default_factory=dict)  # customer_column's, shared by take
 
     def __len__(self) -> int:
@@ -219,9 +249,12 @@ class Pairs:
 
     def take(self, rows: np.ndarray) -> Pairs:
         """These rows only (positions), in this order."""
-        return dataclasses.replace(self, customer=self.customer[rows], item=self.item[rows],
-                                   values={k: v[rows] for k, v in self.values.items()},
-                                   found={k: v[rows] for k, v in self.found.items()})
+        return dataclasses.replace(self, customer=self.customer[rows], item=self.item[rows])
+
+    def found(self, keys: str) -> np.ndarray:
+        """(R,) whether each row's item (or brand) is in the customer's `keys` history list."""
+        by = next(by for k, _, by in PAIR_FEATURES.values() if k == keys)
+        return self.lookups.found(keys, by)[self.customer, self.lookups.key(by, self.item)]
 
     def customer_column(self, col: str) -> np.ndarray | pa.Array:
         """One customer-level feature, (customers,): dense as float64 with defaults filled,
@@ -233,8 +266,10 @@ class Pairs:
 
     def column(self, col: str) -> np.ndarray:
         """One feature's value for every row."""
-        if col in self.values:
-            return self.values[col]
+        if col in PAIR_FEATURES:
+            return self.lookups.table(col)[self.customer, self.lookups.key(PAIR_FEATURES[col][2], self.item)]
+        if col in BAG_SCORES:
+            return self.lookups.table(col)[self.customer, self.item]
         if col in self.item_columns:
             return self.item_columns[col][self.item]
         values = self.customer_column(col)

@@ -115,7 +115,7 @@ if detail_tab.open:
 show_without()
 
 # ---- keep it ----------------------------------------------------------------------------------
-st.download_button("Download CSV", shown.csv, file_name="recommendations.csv", mime="text/csv",
+st.download_button("Download CSV", lambda: shown.csv, file_name="recommendations.csv", mime="text/csv",
                    key="download_csv", on_click="ignore")
 name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
 name = name_col.text_input("Campaign name", key="campaign_name", placeholder="e.g. Tokyo spring upsell")
