@@ -209,6 +209,8 @@ def engine_throughput(home: Path, label: str) -> None:
     """Section 4: every customer x every candidate item of their city: the pieces on one chunk,
     recommend() for everyone in this process, and `recommend --all --save` as a user runs it."""
     from tastyrec.config import Workspace
+    from tastyrec.columns import BAG_SCORES
+    from tastyrec.features.training import PAIR_FEATURES
     from tastyrec.recommend import CHUNK_CUSTOMERS, Engine
 
     engine = Engine(Workspace.from_env(home))
@@ -217,6 +219,8 @@ def engine_throughput(home: Path, label: str) -> None:
     customers = next(engine.online.snapshot(ids[:CHUNK_CUSTOMERS], CHUNK_CUSTOMERS))
     read = time.perf_counter()
     pairs = engine.online.pairs(customers)
+    for feature in (*PAIR_FEATURES, *BAG_SCORES):  # the per-pair tables, built on first use
+        pairs.column(feature)
     built = time.perf_counter()
     engine.predictor.predict_pairs(pairs)
     scored = time.perf_counter()
