@@ -161,8 +161,9 @@ class Precomputed:
             main.append(predictor.predict_pairs(pairs))
             explore.append(predictor.predict_pairs(pairs, explore=True) if predictor.explores else main[-1])
         if keys:
-            order = np.argsort(np.concatenate(keys), kind="stable")
-            self.keys = np.concatenate(keys)[order]
+            keys = np.concatenate(keys)
+            order = np.argsort(keys, kind="stable")
+            self.keys = keys[order]
             self.main, self.explore = np.concatenate(main)[order], np.concatenate(explore)[order]
         self.ready.set()
 

@@ -189,28 +189,25 @@ class Lookups:
 
     def __init__(self, online: OnlineFeatures, customers: pa.Table):
         self.online, self.customers = online, customers
-        self.present: dict[str, np.ndarray] = {}  # history list -> (customers, keys) whether in it
-        self.codes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # history list -> its elements' places
+        # history list -> (owner, code, known) of its elements (see _codes), (customers, keys) whether in it
+        self.places: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tables: dict[str, np.ndarray] = {}  # feature -> (customers, keys) value, defaults filled
 
     def key(self, by: str, item: np.ndarray) -> np.ndarray:
         """Each row's key for a lookup by `by` (ITEM or BRAND): a position in OnlineFeatures.keys[by]."""
         return item if by == ITEM else self.online.item_brand[item]
 
-    def _places(self, keys: str, by: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(owner, code, known) of the elements of the `keys` history lists (see _codes)."""
-        if keys not in self.codes:
+    def _places(self, keys: str, by: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if keys not in self.places:
             owner, code = _codes(self.customers.column(keys), self.online.keys[by])
             known = code >= 0
-            self.codes[keys] = owner[known], code[known], known
             present = np.zeros((self.customers.num_rows, len(self.online.keys[by])), dtype=bool)
             present[owner[known], code[known]] = True
-            self.present[keys] = present
-        return self.codes[keys]
+            self.places[keys] = owner[known], code[known], known, present
+        return self.places[keys]
 
     def found(self, keys: str, by: str) -> np.ndarray:
-        self._places(keys, by)
-        return self.present[keys]
+        return self._places(keys, by)[3]
 
     def table(self, feature: str) -> np.ndarray:
         if feature not in self.tables:
@@ -220,9 +217,9 @@ class Lookups:
                 self.tables |= self.online.bag_weights.scores(customers.column("history_items").combine_chunks(), aligned)
             else:
                 keys, values, by = PAIR_FEATURES[feature]
-                owner, code, known = self._places(keys, by)
+                owner, code, known, present = self._places(keys, by)
                 flat = self.customers.column(values).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                table = np.full(self.present[keys].shape, np.nan)
+                table = np.full(present.shape, np.nan)
                 table[owner, code] = np.asarray(flat, dtype=np.float64)[known]
                 self.tables[feature] = _defaulted(feature, table)
         return self.tables[feature]
