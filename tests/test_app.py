@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from servers import free_port
@@ -129,11 +130,24 @@ def test_flow_country_city_flags_save(app_ws, monkeypatch):
     # every Tokyo customer is counted: with recommendations, or listed with the reason
     without = result["without_recommendations"]
     assert sorted(shown + [w["customer_id"] for w in without]) == tokyo and result["selected"] == len(tokyo)
-    counted = f"{len(shown)} of {len(tokyo)}" if without else f"{len(shown)}"
-    assert any(s.value.startswith(f"Top 3 items for {counted} customers") for s in at.success)
+    # the counts add up, in words: before the click, and after it by reason
+    assert f"{len(tokyo)} customers match these filters" in [c.value for c in at.caption]
+    counted = ([i.value for i in at.info if i.value.startswith(f"{len(tokyo)} match; {len(shown)} get a list; ")]
+               if without else [s.value for s in at.success if s.value == f"{len(tokyo)} match; all {len(shown)} get a list"])
+    assert len(counted) == 1, [*at.info, *at.success]
     table = at.dataframe[0].value
     assert table["customer_id"].tolist() == shown and set(table["city"]) == {"Tokyo"}
-    assert {"purchase history", "recommendations"} <= set(table.columns)
+    first = result["customers"][0]["recommendations"][0]
+    assert table[["item 1", "chance 1", "why 1"]].iloc[0].tolist() == [
+        f"{first['menu_item_name']} ({first['truck_brand_name']} · ${first['sale_price_usd']:.2f})", first["score"],
+        first["reason"]]
+    # the campaign's expectations: Σ 1 − Π(1 − chance), Σ chance × price
+    buyers = sum(1 - np.prod([1 - r["score"] for r in c["recommendations"]]) for c in result["customers"])
+    revenue = sum(r["score"] * r["sale_price_usd"] for c in result["customers"] for r in c["recommendations"])
+    metrics, days = {m.label: m.value for m in at.metric}, result["model"]["label_days"]
+    assert metrics[f"Expected buyers in the next {days} days"] == f"{buyers:,.0f} of {len(shown):,}"
+    assert metrics[f"Expected revenue in the next {days} days"] == f"${revenue:,.0f}"
+    assert not [i for i in at.info if "Menu items not ordered" in i.value]  # cross-sell already
 
     run_id = save(at, "Tokyo spring upsell")
     rows = sql(app_ws, "SELECT customer_id, rank, menu_item_name, name, filters::VARCHAR FROM ml.recommendations "
@@ -198,6 +212,11 @@ def test_top_k_drilldown_csv_and_charts(app_ws, monkeypatch):
 
 def test_reopen_a_saved_campaign(app_ws, monkeypatch):
     at = get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"])
+    result = result_of(at)
+    bought = [r["menu_item_name"] in {h["menu_item_name"] for h in c["history"]}
+              for c in result["customers"] for r in c["recommendations"]]
+    assert np.mean(bought) > 0.5  # mostly items they buy: the page says so and points to cross-sell
+    assert len([i for i in at.info if "Menu items not ordered" in i.value]) == 1
     run_id = save(at, "to reopen")
     saved = result_of(at)
     at.switch_page("pages/campaigns.py").run()

@@ -327,8 +327,9 @@ def test_customers_without_candidates_are_reported_with_the_reason(engine, train
         assert w == {"customer_id": cid, "city": place[cid], "code": "brand",
                      "reason": f"no truck of the chosen brands serves {place[cid]}"}
     assert result.selected == 60
-    assert result.message == (f"{len(result.customers)} of 60 customers have recommendations; {len(missing)} "
-                              f"have none: no truck of the chosen brands serves their city ({len(missing)})")
+    assert result.without_counts == {"brand": len(missing)}
+    assert result.message == (f"60 match; {len(result.customers)} get a list; {len(missing)} "
+                              f"live where no truck of the chosen brands serves")
 
 
 def test_a_customer_newer_than_the_features_is_reported_not_dropped(own_ws) -> None:

@@ -31,6 +31,7 @@ import torch
 
 from tastyrec.columns import BRAND, CITY, CUSTOMER_ID, ITEM, ITEM_PURCHASE_COUNT
 from tastyrec.config import Progress, Workspace
+from tastyrec.reasons import Reasons
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ REASONS = {
     "brand": "no truck of the chosen brands serves {city}",
     "trucks_not_visited": "has bought from every truck brand left in {city}",
     "items_not_ordered": "has already bought every item left to recommend",
+}
+# The same reasons counted, for the line that makes the counts add up: code -> (one, several)
+COUNTED = {
+    "not_in_online_store": ("{n} is not in the online store (run `tastyrec features`)",
+                            "{n} are not in the online store (run `tastyrec features`)"),
+    "no_trucks": ("{n} lives where no truck serves", "{n} live where no truck serves"),
+    "brand": ("{n} lives where no truck of the chosen brands serves", "{n} live where no truck of the chosen brands serves"),
+    "trucks_not_visited": ("{n} has bought from every truck brand there", "{n} have bought from every truck brand there"),
+    "items_not_ordered": ("{n} has already bought every item left", "{n} have already bought every item left"),
 }
 
 
@@ -76,14 +86,16 @@ class CustomerRecommendations:
     city: str | None
     country: str | None
     history: list[dict[str, Any]]  # menu_item_name, orders, last_purchase (ISO date); most recent first
-    recommendations: list[dict[str, Any]]  # rank, ITEM_FIELDS..., score
+    # rank, ITEM_FIELDS..., score (the model's chance that the customer buys the item within the
+    # label window: model["label_days"] days), reason (why, in plain words: tastyrec.reasons)
+    recommendations: list[dict[str, Any]]
 
 
 @dataclass
 class Recommendations:
     """What a request produced: the shape of `recommend --json` and of the service's response."""
 
-    model: dict[str, Any]  # name, version, alias
+    model: dict[str, Any]  # name, version, alias, label_days (the window a score is a chance over)
     filters: dict[str, Any]
     top_k: int
     customers: list[CustomerRecommendations]
@@ -95,6 +107,7 @@ class Recommendations:
     message: str | None = None  # why nothing came back, in plain words
     seconds: float = 0.0
     served: int = 0  # customers with recommendations: len(customers), or those sent to a sink
+    without_counts: dict[str, int] = field(default_factory=dict)  # code (REASONS) -> customers without a list
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts and lists, shallow: dataclasses.asdict deep-copies every history entry
@@ -167,10 +180,12 @@ class Precomputed:
             self.main, self.explore = np.concatenate(main)[order], np.concatenate(explore)[order]
         self.ready.set()
 
-    def start(self, online, predictor, ids: list[int], chunk: int) -> "Precomputed":
+    def start(self, online, predictor, ids: list[int], chunk: int, reasons: Reasons | None = None) -> "Precomputed":
         def run() -> None:
             try:
                 started = time.perf_counter()
+                if reasons is not None:  # the first request needs them too
+                    reasons.stats()
                 self.compute(online, predictor, ids, chunk)
                 log.info("scores of %d customer x item rows precomputed in %.1f s", len(self.keys),
                          time.perf_counter() - started)
@@ -200,6 +215,7 @@ class Loaded:
     info: dict[str, Any]  # name, version, alias, kind, loaded_at, features (the run served)
     online: Any  # features.online.OnlineFeatures: the current features run, its menu, candidates, snapshot
     directory: Directory
+    reasons: Any  # reasons.Reasons: who bought what, for each recommended item's reason
     precomputed: Precomputed | None = None  # every customer's scores, once ready
 
 
@@ -246,12 +262,13 @@ class Engine:
             raise
         alias = None if isinstance(self.ref, int) or str(self.ref).isdigit() else str(self.ref)
         info = {"name": "tastyrec-dlrm", "version": version, "alias": alias, "kind": predictor.kind,
-                "loaded_at": datetime.now().isoformat(), "features": online.run}
+                "loaded_at": datetime.now().isoformat(), "features": online.run, "label_days": online.window_days}
+        ids = directory.frame[CUSTOMER_ID].tolist()
+        reasons = Reasons(online, ids, self.chunk_customers)
         precomputed = None
         if self.precompute:
-            precomputed = Precomputed().start(online, predictor, directory.frame[CUSTOMER_ID].tolist(),
-                                              self.chunk_customers)
-        return Loaded(predictor, info, online, directory, precomputed)
+            precomputed = Precomputed().start(online, predictor, ids, self.chunk_customers, reasons)
+        return Loaded(predictor, info, online, directory, reasons, precomputed)
 
     def reload(self) -> dict[str, Any]:
         """Open again what the engine read at start: the version the reference names now (a new
@@ -337,10 +354,11 @@ class Engine:
                 if progress:
                     progress("scoring customers", served + len(without), len(ids))
         return Recommendations(
-            model={k: info[k] for k in ("name", "version", "alias")}, filters=filters.to_dict(), top_k=top_k,
+            model={k: info[k] for k in ("name", "version", "alias", "label_days")}, filters=filters.to_dict(), top_k=top_k,
             customers=results, unknown_customers=unknown, without_recommendations=without, selected=selected,
             truncated=truncated, message=_message(selected, len(ids), served, without, unknown),
-            seconds=round(time.perf_counter() - started, 4), served=served)
+            seconds=round(time.perf_counter() - started, 4), served=served,
+            without_counts=dict(Counter(w["code"] for w in without).most_common()))
 
     def _chunk(self, state: Loaded, customers: pa.Table, filters: Filters, top_k: int,
                histories: bool = True) -> tuple[list[CustomerRecommendations], list[dict[str, Any]]]:
@@ -384,6 +402,7 @@ class Engine:
         top = order[in_top]  # row positions, by customer then rank
         shown_pairs = pairs.take(top)
         shown = {f: shown_pairs.column(f) for f in ITEM_FIELDS}
+        why = state.reasons.explain(shown_pairs)
         histories = _histories(customers, online.as_of) if histories else {}
         out: dict[int, CustomerRecommendations] = {}
         for j, (row, r) in enumerate(zip(top, rank[in_top])):
@@ -392,7 +411,7 @@ class Engine:
                 city, country = directory.place[cid]
                 out[cid] = CustomerRecommendations(cid, city, country, histories.get(cid, []), [])
             out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in shown.items()},
-                                             "score": float(scores[row])})
+                                             "score": float(scores[row]), "reason": why[j]})
         return list(out.values()), without
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
@@ -451,9 +470,9 @@ def _message(selected: int, scored: int, served: int, without: list[dict[str, An
         return "no customer matches the filters"
     if not without:
         return None
-    codes = Counter(w["code"] for w in without)
-    reasons = "; ".join(f"{REASONS[code].format(city='their city')} ({n:,})" for code, n in codes.most_common())
+    reasons = "; ".join(COUNTED[code][n > 1].format(n=f"{n:,}")
+                        for code, n in Counter(w["code"] for w in without).most_common())
+    matched = f"{selected:,} match" + (f" (the first {scored:,} scored)" if scored < selected else "")
     if not served:
-        return f"{selected:,} customers match, but none has a candidate item left: {reasons}"
-    return (f"{served:,} of {scored:,} customers have recommendations; {len(without):,} "
-            f"{'has' if len(without) == 1 else 'have'} none: {reasons}")
+        return f"{matched}, but none has a candidate item left: {reasons}"
+    return f"{matched}; {served:,} get a list; {reasons}"

@@ -19,6 +19,10 @@ COUNTRIES = "SELECT DISTINCT country FROM raw_customer.customer_loyalty WHERE co
 # cities of the chosen countries (all cities when none is chosen)
 CITIES = ("SELECT DISTINCT city FROM raw_customer.customer_loyalty WHERE city IS NOT NULL "
           "AND (len($countries::VARCHAR[]) = 0 OR list_contains($countries::VARCHAR[], country)) ORDER BY city")
+# customers of the chosen countries and cities (every one when none is chosen): before the click
+MATCHING = ("SELECT count(*) AS n FROM raw_customer.customer_loyalty "
+            "WHERE (len($countries::VARCHAR[]) = 0 OR list_contains($countries::VARCHAR[], country)) "
+            "AND (len($cities::VARCHAR[]) = 0 OR list_contains($cities::VARCHAR[], city))")
 BRANDS = "SELECT DISTINCT truck_brand_name FROM raw_pos.menu WHERE truck_brand_name IS NOT NULL ORDER BY 1"
 MENU = ("SELECT menu_item_name, any_value(truck_brand_name) AS truck_brand_name, "
         "any_value(item_category) AS item_category FROM raw_pos.menu GROUP BY menu_item_name")
@@ -50,6 +54,11 @@ def countries(ws: Workspace) -> list[str]:
 
 def cities(ws: Workspace, in_countries: tuple[str, ...] = ()) -> list[str]:
     return query(ws, CITIES, countries=tuple(in_countries))["city"].tolist()
+
+
+def matching(ws: Workspace, in_countries: tuple[str, ...] = (), in_cities: tuple[str, ...] = ()) -> int:
+    """How many customers the country and city filters select (what the engine's Directory selects)."""
+    return int(query(ws, MATCHING, countries=tuple(in_countries), cities=tuple(in_cities))["n"].iloc[0])
 
 
 def brands(ws: Workspace) -> list[str]:

@@ -20,6 +20,8 @@ CHART_ITEMS = 15  # bars in the item chart
 CSV_COLUMNS = ("customer_id", "city", "country", "rank", "menu_item_name", "truck_brand_name", "item_category",
                "sale_price_usd", "score")
 RECOMMENDED, BOUGHT = "recommended to", "bought by"
+MISSING = "–"  # what a table shows for a missing value
+ALREADY_BOUGHT_MOST = 0.5  # above this share of recommended items already bought, point to cross-sell
 
 
 @dataclass
@@ -40,6 +42,12 @@ class Shown:
     def csv(self) -> bytes:
         """One row per (customer, rank), every customer: made when the download is clicked."""
         return spreadsheet_safe(long_frame(self.result["customers"])).to_csv(index=False).encode()  # for spreadsheets
+
+    @cached_property
+    def totals(self) -> dict[str, float]:
+        """customers (with a list), expected buyers and expected revenue over the label window, and
+        the share of recommended items the customers bought before (see `totals`)."""
+        return totals(self.result["customers"])
 
     @cached_property
     def _counts(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -66,19 +74,54 @@ def _history_text(history: list[dict[str, Any]]) -> str:
     return (shown + more) or "-"
 
 
-def _price(value: float | None) -> str:
-    return "" if value is None else f", ${value:.2f}"
+def _item_text(r: dict[str, Any]) -> str:
+    price = "" if r.get("sale_price_usd") is None else f" · ${r['sale_price_usd']:.2f}"
+    return f"{r['menu_item_name']} ({r.get('truck_brand_name') or MISSING}{price})"
+
+
+def item_columns(rank: int) -> tuple[str, str, str]:
+    """The table's three columns of the item at `rank`: the item, its chance, why."""
+    return f"item {rank}", f"chance {rank}", f"why {rank}"
 
 
 def table(customers: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per customer: where they are, what they bought, what to offer them."""
-    rows = [{"customer_id": c["customer_id"], "city": c["city"], "country": c["country"],
-             "purchase history": _history_text(c["history"]),
-             "recommendations": " | ".join(f"{r['rank']}. {r['menu_item_name']} ({r['truck_brand_name']}"
-                                           f"{_price(r['sale_price_usd'])}, score {r['score']:.3f})"
-                                           for r in c["recommendations"])}
-            for c in customers]
-    return pd.DataFrame(rows, columns=["customer_id", "city", "country", "purchase history", "recommendations"])
+    """One row per customer: where they are, what they bought, then each recommended item in
+    columns of its own (item with brand and price, chance of buying, why); MISSING where empty."""
+    ranks = max((len(c["recommendations"]) for c in customers), default=0)
+    columns = ["customer_id", "city", "country", "purchase history"]
+    columns += [name for rank in range(1, ranks + 1) for name in item_columns(rank)]
+    rows = []
+    for c in customers:
+        row = {"customer_id": c["customer_id"], "city": c["city"] or MISSING, "country": c["country"] or MISSING,
+               "purchase history": _history_text(c["history"])}
+        for r in c["recommendations"]:
+            item, chance, why = item_columns(r["rank"])
+            row |= {item: _item_text(r), chance: r["score"], why: r.get("reason") or MISSING}
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns)
+    text = [c for c in columns if not c.startswith("chance") and c != "customer_id"]
+    return frame.fillna({c: MISSING for c in text})
+
+
+def totals(customers: list[dict[str, Any]]) -> dict[str, float]:
+    """What a campaign to these customers can expect over the label window, if each chance holds:
+    expected buyers = Σ over customers of the chance to buy at least one of their items
+    (1 − Π(1 − chance), the items taken as independent), expected revenue = Σ chance × price;
+    and `already_bought`, the share of recommended items the customer bought before."""
+    buyers = revenue = 0.0
+    items = bought = 0
+    for c in customers:
+        none = 1.0
+        history = {h["menu_item_name"] for h in c["history"]}
+        for r in c["recommendations"]:
+            chance = min(max(float(r["score"]), 0.0), 1.0)
+            none *= 1.0 - chance
+            revenue += chance * (r.get("sale_price_usd") or 0.0)
+            items += 1
+            bought += r["menu_item_name"] in history
+        buyers += 1.0 - none
+    return {"customers": len(customers), "expected_buyers": buyers, "expected_revenue_usd": revenue,
+            "already_bought": bought / items if items else 0.0}
 
 
 def long_frame(customers: list[dict[str, Any]]) -> pd.DataFrame:
@@ -115,7 +158,7 @@ def bar_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
     """Grouped horizontal bars: per name, customers recommended it next to customers who bought it."""
     order = frame.loc[frame["kind"] == RECOMMENDED, "name"].tolist()
     return alt.Chart(frame, title=title).mark_bar().encode(
-        y=alt.Y("name:N", sort=order, title=None),
+        y=alt.Y("name:N", sort=order, title=None, axis=alt.Axis(labelLimit=0)),  # full names, never cut
         yOffset=alt.YOffset("kind:N", sort=[RECOMMENDED, BOUGHT]),
         x=alt.X("customers:Q", title="customers"),
         color=alt.Color("kind:N", sort=[RECOMMENDED, BOUGHT], title=None, legend=alt.Legend(orient="top")),
@@ -130,7 +173,31 @@ def history_frame(customer: dict[str, Any]) -> pd.DataFrame:
 def recommendations_frame(customer: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(customer["recommendations"],
                         columns=["rank", "menu_item_name", "truck_brand_name", "item_category", "sale_price_usd",
-                                 "score"])
+                                 "score", "reason"])
+
+
+def figure(value: float | None) -> str:
+    """A metric as the Model page's tables show it: three decimals, MISSING where not measured."""
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def headline(evaluation: dict[str, Any]) -> str:
+    """The evaluation in plain words (Markdown): of what customers bought in the test window, the
+    share the model's top 10 held, next to each customer's usual items (the repeat baseline: their
+    most-bought) and, for items new to the customer, the best baseline there."""
+    model, baselines = evaluation["model"], evaluation["baselines"]
+    window = str(evaluation.get("window", "")).split(",")[0]  # "2022-10-02 + 91 days"
+    lines = [f"**Of the menu items customers bought in the test window ({window}), the model's top 10 held "
+             f"{model['recall@10']:.0%}**"]
+    repeat = baselines.get("repeat") or {}
+    if repeat.get("recall@10") is not None:
+        lines[0] += f"; each customer's usual items (their 10 most bought) held {repeat['recall@10']:.0%}."
+    new = {name: m["new_recall@10"] for name, m in baselines.items() if m.get("new_recall@10") is not None}
+    if model.get("new_recall@10") is not None and new:
+        best = max(new, key=new.get)
+        lines.append(f"Of the items that were new to the customer, the top 10 held {model['new_recall@10']:.0%}; "
+                     f"the best other method ({best.replace('_', ' ')}) held {new[best]:.0%}.")
+    return "  \n".join(lines)
 
 
 def loss_chart(history: list[dict[str, Any]]) -> alt.Chart:

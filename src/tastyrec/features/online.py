@@ -58,6 +58,7 @@ class OnlineFeatures:
         self.sqlite_file = None if store.is_redis else self.repo / SQLITE_FILE
         self.store = feature_store(self.repo)
         self.as_of = pd.Timestamp(datetime.fromisoformat(summary["snapshots"][-1])).tz_convert("UTC")
+        self.window_days = int(summary["windows"]["window_days"])  # the label window: what a score is a chance over
         con = connect(ws.warehouse, read_only=True)
         try:
             candidates = run_sql(con, SQL, "candidates.sql").df()
@@ -107,15 +108,17 @@ class OnlineFeatures:
         # typed by the feature definitions, are the same table
         return self._stamped(pa.Table.from_pydict(values, schema=CUSTOMER_SCHEMA))
 
-    def snapshot(self, customer_ids: list[int], batch_customers: int) -> Iterator[pa.Table]:
+    def snapshot(self, customer_ids: list[int], batch_customers: int,
+                 refs: list[str] = CUSTOMER_REFS) -> Iterator[pa.Table]:
         """What `customers` gives for these customers (in the order given), read in bulk from the
         features run's offline Parquet instead of one online lookup each: per customer view, the
         newest row at or before the serving snapshot (what materialisation copied to the online
-        store; a test checks that they agree). Yields tables of at most `batch_customers` rows."""
+        store; a test checks that they agree). Yields tables of at most `batch_customers` rows.
+        refs: the features to read ("view:feature"; default: every customer feature)."""
         import duckdb
 
         views: dict[str, list[str]] = {}
-        for ref in CUSTOMER_REFS:
+        for ref in refs:
             view, feature = ref.split(":")
             views.setdefault(view, []).append(feature)
         data = self.repo / "data"

@@ -37,20 +37,23 @@ except RegistryError as e:
 evaluation = recorded["evaluation"]
 methods = [(evaluation["model_name"], evaluation["model"]), *evaluation["baselines"].items()]
 methods += [("oracle (truth)", evaluation["oracle"])] if evaluation.get("oracle") else []
+st.markdown(results.headline(evaluation))
 st.subheader("Test metrics")
 st.caption(f"The final time window: {evaluation['customers']:,} of {evaluation['test_customers_total']:,} test "
            f"customers, {evaluation['rows']:,} rows. Best baseline: {evaluation.get('best_baseline') or 'none'}.")
-st.dataframe(pd.DataFrame([{"method": name, **{m: metrics.get(m) for m in METRICS}} for name, metrics in methods]),
-             hide_index=True, width="stretch",
-             column_config={m: st.column_config.NumberColumn(format="%.3f") for m in METRICS})
+st.dataframe(pd.DataFrame([{"method": name, **{m: results.figure(metrics.get(m)) for m in METRICS}}
+                           for name, metrics in methods]), hide_index=True, width="stretch")
 
 if recorded["history"]:
     st.subheader("Training")
     st.altair_chart(results.loss_chart(recorded["history"]), width="stretch")
 
 st.subheader("Registered versions")
-st.dataframe(pd.DataFrame([{"version": v["version"], "aliases": ", ".join(v["aliases"]), "model": v.get("model_kind"),
-                            "split": v.get("training_split"), "ndcg@10": v["metrics"].get("ndcg@10"),
-                            "recall@10": v["metrics"].get("recall@10"), "created": v["created"][:19].replace("T", " ")}
+st.dataframe(pd.DataFrame([{"version": v["version"], "aliases": ", ".join(v["aliases"]) or results.MISSING,
+                            "model": v.get("model_kind") or results.MISSING,
+                            "split": v.get("training_split") or results.MISSING,
+                            "ndcg@10": results.figure(v["metrics"].get("ndcg@10")),
+                            "recall@10": results.figure(v["metrics"].get("recall@10")),
+                            "created": v["created"][:19].replace("T", " ")}
                            for v in versions]),
              hide_index=True, width="stretch")

@@ -33,6 +33,8 @@ not_ordered = flags.checkbox("Menu items not ordered", key="items_not_ordered",
                              help="Only items the customer never bought.")
 top_k = k_column.number_input("Items per customer (top-k)", min_value=1, max_value=MAX_TOP_K,
                               value=DEFAULT_TOP_K, step=1, key="top_k")
+matching = data.matching(ws, tuple(country), tuple(city))
+st.caption(f"{matching:,} customer{'s' if matching != 1 else ''} match these filters")
 
 if st.button("Get Recommendations", key="get_recommendations", type="primary"):
     filters = Filters(tuple(country), tuple(city), tuple(brand), not_visited, not_ordered)
@@ -65,10 +67,24 @@ if not customers:
     show_without()
     st.stop()
 model = result["model"]
-scored = f"{len(customers):,} of {len(customers) + len(without):,}" if without else f"{len(customers):,}"
-st.success(f"Top {result['top_k']} items for {scored} customers "
-           f"(model version {model['version']}{', ' + model['alias'] if model['alias'] else ''}; "
-           f"{result['seconds']:.2f} s)")
+days = model.get("label_days")
+if not without:  # else the message above makes the counts add up
+    st.success(f"{result['selected']:,} match; all {len(customers):,} get a list")
+st.caption(f"Top {result['top_k']} items per customer · model version {model['version']}"
+           f"{', ' + model['alias'] if model['alias'] else ''} · {result['seconds']:.2f} s")
+totals = shown.totals
+window = f"in the next {days} days" if days else "in the label window"
+buyers_col, revenue_col, items_col = st.columns(3)
+buyers_col.metric(f"Expected buyers {window}", f"{totals['expected_buyers']:,.0f} of {totals['customers']:,}",
+                  help="Σ over customers of the chance to buy at least one of their items (the items taken as "
+                       "independent), if each chance holds.")
+revenue_col.metric(f"Expected revenue {window}", f"${totals['expected_revenue_usd']:,.0f}",
+                   help="Σ of chance × price over every recommended item.")
+items_col.metric("Items they already buy", f"{totals['already_bought']:.0%}",
+                 help="The share of recommended items the customer bought before.")
+if totals["already_bought"] > results.ALREADY_BOUGHT_MOST and not result["filters"].get("items_not_ordered"):
+    st.info(f"Most of these items ({totals['already_bought']:.0%}) are ones the customers already buy: a reminder "
+            "(upsell). For cross-sell, tick **Menu items not ordered**: each customer then gets items new to them.")
 if result["truncated"]:
     st.warning(f"The filters match {result['selected']:,} customers; the first {len(customers):,} by id were "
                "scored. Narrow the filters to reach the others.")
@@ -82,12 +98,14 @@ if table_tab.open:
         if len(customers) > results.TABLE_ROWS:
             st.caption(f"Showing the first {results.TABLE_ROWS:,} of {len(customers):,} customers; "
                        "the CSV download has them all.")
+        chance = f"chance of buying it in the next {days} days" if days else "chance of buying it"
         st.dataframe(shown.table, hide_index=True, width="stretch",
                      column_config={"customer_id": st.column_config.NumberColumn("customer", format="%d", width="small"),
                                     "city": st.column_config.TextColumn(width="small"),
                                     "country": st.column_config.TextColumn(width="small"),
-                                    "purchase history": st.column_config.TextColumn(width="large"),
-                                    "recommendations": st.column_config.TextColumn(width="large")})
+                                    "purchase history": st.column_config.TextColumn(width="medium")}
+                     | {results.item_columns(rank)[1]: st.column_config.NumberColumn(format="percent", help=chance)
+                        for rank in range(1, result["top_k"] + 1)})
 if charts_tab.open:
     with charts_tab:
         st.caption("How many of the selected customers each item (and brand) is recommended to, next to how "
@@ -109,7 +127,9 @@ if detail_tab.open:
         history_col.dataframe(results.history_frame(one), hide_index=True, width="stretch")
         recs_col.markdown("**Recommendations**")
         recs_col.dataframe(results.recommendations_frame(one), hide_index=True, width="stretch",
-                           column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                           column_config={"score": st.column_config.NumberColumn(
+                                              "chance", format="percent",
+                                              help=f"chance of buying it in the next {days} days" if days else None),
                                           "sale_price_usd": st.column_config.NumberColumn("price", format="$%.2f")})
 
 show_without()
