@@ -75,7 +75,7 @@ def test_every_reason_is_true_to_the_warehouse(engine, warehouse, monkeypatch) -
                 elif m := CITY.fullmatch(reason):
                     assert m[2] == city[c.customer_id]
                     there = {cid for cid, place in city.items() if place == m[2]}
-                    assert m[1] == reasons._percent(len(buyers[item] & there) / len(there)), (c.customer_id, reason)
+                    assert m[1] == reasons.percent(len(buyers[item] & there) / len(there)), (c.customer_id, reason)
                     kinds.add("city")
                 else:
                     pytest.fail(f"an unknown kind of reason: {reason!r}")

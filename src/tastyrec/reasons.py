@@ -113,11 +113,11 @@ def explain(stats: ItemStats, pairs) -> list[str]:
         else:
             city = cities[row]
             share = stats.city_buyers[city][pairs.item[row]] / stats.city_customers[city] if city in stats.city_buyers else 0.0
-            out.append(f"bought by {_percent(share)} of customers in {city}")
+            out.append(f"bought by {percent(share)} of customers in {city}")
     return out
 
 
-def _percent(share: float) -> str:
+def percent(share: float) -> str:
     """A share as a whole percentage, never rounded to a misleading 0% or 100%."""
     if 0 < share < 0.01:
         return "under 1%"
