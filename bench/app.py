@@ -82,8 +82,8 @@ def measure(page: Page, url: str, filters: dict[str, str]) -> tuple[float, float
     page.get_by_test_id("stDataFrame").first.locator("table[role=grid]").wait_for(state="attached",
                                                                                   timeout=TIMEOUT_MS)
     table = time.perf_counter() - started
-    summary = page.get_by_text(re.compile(r"^Top \d+ items for")).inner_text()
-    customers = int(re.search(r"for ([\d,]+) customers", summary).group(1).replace(",", ""))
+    summary = page.get_by_text(re.compile(r"^[\d,]+ match; (all )?[\d,]+ get a list")).inner_text()
+    customers = int(re.search(r"([\d,]+) get a list", summary).group(1).replace(",", ""))
     idle(page)
     page.get_by_role("tab", name="One customer").click()
     shown = page.get_by_text(re.compile(r"^Customer \d+ · "))
