@@ -36,12 +36,13 @@ INJECTIONS = ["O'Brien", "x' OR '1'='1", "'; DROP TABLE raw_customer.customer_lo
 
 
 class Server:
-    """`tastyrec --home HOME serve --port P ...` in a child process; stopped with Ctrl-C (SIGINT)."""
+    """`tastyrec --home HOME serve --port P ...` in a child process; stopped with Ctrl-C (SIGINT).
+    Its output goes to `log` (default: a file in HOME)."""
 
-    def __init__(self, home: Path, *args: str, token: str | None = None):
+    def __init__(self, home: Path, *args: str, token: str | None = None, log: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home / f"serve-{self.port}.log"
+        self.log = log or home / f"serve-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | ({TOKEN_ENV: token} if token else {})
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "tastyrec.cli", "--home", str(home), "serve",
@@ -195,10 +196,11 @@ def test_docs_and_the_openapi_schema_are_served(api) -> None:
     assert "RecommendRequest" in schema["components"]["schemas"]
 
 
-def test_recommendations_for_ids(api) -> None:
+def test_recommendations_for_ids(api, engine) -> None:
     body = api.post("/recommendations", json={"customer_ids": [7, 5, 7], "top_k": 4}).json()
     assert [c["customer_id"] for c in body["customers"]] == [5, 7]  # sorted, no repeats
-    assert body["model"] == {"name": "tastyrec-dlrm", "version": 1, "alias": "champion"}
+    assert body["model"] == {"name": "tastyrec-dlrm", "version": 1, "alias": "champion",
+                             "label_days": engine.model_info["label_days"]}
     for c in body["customers"]:
         recs = c["recommendations"]
         assert [r["rank"] for r in recs] == [1, 2, 3, 4]
@@ -270,6 +272,38 @@ def test_items_not_ordered_were_never_ordered_and_trucks_not_visited_never_sold(
     new_brands = pairs(trucks_not_visited=True)
     assert new_brands
     assert all(warehouse.execute(visited, [c, r["truck_brand_name"]]).fetchone()[0] == 0 for c, r in new_brands)
+
+
+@pytest.fixture(scope="module")
+def place_and_brand(warehouse) -> dict[str, str]:
+    """A country, one of its cities and a brand with a truck there: a filter that selects someone."""
+    country, city, brand = warehouse.execute(
+        "SELECT c.country, t.primary_city, m.truck_brand_name FROM raw_pos.truck t JOIN raw_pos.menu m "
+        "USING (menu_type_id) JOIN raw_customer.customer_loyalty c ON c.city = t.primary_city "
+        "ORDER BY 2, 3 LIMIT 1").fetchone()
+    return {"country": country, "city": city, "brand": brand}
+
+
+def test_filter_values_are_matched_ignoring_case(api, place_and_brand) -> None:
+    """The answer to "hamburg" is the answer to "Hamburg", filters echoed as the data spells them."""
+    canonical = api.post("/recommendations", json={"filters": {k: [v] for k, v in place_and_brand.items()}})
+    assert canonical.status_code == 200 and canonical.json()["customers"], canonical.text
+    for spelt in (str.lower, str.upper, lambda v: f"  {v.swapcase()} "):
+        got = api.post("/recommendations", json={"filters": {k: [spelt(v)] for k, v in place_and_brand.items()}})
+        assert got.status_code == 200, got.text
+        same(got.json(), canonical.json())
+
+
+@pytest.mark.parametrize("field", ["country", "city", "brand"])
+def test_a_misspelt_filter_value_is_422_naming_the_closest(api, ws, place_and_brand, field) -> None:
+    known = place_and_brand[field]
+    typo = known + known[-1]  # "Hamburgg"
+    got = api.post("/recommendations", json={"filters": {field: [typo]}})
+    assert got.status_code == 422
+    assert got.json()["detail"] == f"unknown {field} {typo!r}: did you mean {known!r}?"
+    done = CliRunner().invoke(cli, ["--home", str(ws.home), "recommend", f"--{field}", typo])  # the same, plain
+    assert done.exit_code == 1 and f"did you mean {known!r}?" in " ".join(done.output.split()), done.output
+    assert "Traceback" not in done.output
 
 
 def test_brand_filter_keeps_only_that_brand(api, warehouse) -> None:
@@ -368,8 +402,17 @@ def test_metadata_describes_the_served_model(api, engine, ws) -> None:
 
 
 # ---- validation: 4xx with a message, never a 5xx --------------------------------------------------
-def test_unknown_ids_are_404_naming_them(api) -> None:
+def test_unknown_ids_are_listed_and_the_known_answered(api, engine) -> None:
     got = api.post("/recommendations", json={"customer_ids": [5, 98765, 4321]})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert [c["customer_id"] for c in body["customers"]] == [5] and body["unknown_customers"] == [98765, 4321]
+    assert body["selected"] == 1
+    same(body, engine.recommend(customer_ids=[5, 98765, 4321]).to_dict())  # what the CLI prints
+
+
+def test_only_unknown_ids_are_404_naming_them(api) -> None:
+    got = api.post("/recommendations", json={"customer_ids": [98765, 4321]})
     assert got.status_code == 404
     assert got.json()["detail"] == "unknown customer ids: 98765, 4321"
 
@@ -550,6 +593,15 @@ def test_with_a_token_the_docs_stay_public_and_the_data_routes_need_it(server) -
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"  # /docs' Authorize
     assert httpx.get(f"{server.url}/health").status_code == 401
     assert httpx.post(f"{server.url}/recommendations", json={"customer_ids": [5]}).status_code == 401
+
+
+def test_serve_on_every_interface_prints_docs_at_loopback(ws, monkeypatch) -> None:
+    """0.0.0.0 is where it listens, not an address to open: the docs URL names 127.0.0.1."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # required off loopback
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)  # the printed line is what counts
+    done = CliRunner().invoke(cli, ["--home", str(ws.home), "serve", "--host", "0.0.0.0", "--port", "8123"])
+    assert done.exit_code == 0, done.output
+    assert "at http://0.0.0.0:8123 (docs http://127.0.0.1:8123/docs)" in " ".join(done.output.split())
 
 
 def test_serve_refuses_a_public_address_without_a_token(ws, monkeypatch) -> None:

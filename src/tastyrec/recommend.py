@@ -326,6 +326,10 @@ class Engine:
             raise RecommendError(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
         started = time.perf_counter()
         state = self._state  # one model, features run and directory for the whole request
+        if filters.country or filters.city or filters.brand:  # "hamburg" is Hamburg; "Hamburgg" an error
+            from tastyrec.matching import known_values, match_filters  # here: matching imports this module
+
+            filters = match_filters(filters, known_values(state.directory, state.online))
         info = state.info
         unknown: list[int] = []
         if customer_ids is not None:

@@ -47,7 +47,10 @@ LIMITS = Limits()
 
 # ---- request and response bodies (the schema /docs shows) ---------------------------------------
 class FiltersBody(BaseModel):
-    """Several values of one filter are OR, different filters AND; empty = no restriction."""
+    """Several values of one filter are OR, different filters AND; empty = no restriction. Values
+    are matched ignoring case and accents ("hamburg" is Hamburg; the response names them as the
+    data spells them); a value close to a known one but not it ("Hamburgg") is a 422 that names
+    the known one; a value like none selects nothing."""
 
     model_config = ConfigDict(extra="forbid")
     country: list[str] = Field(default=[], max_length=MAX_FILTER_VALUES, description="customers of these countries")
@@ -62,7 +65,8 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     customer_ids: list[Annotated[int, Field(**CUSTOMER_ID_RANGE)]] | None = Field(
-        None, min_length=1, description=f"at most {LIMITS.customer_ids:,} ids (413 above); unknown ids: 404")
+        None, min_length=1, description=f"at most {LIMITS.customer_ids:,} ids (413 above); unknown ids are listed "
+                                        "in unknown_customers (404 when none is known)")
     filters: FiltersBody | None = Field(
         None, description=f"a selection of more than {LIMITS.filter_customers:,} customers is served for the "
                           "first ones by id, with truncated: true")
@@ -79,6 +83,7 @@ class ModelRef(BaseModel):
     name: str
     version: int
     alias: str | None
+    label_days: int = Field(description="the label window: a score is the chance of a purchase within these days")
 
 
 class HistoryEntry(BaseModel):
@@ -94,6 +99,8 @@ class Recommendation(BaseModel):
     item_category: str | None
     sale_price_usd: float | None
     score: float = Field(description="P(purchase in the next window)")
+    reason: str = Field(description="why this item, in plain words (bought before, often bought with, popular "
+                                    "in the city)")
 
 
 class CustomerRecommendations(BaseModel):
@@ -115,12 +122,13 @@ class RecommendResponse(BaseModel):
     """`tastyrec recommend --json`'s shape (Recommendations.to_dict)."""
 
     model: ModelRef
-    filters: FiltersBody
+    filters: FiltersBody = Field(description="the request's filters, values spelt as the data spells them")
     top_k: int
     customers: list[CustomerRecommendations]
-    unknown_customers: list[int]
+    unknown_customers: list[int] = Field(description="requested ids that no customer has (the others are answered)")
     without_recommendations: list[WithoutRecommendations] = Field(
         description="selected customers who got no recommendation, each with the reason")
+    without_counts: dict[str, int] = Field(description="how many selected customers got no recommendation, per code")
     selected: int = Field(description="customers the selection matched (with and without recommendations)")
     truncated: bool = Field(description="the selection matched more customers than were served")
     served: int = Field(description="customers with recommendations (those in `customers`)")

@@ -4,7 +4,9 @@ Routes validate the request, call the `Engine` opened once per worker in the app
 return its result; nothing is ranked or filtered here. Limits (`Limits`; each answered with a
 status code, never a 500):
 
-    POST /recommendations   at most 1,000 customer ids (413 above); unknown ids -> 404;
+    POST /recommendations   at most 1,000 customer ids (413 above); unknown ids are listed in
+                            `unknown_customers`, 404 when none is known; a filter value close to a
+                            known one but not it ("Hamburgg") -> 422 naming it (tastyrec.matching);
                             a filter selection of more than 1,000 customers is served for the
                             first 1,000 (by id) with `truncated: true`; top_k 1..50 (422 outside)
     POST /score             at most 10,000 rows (413 above); missing columns -> 422; feature
@@ -22,11 +24,16 @@ status code, never a 500):
 
 With a token (`TASTYREC_API_TOKEN`, or `create_app(token=...)`) every route but the docs needs
 `Authorization: Bearer <token>`: 401 without it, 403 with a wrong one. The docs (/docs, /redoc,
-/openapi.json) stay public: they describe the API, hold no customer data, and a browser opening
-/docs cannot send a bearer header (its "Authorize" button sends the token with the calls it makes).
-The token is checked in the ASGI layer (`RequestGuard`), before the body is read, and again by
-each route (`require_token`). A token must be printable ASCII, at least 16 characters, without
-surrounding whitespace (`validate_token`): `create_app` and `tastyrec serve` refuse others.
+/openapi.json and their files under /docs-assets) stay public: they describe the API, hold no
+customer data, and a browser opening /docs cannot send a bearer header (its "Authorize" button
+sends the token with the calls it makes). The token is checked in the ASGI layer
+(`RequestGuard`), before the body is read, and again by each route (`require_token`). A token
+must be printable ASCII, at least 16 characters, without surrounding whitespace
+(`validate_token`): `create_app` and `tastyrec serve` refuse others.
+
+/docs and /redoc load Swagger UI's and ReDoc's files from the service itself (DOCS_ASSETS), not
+from a CDN as FastAPI's own pages do: they work on a machine without internet, and no page of the
+service asks a third party for anything (ReDoc's Google fonts included).
 
 Without a token the service is for the machine it runs on (`tastyrec serve` listens on loopback
 only), and a browser on that machine must not become a way in: a Host that is not a loopback name
@@ -64,11 +71,13 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from redis import RedisError
 from starlette.datastructures import Headers
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tastyrec.config import Workspace
@@ -88,6 +97,11 @@ MIN_TOKEN_CHARS = 16
 # characters of each, for at most 20 errors, rather than megabytes back for a large invalid body.
 ECHO_CHARS = 300
 ECHO_ERRORS = 20
+DOCS_URL, REDOC_URL = "/docs", "/redoc"
+# Swagger UI's and ReDoc's scripts, style sheet and favicon, served here: the static files of the
+# PyPI package fastapi-offline (pinned in pyproject.toml; MIT; Swagger UI 5 and ReDoc 2 bundles).
+DOCS_ASSETS = "/docs-assets"
+DOCS_PACKAGE = ("fastapi_offline", "static")
 # uvicorn's settings for `tastyrec serve` (uvicorn 0.54). Not set: limit_concurrency. It counts idle
 # and half-sent connections too, so N slow clients (fewer than it takes to use up the file
 # descriptors) would get everyone a 503; the work itself is bounded by Limits.engine_concurrency,
@@ -148,8 +162,8 @@ class RequestGuard:
 
     - without a token: a Host that is not a loopback name -> 403; a write (POST ...) a browser
       sends cross-site -> 403 (see the module's docstring);
-    - with a token: its check on every route but the docs (401 / 403), so that the body of a
-      request without it is never read, let alone parsed;
+    - with a token: its check on every route but the docs and their assets (401 / 403), so that
+      the body of a request without it is never read, let alone parsed;
     - a Content-Length over the route's limit -> 413;
     - while the body streams in: 413 at the chunk that crosses the limit (a body without a
       Content-Length), 408 if it is not all there `body_seconds` after the request began.
@@ -157,8 +171,10 @@ class RequestGuard:
     Refusals before the body and the 408 close the connection: the rest of the body is not read.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, limits: Limits, public: set[str]):
+    def __init__(self, app: ASGIApp, token: str | None, limits: Limits, public: set[str],
+                 public_under: tuple[str, ...] = ()):
         self.app, self.token, self.limits, self.public = app, token, limits, public
+        self.public_under = public_under  # folders whose every path is public (the docs' assets)
         self.body_bytes = {"/recommendations": limits.recommendations_bytes, "/score": limits.score_bytes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,7 +200,7 @@ class RequestGuard:
             if method not in ("GET", "HEAD", "OPTIONS") and cross_site(headers):
                 raise HTTPException(403, f"cross-site {method} refused: without a token this service takes "
                                          f"writes from loopback pages only; set {TOKEN_ENV} to serve others")
-        elif path not in self.public:
+        elif path not in self.public and not path.startswith(self.public_under):
             check_token(self.token, headers.get("authorization"))
         max_bytes = self.body_bytes.get(path, self.limits.body_bytes)
         declared = headers.get("content-length", "")
@@ -342,7 +358,11 @@ def health(engine: EngineDep) -> dict[str, Any]:
 
 
 @router.post("/recommendations", response_model=RecommendResponse, tags=["recommendations"],
-             responses={404: {"description": "unknown customer ids"}, 413: {"description": "too many ids"}})
+             responses={404: {"description": "none of the customer ids is known (some known: 200, the others "
+                                             "in unknown_customers)"},
+                        413: {"description": "too many ids"},
+                        422: {"description": "a malformed body, or a filter value that looks like a typo of a "
+                                             "known one (named in the message)"}})
 def recommendations(body: RecommendRequest, engine: EngineDep, limits: LimitsDep,
                     slots: EngineSlotsDep) -> dict[str, Any]:
     """Top-k menu items per customer, with their purchase history: by ids, or by filters."""
@@ -357,7 +377,7 @@ def recommendations(body: RecommendRequest, engine: EngineDep, limits: LimitsDep
                                       limit=None if body.customer_ids is not None else limits.filter_customers)
     except RecommendError as e:
         raise HTTPException(422, str(e)) from None
-    if result.unknown_customers:
+    if result.unknown_customers and not result.selected:  # some known: answered, the others listed
         raise HTTPException(404, f"unknown customer ids: {', '.join(map(str, result.unknown_customers))}")
     return result.to_dict()
 
@@ -408,6 +428,45 @@ def reload(request: Request, engine: EngineDep) -> dict[str, Any]:
     return health(engine)
 
 
+# ---- the docs: public, and their assets served here ----------------------------------------------
+# FastAPI's own /docs and /redoc pages load their scripts from a CDN, and ReDoc's its fonts from
+# Google: these are the same pages (its functions) with the files of DOCS_ASSETS. The pages also
+# tell the browser to load nothing from elsewhere: ReDoc's sidebar shows an image from its maker's
+# CDN that no option turns off, and Swagger UI's validator badge (off here) would call a public
+# validator. Inline scripts and styles: FastAPI's pages start the UIs inline, and both UIs style
+# inline; ReDoc's search runs in a worker made from a blob.
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:")
+docs_router = APIRouter(include_in_schema=False)
+
+
+def docs_urls(request: Request) -> tuple[str, str]:
+    """(the OpenAPI schema's URL, the assets' folder URL), behind the proxy's root path if any."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return root + request.app.openapi_url, root + DOCS_ASSETS
+
+
+@docs_router.get(DOCS_URL)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    openapi, assets = docs_urls(request)
+    page = get_swagger_ui_html(openapi_url=openapi, title=f"{request.app.title} - Swagger UI",
+                               swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{assets}/swagger-ui.css", swagger_favicon_url=f"{assets}/favicon.png",
+                               swagger_ui_parameters={"validatorUrl": None})
+    page.headers["Content-Security-Policy"] = DOCS_POLICY
+    return page
+
+
+@docs_router.get(REDOC_URL)
+async def redoc(request: Request) -> HTMLResponse:
+    openapi, assets = docs_urls(request)
+    page = get_redoc_html(openapi_url=openapi, title=f"{request.app.title} - ReDoc",
+                          redoc_js_url=f"{assets}/redoc.standalone.js", redoc_favicon_url=f"{assets}/favicon.png",
+                          with_google_fonts=False)
+    page.headers["Content-Security-Policy"] = DOCS_POLICY
+    return page
+
+
 # ---- the app ------------------------------------------------------------------------------------
 def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = None,
                engine: Engine | None = None, limits: Limits = LIMITS, reload_stamp: Path | None = None) -> FastAPI:
@@ -432,14 +491,16 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
 
     if token:
         validate_token(token)
-    app = FastAPI(title="tastyrec", lifespan=lifespan,
+    app = FastAPI(title="tastyrec", lifespan=lifespan, docs_url=None, redoc_url=None,  # docs_router's instead
                   description="Menu-item recommendations for Tasty Bytes loyalty customers (tastyrec-dlrm).")
     app.state.token = token or None
     app.state.limits = limits
     app.state.engine_slots = threading.BoundedSemaphore(limits.engine_concurrency)
     app.include_router(router)
-    docs = {url for url in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if url}
-    app.add_middleware(RequestGuard, token=token or None, limits=limits, public=docs)
+    app.include_router(docs_router)
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[DOCS_PACKAGE]), name="docs-assets")
+    app.add_middleware(RequestGuard, token=token or None, limits=limits, public={DOCS_URL, REDOC_URL, app.openapi_url},
+                       public_under=(DOCS_ASSETS + "/",))
 
     @app.exception_handler(RequestValidationError)
     async def malformed_request(request: Request, exc: RequestValidationError) -> JSONResponse:

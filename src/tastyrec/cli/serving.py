@@ -172,8 +172,11 @@ def serve(ctx: typer.Context,
     if warning := drift(ws, info["version"]):
         warn(warning)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    # a wildcard address listens on every interface but is none to open: the docs on this machine's loopback
+    local = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host)
+    docs = f"http://{local}:{port}/docs" if local else f"{url}/docs"
     out.print(f"serving tastyrec-dlrm version {info['version']}{' (' + info['alias'] + ')' if info['alias'] else ''} "
-              f"at {url} (docs {url}/docs), {workers} worker{'s' if workers > 1 else ''}"
+              f"at {url} (docs {docs}), {workers} worker{'s' if workers > 1 else ''}"
               f"{', bearer token required' if token else ''}; Ctrl-C stops it")
     if workers == 1:
         uvicorn.run(service.create_app(ws, ref, token, engine=engine), host=host, port=port,
