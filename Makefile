@@ -20,12 +20,19 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # The pipeline (an existing warehouse is reused), then the Streamlit app in the background and
-# the REST service in the foreground; each prints its URL. Ctrl-C stops both: the shell's exit
-# (however it ends) kills the app.
+# the REST service in the foreground; each prints its URL. Ctrl-C stops both, and make ends with a
+# "stopped" line and status 0. With job control (set -m) each runs in a process group of its own
+# and the service's holds the terminal: Ctrl-C reaches the service only, not make (which would
+# report "Error 130" or "Interrupt"); the app is stopped once the service has ended, however it
+# ended. Without a terminal there is no job control: a signal to them all ends the shell too,
+# whose exit stops the app.
 run: install
 	$(BIN)/tastyrec pipeline
-	$(BIN)/tastyrec app & app=$$!; trap 'kill $$app 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
-	$(BIN)/tastyrec serve
+	@set -m 2>/dev/null; $(BIN)/tastyrec app & app=$$!; \
+	trap 'kill $$app 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	$(BIN)/tastyrec serve; status=$$?; \
+	kill $$app 2>/dev/null; wait $$app; \
+	case $$status in 0|130) echo "stopped: the service and the app";; *) exit $$status;; esac
 
 # The app's browser test drives Debian's Chromium (Playwright cannot download a browser here);
 # the Redis online store tests start Debian's redis-server themselves (nothing runs as a service).

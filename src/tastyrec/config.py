@@ -8,6 +8,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -15,16 +17,34 @@ from typing import Callable
 
 DEFAULT_HOME = "./.tastyrec"
 
-Progress = Callable[[str, int, int], None]  # (what, done, total): long work reports through it
+# (what, done, total): long work reports through it after each step; a stage has ended when done
+# == total (the same `what` may run again later). The CLI draws bars or prints lines (cli.base).
+Progress = Callable[[str, int, int], None]
 PROGRESS_LOG = "TASTYREC_PROGRESS_LOG"  # a file: one JSON line per progress update, for unattended runs
+_LISTENERS: list[Progress] = []  # see progress_listener
 
 
 def log_progress(what: str, done: int, total: int) -> None:
-    """Append {"time", "what", "done", "total"} to the file TASTYREC_PROGRESS_LOG names, if set
-    (bench/fullscale.py times the stages of a run with it)."""
+    """Tell this process's listeners (`progress_listener`), and append {"time", "what", "done",
+    "total"} to the file TASTYREC_PROGRESS_LOG names, if set (bench/fullscale.py times the stages
+    of a run with it). Training reports its epochs here ("epoch <kind>"), as it takes no callback."""
+    for listener in tuple(_LISTENERS):
+        listener(what, done, total)
     if path := os.environ.get(PROGRESS_LOG):
         with open(path, "a") as log:
             log.write(json.dumps({"time": time.time(), "what": what, "done": done, "total": total}) + "\n")
+
+
+@contextmanager
+def progress_listener(listener: Progress) -> Iterator[None]:
+    """Within the block, `listener` also hears every `log_progress` of this process (the CLI's
+    plain lines time their stages from the end of an epoch trained in-process)."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
+
 
 # The synthetic data set covers these dates; the generator records the truth for its last
 # WINDOW_DAYS, which is the test window that features.windows derives from this span.

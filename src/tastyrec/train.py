@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +183,29 @@ def _progress(enabled: bool) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not (enabled and console.is_terminal),
+        disable=not (enabled and _live(console)),
     )
+
+
+def _live(console: Console) -> bool:
+    """Whether bars can be redrawn: a terminal (the same test as the CLI's cli.base.live)."""
+    return console.is_terminal and not console.is_dumb_terminal
+
+
+def _say(bar: Progress, text: str) -> None:
+    """A message of the leader: above the bar on a terminal; elsewhere (a log file, a pipe: the
+    CLI's plain lines) one plain line, written out at once, also from a torchrun worker."""
+    if _live(bar.console):
+        bar.console.log(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _epoch_line(kind: str, entry: dict[str, float], epochs: int) -> str:
+    """E.g. "dlrm, epoch 1/4: loss 0.3120, val 0.2980, 18,476 samples/s (41.2 s)": the model kind,
+    as `--model auto` trains several."""
+    return (f"{kind}, epoch {entry['epoch']:.0f}/{epochs}: loss {entry['train_loss']:.4f}, "
+            f"val {entry['val_loss']:.4f}, {entry['samples_per_s']:,.0f} samples/s ({entry['seconds']:.1f} s)")
 
 
 @dataclass
@@ -314,6 +336,8 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
             if k % 20 == 0 or k == len(sizes) - 1:  # .item() syncs a GPU: not every step
                 bar.update(task, completed=k + 1, loss=loss.item() / max(1, rows))
 
+        if show and 0 < state.epoch < config.epochs and not state.stopped:
+            _say(bar, f"{config.model_kind}: continuing from its checkpoint of epoch {state.epoch}")
         while state.epoch < config.epochs and not state.stopped:
             bar.reset(task, total=len(sizes), epoch=state.epoch + 1, loss=float("nan"))
             t0 = time.perf_counter()
@@ -341,10 +365,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
                     "seed": config.seed, "batch_size": config.batch_size, "lr": config.lr,
                 }, ckpt_path)
             if show:
-                bar.console.log(
-                    f"epoch {entry['epoch']:.0f}: train {entry['train_loss']:.4f}  "
-                    f"val {entry['val_loss']:.4f}  {entry['samples_per_s']:,.0f} samples/s"
-                )
+                _say(bar, _epoch_line(config.model_kind, entry, config.epochs))
             if d.enabled:
                 dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
 
@@ -383,7 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="JSON file with the fields of TrainConfig (node 0); "
                                          "omitted on the other nodes, which receive node 0's")
     args = parser.parse_args(argv)
-    train(TrainConfig.from_json(args.config) if args.config else None)
+    try:
+        train(TrainConfig.from_json(args.config) if args.config else None)
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker too: `tastyrec train` says it, once
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import time
 import unicodedata
 import warnings
 from collections.abc import Iterator
@@ -17,11 +18,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from tastyrec.config import Workspace, WorkspaceError, log_progress
+from tastyrec.config import Progress, Workspace, WorkspaceError, log_progress, progress_listener
 from tastyrec.options import MODEL_CHOICES, SPLITS
 
 # Choices the CLI refuses others of (Typer lists them in the error): one Enum per option.
@@ -38,7 +39,8 @@ QUIET_LOGGERS = {"mlflow": "ERROR", "alembic": "WARNING"}  # INFO lines, the clo
 
 
 def quiet_third_party() -> None:
-    """Silence known third-party warnings, log lines and MLflow's download bars, in the CLI only."""
+    """Silence known third-party warnings and log lines, in the CLI only (`tastyrec app` hands
+    the environment variables on to the Streamlit process it becomes)."""
     show = warnings.showwarning
     if getattr(show, "tastyrec_quiet", False):
         return
@@ -54,7 +56,7 @@ def quiet_third_party() -> None:
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", QUIET_LOGGERS["mlflow"])  # MLflow sets it again on import
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # "Downloading artifacts" bars
+    # (MLflow's download bars and its own deprecations: registry.tracking.quiet_mlflow, app included)
 
 
 app = typer.Typer(help="tastyrec: menu-item recommendations for Tasty Bytes loyalty customers.",
@@ -99,13 +101,28 @@ def main(ctx: typer.Context,
 ALL_OR_NOTHING = {"setup", "recommend"}
 
 
+# What an interrupted command leaves, where there is more to say than that it stopped.
+INTERRUPTED = {
+    "setup": "an existing warehouse is as it was (a new one is swapped in only when complete)",
+    "features": "the current features are as they were (a new run is swapped in only when complete)",
+    "train": "`tastyrec train --resume` continues from the last completed epoch, if one was",
+    "pipeline": "what was complete is kept; `tastyrec train --resume` continues a training from its last "
+                "completed epoch, if one was",
+}
+
+
 @contextmanager
 def plain_errors(ws: Workspace, command: str | None) -> Iterator[None]:
     """Around every command (Click hands a resource the command's exception): what any command
     may meet in the home, in plain words instead of a traceback: a WorkspaceError (a settings file
-    that is not tastyrec's, ...) and the file system refusing a write (disk full, read-only)."""
+    that is not tastyrec's, ...), the file system refusing a write (disk full, read-only), and
+    Ctrl-C (one line, status 130 as a shell gives a process that SIGINT ended)."""
     try:
         yield
+    except KeyboardInterrupt:
+        hint = f"; {INTERRUPTED[command]}" if command in INTERRUPTED else ""
+        err.print(labelled("interrupted:", "yellow", f"tastyrec {command} stopped (Ctrl-C){hint}"))
+        raise typer.Exit(130) from None
     except WorkspaceError as e:
         fail(str(e))
     except Exception as e:
@@ -114,12 +131,35 @@ def plain_errors(ws: Workspace, command: str | None) -> Iterator[None]:
         fail(message + ("; nothing was changed" if command in ALL_OR_NOTHING else ""))
 
 
+PLAIN_EVERY_S = 30.0  # off a terminal, a stage still running says how far it got this often
+
+
+def live(console: Console) -> bool:
+    """Whether Rich can redraw bars on `console` (a terminal); elsewhere (a log file, a pipe) it
+    would draw them once, at the end."""
+    return console.is_terminal and not console.is_dumb_terminal
+
+
 @contextmanager
-def progress_bar(enabled: bool = True) -> Iterator:
-    """A Rich progress bar on stderr; yields a (what, done, total) callback (also logged: see
-    config.log_progress)."""
-    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, disable=not enabled, transient=False) as bar:
+def progress_bar(enabled: bool = True) -> Iterator[Progress]:
+    """Progress on stderr; yields a (what, done, total) callback (also logged: see
+    config.log_progress). On a terminal, Rich bars; elsewhere, `plain_progress`'s lines. Nothing
+    is shown when not `enabled` (--json)."""
+    if not enabled:
+        yield log_progress
+    elif live(err):
+        with rich_progress() as update:
+            yield update
+    else:
+        with plain_progress() as update:
+            yield update
+
+
+@contextmanager
+def rich_progress() -> Iterator[Progress]:
+    """One Rich bar per stage, redrawn in place."""
+    with RichProgress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False) as bar:
         tasks: dict[str, int] = {}
 
         def update(what: str, done: int, total: int) -> None:
@@ -128,6 +168,41 @@ def progress_bar(enabled: bool = True) -> Iterator:
             bar.update(tasks[what], completed=done, total=total)
             log_progress(what, done, total)
 
+        yield update
+
+
+@contextmanager
+def plain_progress() -> Iterator[Progress]:
+    """One line per stage when it ends, "what: done/total (seconds)", and a "so far" line every
+    PLAIN_EVERY_S seconds while one runs, each written out at once. Stages report only after
+    their first step, so a stage's time counts from the end of the one before (or of an epoch
+    trained in this process, see config.progress_listener): work that reports nothing (fitting
+    the explore head, the baselines) counts towards the stage after it."""
+    clock = time.perf_counter
+    last = clock()  # the previous report of any stage: where the next stage's time starts
+    running: dict[str, tuple[float, float]] = {}  # what -> (started, last line about it)
+
+    def say(text: str) -> None:
+        err.print(text)
+        err.file.flush()
+
+    def mark(what: str, done: int, total: int) -> None:
+        nonlocal last
+        last = clock()
+
+    def update(what: str, done: int, total: int) -> None:
+        now = clock()
+        started, said = running.setdefault(what, (last, last))
+        if done >= total:
+            del running[what]  # the same stage may run again later (the seed baseline's preprocessing)
+            counts = "" if total == 1 else f": {done:,}/{total:,}"
+            say(f"{what}{counts} ({now - started:.1f} s)")
+        elif now - said >= PLAIN_EVERY_S:
+            running[what] = (started, now)
+            say(f"{what}: {done:,}/{total:,} so far ({now - started:.1f} s)")
+        log_progress(what, done, total)  # also marks `last` (the listener below)
+
+    with progress_listener(mark):
         yield update
 
 

@@ -145,9 +145,14 @@ def pipeline(ctx: typer.Context,
     from tastyrec.warehouse.load import WarehouseError
 
     opts = train_options(epochs=epochs, nproc=nproc, progress=not as_json)
+    ws: Workspace = ctx.obj
+    if not as_json:  # said first, as what follows is built on it (the test of jobs.pipeline_job)
+        err.print(f"reusing the warehouse at {ws.warehouse} (--force rebuilds it from --customers/--seed)"
+                  if ws.warehouse.exists() and not force else
+                  f"building the warehouse at {ws.warehouse}: {customers:,} customers, seed {seed}")
     try:
         with progress_bar(enabled=not as_json) as progress:
-            result = pipeline_job(ctx.obj, customers, seed, opts, force=force, seed_samples=seed_samples,
+            result = pipeline_job(ws, customers, seed, opts, force=force, seed_samples=seed_samples,
                                   progress=progress, windows={"window_days": window_days,
                                                               "train_windows": train_windows, "step_days": step_days})
     except (WarehouseError, FeaturesError, TrainError, RegistryError) as e:
@@ -155,7 +160,6 @@ def pipeline(ctx: typer.Context,
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
         return
-    err.print(result.message)
     print_evaluation(result.job.evaluation)
     out.print(result.job.registry.decision)
     setup = f"setup {result.setup.seconds} s, " if result.setup else ""

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Any
@@ -82,7 +83,26 @@ def check_server() -> None:
     _ANSWERED.add(uri)
 
 
+MLFLOW_MODULES = r"mlflow\."  # where a warning raised inside MLflow is said to come from (SQLAlchemy's too)
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's noise out of every process that uses the registry (the CLI, the app, the
+    service): its "Downloading artifacts" bars, and deprecation warnings raised inside MLflow,
+    which nobody using tastyrec can act on (SQLAlchemy's of `noload`, when MLflow's SQL store is
+    first imported). The filter must come first: Feast, when imported, puts a "show once" filter
+    for every DeprecationWarning before all others. (Only then is the list changed: each change
+    lets "default" warnings already shown be shown again.)"""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read at each download
+    first = warnings.filters[0] if warnings.filters else None
+    if not (first and first[0] == "ignore" and first[2] is DeprecationWarning
+            and getattr(first[3], "pattern", None) == MLFLOW_MODULES):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=MLFLOW_MODULES)
+
+
 def client(ws: Workspace) -> MlflowClient:
+    """A client of the workspace's store; every use of MLflow here starts with one."""
+    quiet_mlflow()
     check_server()
     return MlflowClient(tracking_uri=tracking_uri(ws), registry_uri=tracking_uri(ws))
 
