@@ -85,7 +85,7 @@ def test_registering_prints_no_mlflow_notices(tmp_path, trained, capfd) -> None:
 # Off a terminal (`make run > log`, a CI log, a pipe): plain lines as things happen
 # ---------------------------------------------------------------------------------------------
 STAGE = re.compile(r"^(?P<what>[a-z][a-z ():-]*?)(?:: (?P<done>[\d,]+)/(?P<total>[\d,]+))? \((?P<s>\d+\.\d) s\)$")
-EPOCH = re.compile(r"^(?P<kind>[a-z-]+), epoch (?P<epoch>\d+)/(?P<epochs>\d+): loss \d\.\d{4}, val \d\.\d{4}, "
+EPOCH = re.compile(r"^(?P<kind>[a-z-]+)(?P<role> probe)?, epoch (?P<epoch>\d+)/(?P<epochs>\d+): loss \d\.\d{4}, val \d\.\d{4}, "
                    r"[\d,]+ samples/s \((?P<s>\d+\.\d) s\)$")
 NOT_OURS = ("Successfully registered model", "Created version", "already exists", "SADeprecationWarning",
             "DeprecationWarning", "Downloading artifacts", "Traceback")
@@ -130,8 +130,8 @@ def test_off_a_terminal_each_stage_and_epoch_is_one_plain_line_as_it_happens(hom
     assert lines[0][1].startswith(f"reusing the warehouse at {home_copy / 'warehouse.duckdb'}")
 
     stages = [(t, m["what"], float(m["s"])) for t, line in lines if (m := STAGE.match(line))]
-    epochs = [(t, m["kind"], m["epoch"], m["epochs"]) for t, line in lines if (m := EPOCH.match(line))]
-    # --model auto: one epoch of each kind, each line saying which
+    epochs = [(t, m["kind"], m["epoch"], m["epochs"]) for t, line in lines if (m := EPOCH.match(line)) and m["role"]]
+    # --model auto: one epoch of each kind, each line saying which, and that it is a probe
     assert sorted((kind, n, of) for _, kind, n, of in epochs) == [(kind, "1", "1") for kind in sorted(AUTO_KINDS)]
     names = [what for _, what, _ in stages]
     order = ["feature snapshots", "feast apply", "materialise", "training set (time split)", "training tensors",

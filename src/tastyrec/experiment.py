@@ -154,11 +154,12 @@ def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[ParquetRows, Parquet
     return _Run(opts, run_dir, config, preprocessor)
 
 
-def _fit(run: _Run, epochs: int, alone: bool = False) -> dict:
+def _fit(run: _Run, epochs: int, alone: bool = False, role: str = "") -> dict:
     """Train up to `epochs` (continuing from the run's checkpoint, if any); the result dict.
-    alone: on this machine only, even when the run spans several (`--model auto`'s probes)."""
+    alone: on this machine only, even when the run spans several (`--model auto`'s probes).
+    role: named in the epoch lines ("probe")."""
     opts = replace(run.opts, nnodes=1, rdzv_endpoint=None) if alone else run.opts
-    config = replace(run.config, epochs=epochs)
+    config = replace(run.config, epochs=epochs, role=role)
     config_path = run.run_dir / "train_config.json"
     config.to_json(config_path)
     if opts.world_size == 1:
@@ -298,7 +299,7 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
                            full if kind == kinds[0] else full.narrowed(kind)) for kind in kinds}
     del full, rows
     release_memory()  # the tensors are on disk: training maps them
-    losses = {kind: float(_fit(run, 1, alone=True)["best_val_loss"]) for kind, run in runs.items()}
+    losses = {kind: float(_fit(run, 1, alone=True, role="probe")["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():
         if kind != best:

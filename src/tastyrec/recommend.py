@@ -160,6 +160,8 @@ class Precomputed:
 
     def __init__(self) -> None:
         self.ready = threading.Event()
+        self.stopping = threading.Event()  # set: the work ends after the current chunk, never ready
+        self.thread: threading.Thread | None = None
         self.keys = np.empty(0, np.int64)  # (R,) customer_id * items + item position, sorted
         self.main = self.explore = np.empty(0, np.float32)  # (R,) the scores of each head
         self.items = 0
@@ -169,6 +171,8 @@ class Precomputed:
         self.items = len(online.items)
         keys, main, explore = [], [], []
         for customers in online.snapshot(ids, chunk):
+            if self.stopping.is_set():  # a reload or the process's end: these scores are not needed
+                return
             pairs = online.pairs(customers)
             keys.append(pairs.ids[pairs.customer] * self.items + pairs.item)
             main.append(predictor.predict_pairs(pairs))
@@ -192,8 +196,16 @@ class Precomputed:
             except Exception:  # requests go on scoring as before
                 log.exception("the scores could not be precomputed; every request runs the model")
 
-        threading.Thread(target=run, name="tastyrec-precompute", daemon=True).start()
+        self.thread = threading.Thread(target=run, name="tastyrec-precompute", daemon=True)
+        self.thread.start()
         return self
+
+    def stop(self, wait: float | None = None) -> None:
+        """End the work after the current chunk; `wait`: seconds to wait for it (a thread still in
+        torch when the interpreter exits can abort the process: "terminate called ...")."""
+        self.stopping.set()
+        if wait is not None and self.thread is not None:
+            self.thread.join(wait)
 
     def scores(self, pairs, explore: bool) -> np.ndarray | None:
         """The scores of these rows (features.online.Pairs), or None when not every row is covered."""
@@ -276,8 +288,15 @@ class Engine:
         serving what it had (RecommendError). Returns the model info."""
         loaded = self._load()
         with self._lock:
-            self._state = loaded
+            old, self._state = self._state, loaded
+        if old.precomputed is not None:  # requests in flight on `old` score per request if need be
+            old.precomputed.stop()
         return self.model_info
+
+    def close(self, wait: float = 30.0) -> None:
+        """Stop the background work (precomputing scores) and wait for it: before the process ends."""
+        if self._state.precomputed is not None:
+            self._state.precomputed.stop(wait)
 
     def check(self) -> None:
         """OnlineStoreError when the online store cannot be read now (one cheap lookup): what

@@ -487,6 +487,7 @@ def create_app(ws: Workspace, ref: str | int = "champion", token: str | None = N
         app.state.engine = engine or Engine(ws, ref, precompute=True)
         app.state.reload_signal = signal
         yield
+        app.state.engine.close()  # no scoring thread left running while the interpreter exits
         app.state.engine = None
 
     if token:

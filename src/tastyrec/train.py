@@ -81,6 +81,7 @@ class TrainConfig:
     num_threads: int | None = None
     eval_batch_size: int = 65536
     progress: bool = True
+    role: str = ""  # what the run is for, named in its epoch lines: "probe" (`--model auto`'s one-epoch trial)
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -202,8 +203,8 @@ def _say(bar: Progress, text: str) -> None:
 
 
 def _epoch_line(kind: str, entry: dict[str, float], epochs: int) -> str:
-    """E.g. "dlrm, epoch 1/4: loss 0.3120, val 0.2980, 18,476 samples/s (41.2 s)": the model kind,
-    as `--model auto` trains several."""
+    """E.g. "dlrm, epoch 1/4: loss 0.3120, val 0.2980, 18,476 samples/s (41.2 s)": the model kind
+    (and "probe" for `--model auto`'s one-epoch trials), as `--model auto` trains several."""
     return (f"{kind}, epoch {entry['epoch']:.0f}/{epochs}: loss {entry['train_loss']:.4f}, "
             f"val {entry['val_loss']:.4f}, {entry['samples_per_s']:,.0f} samples/s ({entry['seconds']:.1f} s)")
 
@@ -365,7 +366,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
                     "seed": config.seed, "batch_size": config.batch_size, "lr": config.lr,
                 }, ckpt_path)
             if show:
-                _say(bar, _epoch_line(config.model_kind, entry, config.epochs))
+                _say(bar, _epoch_line(" ".join(filter(None, (config.model_kind, config.role))), entry, config.epochs))
             if d.enabled:
                 dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
 

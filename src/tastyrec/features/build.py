@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -201,22 +200,11 @@ def write_feature_tables(ws: Workspace, repo: Path, progress: Progress | None = 
     return chosen, span, rows
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class _PlainText(io.TextIOBase):
-    """A text stream onto stderr without terminal colour codes (Feast prints them always)."""
-
-    def write(self, text: str) -> int:
-        sys.stderr.write(ANSI.sub("", text))
-        return len(text)
-
-
 @contextlib.contextmanager
 def feast_prints() -> Iterator[None]:
-    """What Feast prints goes to stderr (stdout is for --json), in colour only on a terminal."""
-    target = sys.stderr if sys.stderr.isatty() else _PlainText()
-    with contextlib.redirect_stdout(target):
+    """What Feast prints (materialisation's bars) goes to stderr on a terminal (stdout is for
+    --json); off a terminal nowhere: our own stage lines say what happened, plainly."""
+    with contextlib.redirect_stdout(sys.stderr if sys.stderr.isatty() else io.StringIO()):
         yield
 
 
