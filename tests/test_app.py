@@ -154,7 +154,7 @@ def test_flow_country_city_flags_save(app_ws, monkeypatch):
                        "WHERE run_id = ? ORDER BY customer_id, rank", run_id)
     assert len(rows) == sum(len(c["recommendations"]) for c in result["customers"])
     assert {r[3] for r in rows} == {"Tokyo spring upsell"} and json.loads(rows[0][4]) == result["filters"]
-    assert (app_ws.stage / "recommendations" / f"{run_id}.csv").exists()
+    assert (app_ws.stage / "recommendations" / f"tokyo-spring-upsell-{run_id}.csv").exists()  # named for the campaign
 
 
 def test_quoted_values_in_filters_and_names(app_ws, monkeypatch):
@@ -225,10 +225,15 @@ def test_reopen_a_saved_campaign(app_ws, monkeypatch):
     assert listing.set_index("run id").loc[run_id, "name"] == "to reopen"
     at.selectbox(key="campaign_run").select(run_id).run()
     assert not at.exception
-    rows = at.dataframe[1].value
-    expected = [(c["customer_id"], r["rank"], r["menu_item_name"]) for c in saved["customers"]
-                for r in c["recommendations"]]
-    assert list(rows[["customer_id", "rank", "menu_item_name"]].itertuples(index=False, name=None)) == expected
+    rows = at.dataframe[1].value  # one row per customer, each item in columns of its own
+    assert rows["customer_id"].tolist() == [c["customer_id"] for c in saved["customers"]]
+    for c, row in zip(saved["customers"], rows.to_dict("records")):
+        assert (row["city"], row["country"]) == (c["city"], c["country"])
+        for r in c["recommendations"]:
+            item = f"item_{r['rank']}"
+            assert (row[item], row[f"{item}_brand"]) == (r["menu_item_name"], r["truck_brand_name"])
+            assert (row[f"{item}_price_usd"], row[f"{item}_chance"]) == pytest.approx((r["sale_price_usd"], r["score"]))
+    assert not {"first_name", "e_mail", "preferred_language"} & set(rows.columns)  # personal: in the file only
     assert any("city: Tokyo" in m.value for m in at.markdown)
 
 
@@ -413,17 +418,18 @@ def test_formulas_are_text_in_the_csvs_and_exact_everywhere_else(app_ws, monkeyp
 
     run_id = save(at, FORMULA)
     assert any(literal(FORMULA) in s.value for s in at.success)  # Markdown shows it as typed
-    with open(app_ws.stage / "recommendations" / f"{run_id}.csv", newline="") as f:
-        assert {row["name"] for row in csv.DictReader(f)} == {"'" + FORMULA}
+    with open(app_ws.stage / "recommendations" / f"hyperlink-http-evil-x-{run_id}.csv", newline="") as f:
+        staged = [r for r in csv.DictReader(f) if int(r["customer_id"]) == first_customer]
+    assert [(r["item_1"], float(r["item_1_chance"])) for r in staged] == [("'+Tacos", -0.5)]
     assert sql(app_ws, "SELECT DISTINCT name FROM ml.recommendations WHERE run_id = ?", run_id) == [(FORMULA,)]
 
     at.switch_page("pages/campaigns.py").run()
     at.selectbox(key="campaign_run").select(run_id).run()
     assert not at.exception, at.exception
-    reopened = [r for r in csv.DictReader(io.StringIO(files[f"campaign-{run_id}.csv"].decode()))
-                if int(r["customer_id"]) == first_customer and r["rank"] == "1"]
-    assert [(r["menu_item_name"], float(r["score"])) for r in reopened] == [("'+Tacos", -0.5)]
-    assert "+Tacos" in at.dataframe[1].value["menu_item_name"].tolist()
+    reopened = [r for r in csv.DictReader(io.StringIO(files[f"hyperlink-http-evil-x-{run_id}.csv"].decode()))
+                if int(r["customer_id"]) == first_customer]
+    assert [(r["item_1"], float(r["item_1_chance"])) for r in reopened] == [("'+Tacos", -0.5)]
+    assert "+Tacos" in at.dataframe[1].value["item_1"].tolist()
 
 
 # ---- a real browser ---------------------------------------------------------------------------

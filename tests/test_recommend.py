@@ -266,7 +266,8 @@ def test_recommend_all_with_save_streams_every_customer_into_the_campaign(own_ws
     want = [(c.customer_id, r["rank"], r["menu_item_name"]) for c in expected.customers for r in c.recommendations]
     assert [row[:3] for row in saved] == want and len(saved) == 2 * expected.served > 600
     [campaign] = campaigns.list_campaigns(own_ws)
-    assert campaign.customers == expected.served and pd.read_csv(campaign.files[1]).shape[0] == len(saved)
+    # the stage files are mailing files: one row per customer
+    assert campaign.customers == expected.served and pd.read_csv(campaign.files[1]).shape[0] == expected.served
     refused = CliRunner().invoke(app, ["--home", str(own_ws.home), "recommend", "--all", "--city", "Tokyo"])
     assert refused.exit_code == 1 and "--all selects every customer" in refused.output
 
@@ -394,7 +395,7 @@ def test_a_saved_campaign_is_in_the_table_and_the_stage(own_ws) -> None:
     assert all(len(c.files) == 2 and c.customers == 4 for c in listed)
     import pandas as pd
 
-    assert len(pd.read_parquet(first.files[0])) == 8 and len(pd.read_csv(first.files[1])) == 8
+    assert len(pd.read_parquet(first.files[0])) == 4 and len(pd.read_csv(first.files[1])) == 4  # one per customer
 
 
 @pytest.mark.parametrize("failing", ["to_csv", "insert", "rename"])
@@ -576,10 +577,11 @@ def test_a_formula_name_is_neutralised_in_the_stage_csv_only(own_ws, engine) -> 
     first = result.customers[0].recommendations[0]
     first["score"], first["menu_item_name"] = -0.25, "-Tacos"  # a negative number, a text starting with -
     saved = campaigns.save(own_ws, result, FORMULA)
+    assert [Path(f).name for f in saved.files] == [f"hyperlink-http-evil-x-{saved.run_id}.{x}"  # the name, slugged
+                                                   for x in ("parquet", "csv")]
     with open(saved.files[1], newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["name"] for r in rows} == {"'" + FORMULA}
-    assert rows[0]["menu_item_name"] == "'-Tacos" and float(rows[0]["score"]) == -0.25  # text quoted, number kept
-    assert set(pd.read_parquet(saved.files[0])["name"]) == {FORMULA}  # the exact name everywhere else
+    assert rows[0]["item_1"] == "'-Tacos" and float(rows[0]["item_1_chance"]) == -0.25  # text quoted, number kept
+    assert pd.read_parquet(saved.files[0])["item_1"].iloc[0] == "-Tacos"  # the exact text everywhere else
     assert sql(own_ws, "SELECT DISTINCT name FROM ml.recommendations") == [(FORMULA,)]
     assert [c.name for c in campaigns.list_campaigns(own_ws)] == [FORMULA]

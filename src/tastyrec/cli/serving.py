@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -104,32 +105,134 @@ def recommend(ctx: typer.Context,
     if len(result.without_recommendations) > WITHOUT_SHOWN and not as_json:
         err.print(f"  ... and {len(result.without_recommendations) - WITHOUT_SHOWN:,} more (--json lists them all)")
     if campaign and not as_json:
+        expected = campaign.totals
         out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.customers:,} customers, "
-                  f"{campaign.rows:,} rows, "
-                  f"{', '.join(campaign.files)}")
+                  f"{campaign.rows:,} rows; expected buyers {expected['expected_buyers']:,.1f}, expected revenue "
+                  f"{money(expected['expected_revenue_usd'])}; mailing files {', '.join(campaign.files)}")
     if save and campaign is None:  # the message above says why there are none
         fail(f"nothing was saved as campaign {save!r}: the result has no recommendations")
     if customer and not result.selected:
         raise typer.Exit(1)
 
 
-@app.command()
+campaigns_app = typer.Typer(help="Saved campaigns: list them (no command), or export, describe, rename or "
+                                   "delete one (by name or run id).")
+app.add_typer(campaigns_app, name="campaigns")
+CampaignArg = Annotated[str, typer.Argument(help="The campaign's name, or its run id (where several share a name).",
+                                            show_default=False)]
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+FormatOpt = Annotated[ExportFormat, typer.Option("--format", case_sensitive=False,
+                                                 help="csv (for spreadsheets) or parquet.")]
+
+
+def money(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+@campaigns_app.callback(invoke_without_command=True)
 def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List saved campaigns (name, time, filters, customers, model version)."""
+    """List saved campaigns (name, description, time, filters, customers, model version)."""
     from tastyrec.campaigns import list_campaigns
 
+    if ctx.invoked_subcommand is not None:
+        return
     saved = list_campaigns(ctx.obj)
     if as_json:
         print(json.dumps([c.to_dict() for c in saved]))
         return
     table = Table(title="saved campaigns")
-    for column in ("run id", "name", "created", "filters", "customers", "model version"):
+    for column in ("run id", "name", "description", "created", "filters", "customers", "model version"):
         table.add_column(column)
     for c in saved:  # names and filters as stored, however odd: older versions checked neither
         filters = ", ".join(f"{k}={v}" for k, v in c.filters.items() if v)
-        table.add_row(c.run_id, visible(c.name), c.created_at.replace("T", " "), visible(filters) or "-",
-                      f"{c.customers:,}", str(c.model_version))
+        table.add_row(c.run_id, visible(c.name), visible(c.description or "") or "-", c.created_at.replace("T", " "),
+                      visible(filters) or "-", f"{c.customers:,}", str(c.model_version))
     out.print(table)
+
+
+@campaigns_app.command("export")
+def campaigns_export(ctx: typer.Context, name: CampaignArg,
+                     fmt: FormatOpt = ExportFormat.csv,
+                     output: Annotated[Optional[Path], typer.Option(
+                         help="File to write, or a folder for the default name (default: the current folder, "
+                              "<name>-<run id>.<format>).")] = None,
+                     as_json: JsonOpt = False) -> None:
+    """Write a campaign's mailing file (csv or parquet) and print its totals.
+
+    One row per customer: first name, e-mail, preferred language, city, country, then each item
+    with brand, price, chance of buying and reason, then the chance of buying any of them and the
+    expected revenue. Personal fields appear only in such files."""
+    from tastyrec.campaigns import export_campaign
+    from tastyrec.recommend import RecommendError
+
+    try:
+        campaign, path, totals = export_campaign(ctx.obj, name, fmt.value, output)
+    except RecommendError as e:
+        fail(str(e))
+    except OSError as e:  # a folder that does not exist, no permission
+        fail(f"could not write the file: {e.strerror or e}{' (' + str(e.filename) + ')' if e.filename else ''}")
+    if as_json:
+        print(json.dumps({"campaign": campaign.to_dict() | {"totals": totals}, "path": str(path)}))
+        return
+    out.print(f"exported campaign {campaign.name!r} (run {campaign.run_id}) to {path}")
+    out.print(f"{totals['customers']:,} customers; expected buyers {totals['expected_buyers']:,.1f}, expected revenue "
+              f"{money(totals['expected_revenue_usd'])} (if each chance of buying within the label window holds)")
+
+
+@campaigns_app.command("describe")
+def campaigns_describe(ctx: typer.Context, name: CampaignArg,
+                       text: Annotated[str, typer.Argument(help="The description (\"\" clears it).",
+                                                           show_default=False)]) -> None:
+    """Set a campaign's description (shown in the listing and the app)."""
+    from tastyrec.campaigns import describe_campaign
+    from tastyrec.recommend import RecommendError
+
+    try:
+        campaign = describe_campaign(ctx.obj, name, text)
+    except RecommendError as e:
+        fail(str(e))
+    done = "described" if campaign.description else "has no description now"
+    out.print(f"campaign {campaign.name!r} (run {campaign.run_id}) {done}")
+
+
+@campaigns_app.command("rename")
+def campaigns_rename(ctx: typer.Context, name: CampaignArg,
+                     new_name: Annotated[str, typer.Argument(help="The new name.", show_default=False)]) -> None:
+    """Rename a campaign: its rows and its stage files together, all or nothing."""
+    from tastyrec.campaigns import rename_campaign
+    from tastyrec.recommend import RecommendError
+
+    try:
+        campaign = rename_campaign(ctx.obj, name, new_name)
+    except RecommendError as e:
+        fail(str(e))
+    out.print(f"campaign {name!r} (run {campaign.run_id}) is now {campaign.name!r}"
+              f"{': ' + ', '.join(campaign.files) if campaign.files else ''}")
+
+
+@campaigns_app.command("delete")
+def campaigns_delete(ctx: typer.Context, name: CampaignArg,
+                     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False) -> None:
+    """Delete a campaign: its rows and its stage files together, all or nothing."""
+    from tastyrec.campaigns import delete_campaign, find_campaign
+    from tastyrec.recommend import RecommendError
+
+    try:
+        campaign = find_campaign(ctx.obj, name)
+        if not yes and not typer.confirm(f"delete campaign {campaign.name!r} (run {campaign.run_id}, "
+                                         f"{campaign.customers:,} customers) and its files?", err=True):
+            fail("nothing was deleted")
+        campaign = delete_campaign(ctx.obj, campaign.run_id)
+    except RecommendError as e:
+        fail(str(e))
+    out.print(f"deleted campaign {campaign.name!r} (run {campaign.run_id}): {campaign.rows:,} rows"
+              f"{', ' + ', '.join(campaign.files) if campaign.files else ''}")
 
 
 @app.command()
