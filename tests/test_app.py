@@ -192,8 +192,16 @@ def test_top_k_drilldown_csv_and_charts(app_ws, monkeypatch):
     at = get_recommendations(app_test(app_ws, monkeypatch), country=["Japan"], top_k=5)
     result = result_of(at)
     assert result["top_k"] == 5 and all(len(c["recommendations"]) == 5 for c in result["customers"])
+    # the download is the mailing file: one row per customer, contacts from the warehouse, five items
     csv = pd.read_csv(io.BytesIO(at.session_state["shown"].csv))
-    assert len(csv) == 5 * len(result["customers"]) and csv["rank"].max() == 5
+    assert csv["customer_id"].tolist() == [c["customer_id"] for c in result["customers"]]
+    contacts = pd.DataFrame(sql(app_ws, "SELECT customer_id, first_name, e_mail, preferred_language "
+                                        "FROM raw_customer.customer_loyalty WHERE country = 'Japan'"),
+                            columns=["customer_id", "first_name", "e_mail", "preferred_language"])
+    expected = csv[["customer_id"]].merge(contacts, on="customer_id", how="left")
+    assert csv[["first_name", "e_mail", "preferred_language"]].equals(expected.drop(columns="customer_id"))
+    assert csv["item_5"].tolist() == [c["recommendations"][4]["menu_item_name"] for c in result["customers"]]
+    assert csv["item_5_reason"].tolist() == [c["recommendations"][4]["reason"] for c in result["customers"]]
     assert at.get("download_button")[0].label == "Download CSV"
     # the table first: the charts and the drill-down run only when their tab is opened
     assert len(at.dataframe) == 1 and not at.get("vega_lite_chart") and "_counts" not in vars(at.session_state["shown"])
@@ -248,7 +256,16 @@ def test_model_page(app_ws, monkeypatch):
     table = at.dataframe[0].value
     assert table["method"].tolist() == [evaluation["model_name"], *evaluation["baselines"],
                                         *(["oracle (truth)"] if evaluation["oracle"] else [])]
-    assert table.loc[0, "ndcg@10"] == pytest.approx(evaluation["model"]["ndcg@10"])
+    assert table.loc[0, "ndcg@10"] == f"{evaluation['model']['ndcg@10']:.3f}"
+    missing = [(i, m) for i, (name, figures) in enumerate([(None, evaluation["model"]), *evaluation["baselines"].items()])
+               for m, v in figures.items() if m in table.columns and v is None]
+    assert missing and all(table.loc[i, m] == "–" for i, m in missing)  # not "None"
+    # the headline in plain words: the top 10 against each customer's usual items
+    model, repeat = evaluation["model"], evaluation["baselines"]["repeat"]
+    headline = next(m.value for m in at.markdown if m.value.startswith("**Of the menu items customers bought"))
+    assert f"top 10 held {model['recall@10']:.0%}**" in headline
+    assert f"usual items (their 10 most bought) held {repeat['recall@10']:.0%}" in headline
+    assert f"new to the customer, the top 10 held {model['new_recall@10']:.0%}" in headline
     assert len(at.get("vega_lite_chart")) == 1  # the loss curves
     assert at.dataframe[1].value["version"].tolist() == [1]
 
@@ -411,8 +428,7 @@ def test_formulas_are_text_in_the_csvs_and_exact_everywhere_else(app_ws, monkeyp
     at = get_recommendations(app_test(app_ws, monkeypatch), city=["Tokyo"])
     assert files["recommendations.csv"] == at.session_state["shown"].csv
     download = list(csv.DictReader(io.StringIO(files["recommendations.csv"].decode())))
-    assert download[0]["city"] == "'" + FORMULA and download[0]["item_category"] == "'@SUM(A1)"
-    assert download[0]["menu_item_name"] == "'+Tacos" and float(download[0]["score"]) == -0.5  # a number stays one
+    assert download[0]["item_1"] == "'+Tacos" and float(download[0]["item_1_chance"]) == -0.5  # a number stays one
     assert at.dataframe[0].value["city"].iloc[0] == FORMULA  # the table shows the value as it is
     first_customer = at.dataframe[0].value["customer_id"].iloc[0]
 
@@ -490,8 +506,8 @@ def test_browser_flow(app_ws, capsys, tmp_path):
             with capsys.disabled():  # a figure for the log, not an assertion
                 print(f"\nGet Recommendations for one city (Tokyo, both flags) to the table: "
                       f"{time.perf_counter() - started:.2f} s")
-            summary = page.get_by_text(re.compile(r"^Top 3 items for \d+( of \d+)? customers")).inner_text()
-            customers = int(re.search(r"for (\d+)( of \d+)? customers", summary).group(1))
+            summary = page.get_by_text(re.compile(r"^\d+ match; (all )?\d+ get a list")).inner_text()
+            customers = int(re.search(r"(\d+) get a list", summary).group(1))
             assert customers > 0 and grid.get_attribute("aria-rowcount") == str(customers + 1)  # + header
             assert "Tokyo" in grid.locator("td").all_inner_texts()
 

@@ -260,7 +260,7 @@ def test_recommend_all_with_save_streams_every_customer_into_the_campaign(own_ws
     done = CliRunner().invoke(app, ["--home", str(own_ws.home), "recommend", "--all", "--top-k", "2", "--save", "all"])
     assert done.exit_code == 0, done.output
     assert "scoring customers" in done.stderr and "saved campaign 'all'" in done.stdout
-    assert "recommendations (score)" not in done.stdout  # no table of every customer
+    assert "recommendations (chance" not in done.stdout  # no table of every customer
     expected = Engine(own_ws).recommend(top_k=2)
     saved = sql(own_ws, "SELECT customer_id, rank, menu_item_name, score FROM ml.recommendations ORDER BY 1, 2")
     want = [(c.customer_id, r["rank"], r["menu_item_name"]) for c in expected.customers for r in c.recommendations]
@@ -437,14 +437,16 @@ def test_the_cli_recommends_saves_and_lists(own_ws) -> None:
     assert done.exit_code == 0, done.output
     payload = json.loads(done.stdout.strip().splitlines()[-1])
     assert [c["customer_id"] for c in payload["customers"]] == ids
-    assert payload["model"] == {"name": "tastyrec-dlrm", "version": 1, "alias": "champion"}
+    windows = json.loads((own_ws.feature_repo / "summary.json").read_text())["windows"]
+    assert payload["model"] == {"name": "tastyrec-dlrm", "version": 1, "alias": "champion",
+                                "label_days": windows["window_days"]}
     assert set(payload["customers"][0]["recommendations"][0]) == {
-        "rank", "menu_item_name", "truck_brand_name", "item_category", "sale_price_usd", "score"}
+        "rank", "menu_item_name", "truck_brand_name", "item_category", "sale_price_usd", "score", "reason"}
     engine = Engine(own_ws).recommend(customer_ids=ids, top_k=2).to_dict()
     assert payload["customers"] == engine["customers"]  # the CLI is the engine
     assert payload["campaign"]["name"] == "autumn"
     table = runner.invoke(app, ["--home", str(own_ws.home), "recommend", "--customer", str(ids[0])])
-    assert table.exit_code == 0 and "recommendations (score)" in table.output
+    assert table.exit_code == 0 and "recommendations (chance of buying in" in table.output
     listed = runner.invoke(app, ["--home", str(own_ws.home), "campaigns"])
     assert listed.exit_code == 0 and "autumn" in listed.output
     assert json.loads(runner.invoke(app, ["--home", str(own_ws.home), "campaigns", "--json"]).stdout)[0]["customers"] == 2

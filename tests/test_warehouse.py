@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from tastyrec.cli import app
 from tastyrec.config import Workspace
-from tastyrec.warehouse.load import (RAW_TABLES, CsvError, WarehouseError, connect, export_csv,
+from tastyrec.warehouse.load import (CAMPAIGN_TABLES, RAW_TABLES, CsvError, WarehouseError, connect, export_csv,
                                      setup_from_csv, setup_synthetic)
 from tastyrec.warehouse.synthetic import distinct_lines, generate
 
@@ -225,11 +225,17 @@ def test_setup_refuses_an_existing_warehouse_unless_forced(tmp_path):
         setup_synthetic(ws, customers=50, seed=1)
     con = connect(ws.warehouse)
     con.execute("INSERT INTO ml.recommendations VALUES ('r1', now()::TIMESTAMP, '1', NULL, 1, 1, 'Italian', 0.5, 'spring')")
+    for ddl in CAMPAIGN_TABLES.values():  # a campaign's description and reasons go along with it
+        con.execute(ddl)
+    con.execute("INSERT INTO ml.campaigns VALUES ('r1', 'for the spring menu')")
+    con.execute("INSERT INTO ml.recommendation_reasons VALUES ('r1', 1, 1, 'bought it once, last 3 weeks ago')")
     con.close()
     setup_synthetic(ws, customers=60, seed=2, force=True)
     con = connect(ws.warehouse, read_only=True)
     assert con.execute("SELECT count(*) FROM raw_customer.customer_loyalty").fetchone()[0] == 60
     assert con.execute("SELECT run_id FROM ml.recommendations").fetchall() == [("r1",)]
+    assert con.execute("SELECT * FROM ml.campaigns").fetchall() == [("r1", "for the spring menu")]
+    assert con.execute("SELECT reason FROM ml.recommendation_reasons").fetchall() == [("bought it once, last 3 weeks ago",)]
 
 
 @contextmanager

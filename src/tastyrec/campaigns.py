@@ -47,6 +47,7 @@ import pandas as pd
 
 from tastyrec.config import Workspace
 from tastyrec.recommend import CustomerRecommendations, Recommendations, RecommendError
+from tastyrec.warehouse.load import CAMPAIGN_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,9 @@ ITEM_COLUMNS = {"": "menu_item_name", "_brand": "truck_brand_name", "_price_usd"
                 "_chance": "score", "_reason": "reason"}
 EXPECTATION_COLUMNS = ("chance_of_any", "expected_revenue_usd")
 
-# The side tables, created by the first write that needs them (CREATE ... IF NOT EXISTS)
-CAMPAIGNS_DDL = "CREATE TABLE IF NOT EXISTS ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR)"
-REASONS_DDL = ("CREATE TABLE IF NOT EXISTS ml.recommendation_reasons (run_id VARCHAR NOT NULL, "
-               "customer_id BIGINT NOT NULL, rank INTEGER NOT NULL, reason VARCHAR, "
-               "PRIMARY KEY (run_id, customer_id, rank))")
+# The side tables, created by the first write that needs them (CREATE ... IF NOT EXISTS); a
+# rebuilt warehouse (`setup --force`) carries them over with the campaigns
+CAMPAIGNS_DDL, REASONS_DDL = CAMPAIGN_TABLES["campaigns"], CAMPAIGN_TABLES["recommendation_reasons"]
 SIDE_TABLES = ("campaigns", "recommendation_reasons")
 
 CONTACTS_SQL = ("SELECT DISTINCT ON (customer_id) customer_id, first_name, e_mail, preferred_language, city, country "

@@ -12,13 +12,12 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from tastyrec.campaigns import spreadsheet_safe
+from tastyrec import campaigns
+from tastyrec.config import Workspace
 
 TABLE_ROWS = 500  # customers shown in the table; the CSV has them all
 HISTORY_SHOWN = 5  # purchase history entries per customer in the table
 CHART_ITEMS = 15  # bars in the item chart
-CSV_COLUMNS = ("customer_id", "city", "country", "rank", "menu_item_name", "truck_brand_name", "item_category",
-               "sale_price_usd", "score")
 RECOMMENDED, BOUGHT = "recommended to", "bought by"
 MISSING = "–"  # what a table shows for a missing value
 ALREADY_BOUGHT_MOST = 0.5  # above this share of recommended items already bought, point to cross-sell
@@ -33,15 +32,19 @@ class Shown:
     result: dict[str, Any]
     table: pd.DataFrame  # one row per customer, the first TABLE_ROWS
     menu: pd.DataFrame  # menu_item_name, truck_brand_name: for the brands of bought items
+    ws: Workspace  # where the download reads the customers' contacts
 
     @classmethod
-    def of(cls, result: dict[str, Any], menu: pd.DataFrame) -> "Shown":
-        return cls(result, table(result["customers"][:TABLE_ROWS]), menu)
+    def of(cls, result: dict[str, Any], menu: pd.DataFrame, ws: Workspace) -> "Shown":
+        return cls(result, table(result["customers"][:TABLE_ROWS]), menu, ws)
 
     @cached_property
     def csv(self) -> bytes:
-        """One row per (customer, rank), every customer: made when the download is clicked."""
-        return spreadsheet_safe(long_frame(self.result["customers"])).to_csv(index=False).encode()  # for spreadsheets
+        """The mailing file (campaigns.mailing_frame: one row per customer with first name, e-mail,
+        language, city, then each item with brand, price, chance and reason), every customer, for
+        spreadsheets: made when the download is clicked."""
+        frame = campaigns.mailing_frame(self.ws, self.result["customers"], self.result["top_k"])
+        return campaigns.spreadsheet_safe(frame).to_csv(index=False).encode()
 
     @cached_property
     def totals(self) -> dict[str, float]:
@@ -104,32 +107,13 @@ def table(customers: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def totals(customers: list[dict[str, Any]]) -> dict[str, float]:
-    """What a campaign to these customers can expect over the label window, if each chance holds:
-    expected buyers = Σ over customers of the chance to buy at least one of their items
-    (1 − Π(1 − chance), the items taken as independent), expected revenue = Σ chance × price;
-    and `already_bought`, the share of recommended items the customer bought before."""
-    buyers = revenue = 0.0
-    items = bought = 0
-    for c in customers:
-        none = 1.0
-        history = {h["menu_item_name"] for h in c["history"]}
-        for r in c["recommendations"]:
-            chance = min(max(float(r["score"]), 0.0), 1.0)
-            none *= 1.0 - chance
-            revenue += chance * (r.get("sale_price_usd") or 0.0)
-            items += 1
-            bought += r["menu_item_name"] in history
-        buyers += 1.0 - none
-    return {"customers": len(customers), "expected_buyers": buyers, "expected_revenue_usd": revenue,
-            "already_bought": bought / items if items else 0.0}
-
-
-def long_frame(customers: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (customer, recommended item): the CSV download."""
-    rows = [{"customer_id": c["customer_id"], "city": c["city"], "country": c["country"],
-             **{k: r.get(k) for k in CSV_COLUMNS[3:]}}
-            for c in customers for r in c["recommendations"]]
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    """What a campaign to these customers can expect over the label window, if each chance holds
+    (campaigns.totals of their mailing frame: expected buyers, expected revenue), and
+    `already_bought`, the share of recommended items the customer bought before."""
+    frame = campaigns.mailing(campaigns.items_of(customers), pd.DataFrame({"customer_id": []}))
+    bought = [r["menu_item_name"] in {h["menu_item_name"] for h in c["history"]}
+              for c in customers for r in c["recommendations"]]
+    return campaigns.totals(frame) | {"already_bought": sum(bought) / len(bought) if bought else 0.0}
 
 
 def counts(customers: list[dict[str, Any]], menu: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

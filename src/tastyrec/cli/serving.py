@@ -24,13 +24,17 @@ def print_recommendations(result) -> None:
     model = result.model
     table = Table(title=f"top {result.top_k} for {len(result.customers):,} customers "
                         f"(tastyrec-dlrm version {model['version']}{', ' + model['alias'] if model['alias'] else ''})")
-    for column in ("customer", "city", "purchase history (orders, last)", "recommendations (score)"):
+    from tastyrec.reasons import percent
+
+    days = model.get("label_days")
+    chance = f"chance of buying in {days} days" if days else "chance of buying"
+    for column in ("customer", "city", "purchase history (orders, last)", f"recommendations ({chance}): why"):
         table.add_column(column)
     for c in result.customers:
         history = ", ".join(f"{h['menu_item_name']} ({h['orders']}, {h['last_purchase']})" for h in c.history[:4])
         more = f" +{len(c.history) - 4} more" if len(c.history) > 4 else ""
         recs = "\n".join(f"{r['rank']}. {r['menu_item_name']} - {r['truck_brand_name']}, "
-                         f"${r['sale_price_usd']:.2f} ({r['score']:.3f})" for r in c.recommendations)
+                         f"${r['sale_price_usd']:.2f} ({percent(r['score'])}): {r['reason']}" for r in c.recommendations)
         table.add_row(str(c.customer_id), f"{c.city}, {c.country}", (history + more) or "-", recs)
     out.print(table)
 

@@ -39,6 +39,14 @@ NULL_STRINGS = ["NULL", "null", ""]
 CHUNK = 1 << 20  # bytes read at a time when a file is checked to its end (memory stays bounded)
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*) \(PID (\d+)\)")  # DuckDB's lock error
 SQL = "tastyrec.warehouse"  # the package of the DDL and view files (sql/*.sql)
+# A saved campaign's side tables (tastyrec.campaigns creates them on first use; a warehouse of an
+# older version lacks them): its description, and the reason of each recommended item
+CAMPAIGN_TABLES = {
+    "campaigns": "CREATE TABLE IF NOT EXISTS ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR)",
+    "recommendation_reasons": "CREATE TABLE IF NOT EXISTS ml.recommendation_reasons (run_id VARCHAR NOT NULL, "
+                              "customer_id BIGINT NOT NULL, rank INTEGER NOT NULL, reason VARCHAR, "
+                              "PRIMARY KEY (run_id, customer_id, rank))",
+}
 
 
 
@@ -114,11 +122,13 @@ def _building(ws: Workspace, force: bool) -> Iterator[duckdb.DuckDBPyConnection]
                                          "(nothing was changed)") from None
                 raise
             con.execute("CHECKPOINT previous")
-            has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' "
-                              "AND schema_name = 'ml' AND table_name = 'recommendations'").fetchone()[0]
-            if has:
-                # by name: a warehouse of an older version may lack a newer column (it stays NULL)
-                con.execute("INSERT INTO ml.recommendations BY NAME SELECT * FROM previous.ml.recommendations")
+            has = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous' "
+                                             "AND schema_name = 'ml'").fetchall()}
+            for table in ("recommendations", *CAMPAIGN_TABLES):  # the campaigns, their descriptions, reasons
+                if table in has:
+                    con.execute(CAMPAIGN_TABLES.get(table, "SELECT 1"))
+                    # by name: a warehouse of an older version may lack a newer column (it stays NULL)
+                    con.execute(f"INSERT INTO ml.{table} BY NAME SELECT * FROM previous.ml.{table}")
             con.execute("DETACH previous")
         else:
             # the WAL of a deleted warehouse would be replayed onto the new file

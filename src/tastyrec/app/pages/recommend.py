@@ -6,7 +6,7 @@ import streamlit as st
 
 from tastyrec.app import data, results
 from tastyrec.app.backend import as_recommendations, backend, failure_shown, literal, settings
-from tastyrec.campaigns import save
+from tastyrec.campaigns import save, slug
 from tastyrec.recommend import DEFAULT_TOP_K, MAX_TOP_K, Filters
 
 CUSTOMER_LIMIT = 20_000  # customers one request scores in-process; more: the first ones, with a message
@@ -42,7 +42,7 @@ if st.button("Get Recommendations", key="get_recommendations", type="primary"):
     st.session_state.pop("shown", None)  # a failure below leaves no earlier result on show
     with st.spinner("Scoring the selected customers..."), failure_shown("get recommendations"):
         result = engine.recommend(filters=filters, top_k=int(top_k), limit=CUSTOMER_LIMIT)
-        st.session_state["shown"] = results.Shown.of(result, data.menu(ws))
+        st.session_state["shown"] = results.Shown.of(result, data.menu(ws), ws)
 
 shown: results.Shown | None = st.session_state.get("shown")
 if shown is None:
@@ -135,8 +135,10 @@ if detail_tab.open:
 show_without()
 
 # ---- keep it ----------------------------------------------------------------------------------
-st.download_button("Download CSV", lambda: shown.csv, file_name="recommendations.csv", mime="text/csv",
-                   key="download_csv", on_click="ignore")
+st.download_button("Download CSV", lambda: shown.csv, mime="text/csv", key="download_csv", on_click="ignore",
+                   file_name=f"{slug(typed) if (typed := st.session_state.get('campaign_name', '')).strip() else 'recommendations'}.csv",
+                   help="For a mailing tool: one row per customer with first name, e-mail and language, then "
+                        "each item with brand, price, chance and why.")
 name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
 name = name_col.text_input("Campaign name", key="campaign_name", placeholder="e.g. Tokyo spring upsell")
 if save_col.button("Save", key="save"):
