@@ -463,3 +463,14 @@ def test_the_campaigns_page_reports_failures_and_changes_nothing(own_ws, result,
     monkeypatch.undo()
     assert state(own_ws) == before
     assert at.selectbox(key="campaign_run").value == saved.run_id
+
+
+def test_a_campaign_records_its_filters_as_the_data_spells_them(own_ws) -> None:
+    """`--city tokyo --save` selects Tokyo's customers and records "Tokyo", not what was typed."""
+    done = tastyrec(own_ws, "recommend", "--city", "tOKYO", "--save", "typed in lower case", "--json")
+    assert done.exit_code == 0, done.output
+    payload = json.loads(done.stdout)
+    assert payload["filters"]["city"] == ["Tokyo"]
+    stored = sql(own_ws, "SELECT DISTINCT filters::VARCHAR FROM ml.recommendations WHERE run_id = ?",
+                 [payload["campaign"]["run_id"]])
+    assert [json.loads(f)["city"] for (f,) in stored] == [["Tokyo"]]

@@ -485,17 +485,13 @@ def _folder_names(folder: Path) -> list[str]:
 
 
 def list_campaigns(ws: Workspace) -> list[Campaign]:
-    """Every saved campaign, newest first, with its description."""
-    from tastyrec.warehouse.load import connect
-
+    """Every saved campaign, newest first, with its description (a RecommendError, in plain words,
+    while another process writes to the warehouse)."""
     if not ws.warehouse.exists():
         return []
-    con = connect(ws.warehouse, read_only=True)
-    try:
+    with _reading(ws) as con:
         described = "campaigns" in _side_tables(con)
         rows = con.execute(LIST_SQL.format(**(DESCRIBED if described else UNDESCRIBED))).fetchall()
-    finally:
-        con.close()
     folder = stage_dir(ws)
     names = _folder_names(folder)
     return [Campaign(run_id, name or "", created.isoformat(), version, json.loads(filters) if filters else {},

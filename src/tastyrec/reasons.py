@@ -16,6 +16,7 @@ read once per features run. Tests check each kind of reason against the warehous
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,15 +33,15 @@ class ItemStats:
     buyers per item, customers who bought both of two items, and buyers per item in each city."""
 
     def __init__(self, items: list[str], bought: np.ndarray, cities: np.ndarray):
-        """bought: (customers, items) 0/1; cities: (customers,) each customer's city."""
+        """bought: (customers, items) bool; cities: (customers,) each customer's city."""
         self.items = items
         self.customers = len(bought)
-        counts = bought.astype(np.float64)
-        self.buyers = counts.sum(axis=0)  # (items,)
-        self.together = counts.T @ counts  # (items, items); the diagonal is `buyers`
-        frame = pd.DataFrame(counts, columns=items).assign(**{CITY: cities})
-        self.city_customers = frame.groupby(CITY).size().to_dict()
-        self.city_buyers = {city: group.drop(columns=CITY).sum().to_numpy() for city, group in frame.groupby(CITY)}
+        counts = bought.astype(np.float32)  # sums of 0/1 stay exact in float32 below 2^24 customers
+        self.buyers = counts.sum(axis=0, dtype=np.float64)  # (items,)
+        self.together = (counts.T @ counts).astype(np.float64)  # (items, items); the diagonal is `buyers`
+        code, names = pd.factorize(pd.Series(cities, dtype=object))  # a customer without a city: -1
+        self.city_customers = {city: int((code == i).sum()) for i, city in enumerate(names)}
+        self.city_buyers = {city: bought[code == i].sum(axis=0) for i, city in enumerate(names)}
         with np.errstate(invalid="ignore", divide="ignore"):
             lift = self.together * self.customers / np.outer(self.buyers, self.buyers)
         lift[(self.together < MIN_TOGETHER) | ~np.isfinite(lift)] = 0.0
@@ -50,15 +51,16 @@ class ItemStats:
     @classmethod
     def read(cls, online, customer_ids: list[int], chunk: int) -> ItemStats:
         """From every customer's history list at the serving snapshot (the bulk read)."""
-        position = {item: i for i, item in enumerate(online.items)}
-        rows, cities = [], []
+        from tastyrec.features.online import _codes
+
+        parts, cities = [], []
         for table in online.snapshot(customer_ids, chunk, refs=HISTORY_REFS):
-            for items in table.column("history_items").to_pylist():
-                row = np.zeros(len(position), dtype=bool)
-                row[[position[i] for i in items or () if i in position]] = True
-                rows.append(row)
+            owner, code = _codes(table.column("history_items"), online.keys[ITEM])
+            bought = np.zeros((table.num_rows, len(online.items)), dtype=bool)
+            bought[owner[code >= 0], code[code >= 0]] = True
+            parts.append(bought)
             cities += table.column(CITY).to_pylist()
-        bought = np.vstack(rows) if rows else np.zeros((0, len(position)), dtype=bool)
+        bought = np.vstack(parts) if parts else np.zeros((0, len(online.items)), dtype=bool)
         return cls(list(online.items), bought, np.asarray(cities, dtype=object))
 
 
@@ -78,7 +80,7 @@ class Reasons:
             return self._stats
 
     def explain(self, pairs) -> list[str]:
-        return explain(self.stats(), pairs)
+        return explain(self.stats, pairs)
 
 
 def ago(days: float) -> str:
@@ -93,12 +95,20 @@ def ago(days: float) -> str:
     return f"{round(days / 30.4)} months ago"
 
 
-def explain(stats: ItemStats, pairs) -> list[str]:
-    """The reason for each row of `pairs` (features.online.Pairs: the recommended rows)."""
-    if not len(pairs):
-        return []
+def bought(times: float, days: float) -> str:
+    """The reason for an item the customer bought before."""
+    return f"bought it {'once' if times == 1 else f'{int(times)} times'}, last {ago(days)}"
+
+
+def explain(stats: Callable[[], ItemStats], pairs) -> list[str]:
+    """The reason for each row of `pairs` (features.online.Pairs: the recommended rows). `stats`
+    is called only when some item is new to its customer (a request for items the customers
+    bought before never reads everyone's histories)."""
     count = pairs.column(ITEM_PURCHASE_COUNT)
     days = pairs.column("days_since_item_purchase")
+    if (count > 0).all():
+        return [bought(n, d) for n, d in zip(count, days)]
+    stats = stats()
     mine = pairs.lookups.found("history_items", ITEM)[pairs.customer]  # (rows, items): the customer's items
     lift = np.where(mine, stats.lift[:, pairs.item].T, 0.0)  # (rows, history item)
     best = lift.argmax(axis=1)
@@ -106,8 +116,7 @@ def explain(stats: ItemStats, pairs) -> list[str]:
     out = []
     for row in range(len(pairs)):
         if count[row] > 0:
-            n = int(count[row])
-            out.append(f"bought it {'once' if n == 1 else f'{n} times'}, last {ago(days[row])}")
+            out.append(bought(count[row], days[row]))
         elif lift[row, best[row]] > 0:
             out.append(f"often bought with your {stats.items[best[row]]}")
         else:

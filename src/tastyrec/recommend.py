@@ -40,25 +40,21 @@ MAX_TOP_K = 50
 CHUNK_CUSTOMERS = 2_000  # customers scored per pass: bounds memory for any selection size
 BULK_FROM = 500  # selections of more customers read the serving snapshot in bulk, not one lookup each
 ITEM_FIELDS = ("menu_item_name", "truck_brand_name", "item_category", "sale_price_usd")
-# Why a selected customer gets no recommendation: code -> the reason in words ({city}: theirs).
-# A customer's candidates are the items of the brands with a truck in their city; the filters
-# then remove some, in the order brand, trucks not visited, items not ordered.
+# Why a selected customer gets no recommendation: code -> (the reason for one customer ({city}:
+# theirs), the same counted for one and for several ({n})). A customer's candidates are the items
+# of the brands with a truck in their city; the filters then remove some, in the order brand,
+# trucks not visited, items not ordered.
 REASONS = {
-    "not_in_online_store": "not in the online store: the features are older than the warehouse, "
-                           "run `tastyrec features`",
-    "no_trucks": "no truck serves {city}",
-    "brand": "no truck of the chosen brands serves {city}",
-    "trucks_not_visited": "has bought from every truck brand left in {city}",
-    "items_not_ordered": "has already bought every item left to recommend",
-}
-# The same reasons counted, for the line that makes the counts add up: code -> (one, several)
-COUNTED = {
-    "not_in_online_store": ("{n} is not in the online store (run `tastyrec features`)",
+    "not_in_online_store": ("not in the online store: the features are older than the warehouse, "
+                            "run `tastyrec features`", "{n} is not in the online store (run `tastyrec features`)",
                             "{n} are not in the online store (run `tastyrec features`)"),
-    "no_trucks": ("{n} lives where no truck serves", "{n} live where no truck serves"),
-    "brand": ("{n} lives where no truck of the chosen brands serves", "{n} live where no truck of the chosen brands serves"),
-    "trucks_not_visited": ("{n} has bought from every truck brand there", "{n} have bought from every truck brand there"),
-    "items_not_ordered": ("{n} has already bought every item left", "{n} have already bought every item left"),
+    "no_trucks": ("no truck serves {city}", "{n} lives where no truck serves", "{n} live where no truck serves"),
+    "brand": ("no truck of the chosen brands serves {city}", "{n} lives where no truck of the chosen brands serves",
+              "{n} live where no truck of the chosen brands serves"),
+    "trucks_not_visited": ("has bought from every truck brand left in {city}",
+                           "{n} has bought from every truck brand there", "{n} have bought from every truck brand there"),
+    "items_not_ordered": ("has already bought every item left to recommend", "{n} has already bought every item left",
+                          "{n} have already bought every item left"),
 }
 
 
@@ -188,8 +184,11 @@ class Precomputed:
         def run() -> None:
             try:
                 started = time.perf_counter()
-                if reasons is not None:  # the first request needs them too
-                    reasons.stats()
+                if reasons is not None:  # the first request needs them too; a failure there is its own
+                    try:
+                        reasons.stats()
+                    except Exception:
+                        log.exception("the counts behind the reasons could not be read")
                 self.compute(online, predictor, ids, chunk)
                 log.info("scores of %d customer x item rows precomputed in %.1f s", len(self.keys),
                          time.perf_counter() - started)
@@ -249,6 +248,7 @@ class Engine:
         # cores, 9 ms with 1), so a process that serves uses one; it scales with more workers.
         torch.set_num_threads(1)
         self._lock = threading.Lock()
+        self._stopped: list[Precomputed] = []  # replaced by a reload, maybe still finishing a chunk
         self._state = self._load()
 
     def _load(self) -> Loaded:
@@ -291,12 +291,14 @@ class Engine:
             old, self._state = self._state, loaded
         if old.precomputed is not None:  # requests in flight on `old` score per request if need be
             old.precomputed.stop()
+            self._stopped.append(old.precomputed)
         return self.model_info
 
     def close(self, wait: float = 30.0) -> None:
         """Stop the background work (precomputing scores) and wait for it: before the process ends."""
-        if self._state.precomputed is not None:
-            self._state.precomputed.stop(wait)
+        for precomputed in [*self._stopped, self._state.precomputed]:
+            if precomputed is not None:
+                precomputed.stop(wait)
 
     def check(self) -> None:
         """OnlineStoreError when the online store cannot be read now (one cheap lookup): what
@@ -345,10 +347,7 @@ class Engine:
             raise RecommendError(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
         started = time.perf_counter()
         state = self._state  # one model, features run and directory for the whole request
-        if filters.country or filters.city or filters.brand:  # "hamburg" is Hamburg; "Hamburgg" an error
-            from tastyrec.matching import known_values, match_filters  # here: matching imports this module
-
-            filters = match_filters(filters, known_values(state.directory, state.online))
+        filters = self.spelt(filters, state)
         info = state.info
         unknown: list[int] = []
         if customer_ids is not None:
@@ -376,12 +375,12 @@ class Engine:
                 without += missed
                 if progress:
                     progress("scoring customers", served + len(without), len(ids))
+        counts = dict(Counter(w["code"] for w in without).most_common())
         return Recommendations(
             model={k: info[k] for k in ("name", "version", "alias", "label_days")}, filters=filters.to_dict(), top_k=top_k,
             customers=results, unknown_customers=unknown, without_recommendations=without, selected=selected,
-            truncated=truncated, message=_message(selected, len(ids), served, without, unknown),
-            seconds=round(time.perf_counter() - started, 4), served=served,
-            without_counts=dict(Counter(w["code"] for w in without).most_common()))
+            truncated=truncated, message=_message(selected, len(ids), served, counts, unknown),
+            seconds=round(time.perf_counter() - started, 4), served=served, without_counts=counts)
 
     def _chunk(self, state: Loaded, customers: pa.Table, filters: Filters, top_k: int,
                histories: bool = True) -> tuple[list[CustomerRecommendations], list[dict[str, Any]]]:
@@ -405,7 +404,7 @@ class Engine:
             why |= dict.fromkeys(left - still, code)
             left = still
         without = [{"customer_id": cid, "city": directory.place[cid][0], "code": why[cid],
-                    "reason": REASONS[why[cid]].format(city=directory.place[cid][0])}
+                    "reason": REASONS[why[cid]][0].format(city=directory.place[cid][0])}
                    for cid in ids if cid in why]
         pairs = pairs.take(np.flatnonzero(keep))
         if not len(pairs):
@@ -436,6 +435,16 @@ class Engine:
             out[cid].recommendations.append({"rank": int(r) + 1, **{f: _plain(v[j]) for f, v in shown.items()},
                                              "score": float(scores[row]), "reason": why[j]})
         return list(out.values()), without
+
+    def spelt(self, filters: Filters, state: Loaded | None = None) -> Filters:
+        """The filters with their values spelt as the data spells them ("hamburg" is Hamburg); a
+        RecommendError naming the closest known value for a near miss ("Hamburgg")."""
+        if not (filters.country or filters.city or filters.brand):
+            return filters
+        from tastyrec.matching import known_values, match_filters  # here: matching imports this module
+
+        state = state or self._state
+        return match_filters(filters, known_values(state.directory, state.online))
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """P(purchase) for raw feature rows (the columns of a training set): the seed's forward."""
@@ -483,7 +492,7 @@ def _histories(customers: pa.Table, as_of: pd.Timestamp) -> dict[int, list[dict[
     return out
 
 
-def _message(selected: int, scored: int, served: int, without: list[dict[str, Any]],
+def _message(selected: int, scored: int, served: int, without: dict[str, int],
              unknown: list[int]) -> str | None:
     """What the counts mean, in plain words, whenever someone selected got nothing (None when
     every selected customer has recommendations)."""
@@ -493,8 +502,7 @@ def _message(selected: int, scored: int, served: int, without: list[dict[str, An
         return "no customer matches the filters"
     if not without:
         return None
-    reasons = "; ".join(COUNTED[code][n > 1].format(n=f"{n:,}")
-                        for code, n in Counter(w["code"] for w in without).most_common())
+    reasons = "; ".join(REASONS[code][1 + (n > 1)].format(n=f"{n:,}") for code, n in without.items())
     matched = f"{selected:,} match" + (f" (the first {scored:,} scored)" if scored < selected else "")
     if not served:
         return f"{matched}, but none has a candidate item left: {reasons}"

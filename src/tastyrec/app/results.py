@@ -43,7 +43,7 @@ class Shown:
         """The mailing file (campaigns.mailing_frame: one row per customer with first name, e-mail,
         language, city, then each item with brand, price, chance and reason), every customer, for
         spreadsheets: made when the download is clicked."""
-        frame = campaigns.mailing_frame(self.ws, self.result["customers"], self.result["top_k"])
+        frame = campaigns.mailing_frame(self.ws, self.result["customers"])  # items 1..the longest list, as saved
         return campaigns.spreadsheet_safe(frame).to_csv(index=False).encode()
 
     @cached_property

@@ -33,8 +33,8 @@ def print_recommendations(result) -> None:
     for c in result.customers:
         history = ", ".join(f"{h['menu_item_name']} ({h['orders']}, {h['last_purchase']})" for h in c.history[:4])
         more = f" +{len(c.history) - 4} more" if len(c.history) > 4 else ""
-        recs = "\n".join(f"{r['rank']}. {r['menu_item_name']} - {r['truck_brand_name']}, "
-                         f"${r['sale_price_usd']:.2f} ({percent(r['score'])}): {r['reason']}" for r in c.recommendations)
+        recs = "\n".join(f"{r['rank']}. {r['menu_item_name']} - {r['truck_brand_name'] or '-'}, "
+                         f"{money(r['sale_price_usd'])} ({percent(r['score'])}): {r['reason']}" for r in c.recommendations)
         table.add_row(str(c.customer_id), f"{c.city}, {c.country}", (history + more) or "-", recs)
     out.print(table)
 
@@ -81,6 +81,7 @@ def recommend(ctx: typer.Context,
     campaign = None
     try:
         engine = Engine(ctx.obj, version or "champion")
+        filters = engine.spelt(filters)  # as the campaign records them
         if save:  # a selection by filters is streamed: each chunk's lists go to the campaign as they come
             with Saving(ctx.obj, save, engine.model_info["version"], filters.to_dict()) as saving, \
                     progress_bar(not as_json and not ids) as bar:
@@ -135,18 +136,22 @@ FormatOpt = Annotated[ExportFormat, typer.Option("--format", case_sensitive=Fals
                                                  help="csv (for spreadsheets) or parquet.")]
 
 
-def money(value: float) -> str:
-    return f"${value:,.2f}"
+def money(value: float | None) -> str:
+    return "no price" if value is None else f"${value:,.2f}"
 
 
 @campaigns_app.callback(invoke_without_command=True)
 def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List saved campaigns (name, description, time, filters, customers, model version)."""
     from tastyrec.campaigns import list_campaigns
+    from tastyrec.recommend import RecommendError
 
     if ctx.invoked_subcommand is not None:
         return
-    saved = list_campaigns(ctx.obj)
+    try:
+        saved = list_campaigns(ctx.obj)
+    except RecommendError as e:  # another process writes to the warehouse
+        fail(str(e))
     if as_json:
         print(json.dumps([c.to_dict() for c in saved]))
         return

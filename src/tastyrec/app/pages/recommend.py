@@ -69,7 +69,8 @@ if not customers:
 model = result["model"]
 days = model.get("label_days")
 if not without:  # else the message above makes the counts add up
-    st.success(f"{result['selected']:,} match; all {len(customers):,} get a list")
+    scored = f" (the first {len(customers):,} scored)" if result["truncated"] else ""
+    st.success(f"{result['selected']:,} match{scored}; all {len(customers):,} get a list")
 st.caption(f"Top {result['top_k']} items per customer · model version {model['version']}"
            f"{', ' + model['alias'] if model['alias'] else ''} · {result['seconds']:.2f} s")
 totals = shown.totals
