@@ -207,7 +207,7 @@ def test_the_cli_prints_tables_and_no_third_party_noise(own_home):
     assert "version 2 (ndcg@10" in trained.stdout and "champion" in trained.stdout
     assert "version 2 of the registered model" in evaluated.stdout
     assert "version 2 (dlrm)" in evaluated.stdout and "x the best baseline's" in evaluated.stdout
-    assert "dlrm, epoch 1/1: loss" in trained.stderr  # our own progress lines stay
+    assert "dlrm probe, epoch 1/1: loss" in trained.stderr  # our own progress lines stay (--model auto: probes)
     noise = ("fetch_arrow_table", "noload", "CloudPickle", "Downloading artifacts", "DeprecationWarning",
              "INFO mlflow")
     for done in (trained, evaluated, features):
