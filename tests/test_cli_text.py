@@ -5,6 +5,7 @@ and ends `make run` cleanly; the app's process prints nothing of MLflow's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -148,9 +149,12 @@ def test_off_a_terminal_each_stage_and_epoch_is_one_plain_line_as_it_happens(hom
 
 
 def test_ctrl_c_in_pipeline_is_one_plain_line(home_copy) -> None:
+    # SIGINT's default action in the child: a test run in the background (CI, nohup) passes it on as
+    # ignored, and an ignored SIGINT never becomes a KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "tastyrec.cli", "--home", str(home_copy), "pipeline",
                              "--epochs", "1", "--seed-samples", "0"], env=cli_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[tuple[float, str]] = []
     reader = timed_lines(proc.stderr, lines)
     deadline = time.monotonic() + 300
@@ -188,7 +192,8 @@ case "$1" in
 pipeline) echo "pipeline: done" ;;
 app) echo $$ > "$(dirname "$0")/app.pid"; trap 'echo "app: stopping"; exit 0' TERM; echo "app: up"
      while :; do sleep 0.2; done ;;
-serve) trap 'echo "serve: stopping"; exit 0' INT; echo "serve: up"; while :; do sleep 0.2; done ;;
+serve) echo $$ > "$(dirname "$0")/serve.pid"; trap 'echo "serve: stopping"; exit 0' INT; echo "serve: up"
+       while :; do sleep 0.2; done ;;
 esac
 """
 
@@ -208,6 +213,9 @@ def test_ctrl_c_ends_make_run_cleanly(tmp_path) -> None:
     repo = Path(__file__).resolve().parents[1]
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session of its own, the pseudo-terminal as its terminal
+        # Ctrl-C as in a terminal: a test run in the background (CI, nohup) passes SIGINT on as
+        # ignored, and a shell started with it ignored cannot trap it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execvp("make", ["make", "--no-print-directory", "-C", str(repo), f"BIN={bin_dir}", "run"])
     output, sent = b"", False
     deadline = time.monotonic() + 60
@@ -223,9 +231,20 @@ def test_ctrl_c_ends_make_run_cleanly(tmp_path) -> None:
         if not sent and b"serve: up" in output and b"app: up" in output:
             os.write(fd, b"\x03")  # Ctrl-C
             sent = True
-    _, status = os.waitpid(pid, 0)
+    exited, status = os.waitpid(pid, os.WNOHANG)
+    while not exited and time.monotonic() < deadline + 10:  # the terminal closes just before make exits
+        time.sleep(0.1)
+        exited, status = os.waitpid(pid, os.WNOHANG)
+    if not exited:  # never hang the suite: stop make and the fakes, then fail with what it printed
+        for leftover in (bin_dir / "serve.pid", bin_dir / "app.pid"):
+            if leftover.exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(leftover.read_text()), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
     os.close(fd)
     text = output.decode(errors="replace")
+    assert exited, f"make run did not end within 60 s of Ctrl-C:\n{text}"
     assert sent, text
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "serve: stopping" in text and "app: stopping" in text and "stopped: the service and the app" in text
