@@ -38,26 +38,34 @@ def main() -> None:
     events: list[tuple[float, str]] = []
     stop = threading.Event()
 
+    def take() -> None:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        samples.append((time.time(), int(status["VmRSS"].split()[0]) / 2**20,
+                        int(status["RssAnon"].split()[0]) / 2**20))
+
     def sample() -> None:
         while not stop.is_set():
-            status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-            samples.append((time.time(), int(status["VmRSS"].split()[0]) / 2**20,
-                            int(status["RssAnon"].split()[0]) / 2**20))
+            take()
             stop.wait(0.5)
+
+    def progress(what: str, done: int, total: int) -> None:
+        take()  # one sample at every step too, so a stage shorter than 0.5 s still has one
+        events.append((time.time(), what))
 
     threading.Thread(target=sample, daemon=True).start()
     started = time.time()
     outcome = train_model(Workspace.from_env(args.home),
                           TrainOptions(model=args.model, epochs=args.epochs, progress=False,
                                        max_samples=20_000 if args.quick else None),
-                          progress=lambda what, done, total: events.append((time.time(), what)))
-    ended = time.time()
+                          progress=progress)
     stop.set()
+    take()
+    ended = time.time()
     training_set = max(t for t, what in events if what.startswith("training set"))
     prepared = max(t for t, what in events if what.endswith("tensors"))
     for name, a, b in (("training set", started, training_set), ("preprocessing", training_set, prepared),
-                       ("training", prepared + 1, ended)):
-        inside = [(rss, anon) for t, rss, anon in samples if a <= t <= b]
+                       ("training", prepared, ended)):
+        inside = [(rss, anon) for t, rss, anon in samples if a < t <= b]
         print(f"{name:<14} {b - a:7.0f} s  peak RSS {max(r for r, _ in inside):.2f} GiB "
               f"(not mapped: {max(x for _, x in inside):.2f} GiB)")
     for epoch in outcome.result["history"]:
