@@ -96,14 +96,16 @@ def main(ctx: typer.Context,
     ctx.with_resource(plain_errors(ws, ctx.invoked_subcommand))
 
 
-# Commands whose writes are all or nothing: a warehouse is built aside and swapped in whole, a
-# campaign's rows and files are undone together. After a failure nothing of theirs is left.
-ALL_OR_NOTHING = {"setup", "recommend"}
+# Commands whose writes are all or nothing: a warehouse is built aside and swapped in whole, an
+# ingest writes in one transaction, a campaign's rows and files are undone together. After a
+# failure nothing of theirs is left.
+ALL_OR_NOTHING = {"setup", "ingest", "recommend"}
 
 
 # What an interrupted command leaves, where there is more to say than that it stopped.
 INTERRUPTED = {
     "setup": "an existing warehouse is as it was (a new one is swapped in only when complete)",
+    "ingest": "the warehouse is as it was (an ingest writes in one transaction)",
     "features": "the current features are as they were (a new run is swapped in only when complete)",
     "train": "`tastyrec train --resume` continues from the last completed epoch, if one was",
     "pipeline": "what was complete is kept; `tastyrec train --resume` continues a training from its last "

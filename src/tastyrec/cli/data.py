@@ -1,4 +1,4 @@
-"""Commands that build data: setup, export-csv, features."""
+"""Commands that build data: setup, export-csv, ingest, features."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from tastyrec.config import Workspace
 from tastyrec.cli.base import (JsonOpt, StepDaysOpt, TrainWindowsOpt, WindowDaysOpt, app, fail, out, print_counts,
@@ -52,6 +53,41 @@ def export_csv(ctx: typer.Context, target: Annotated[Path, typer.Argument(help="
         fail(str(e))
     for table, path in written.items():
         out.print(f"{table} -> {path}")
+
+
+@app.command()
+def ingest(ctx: typer.Context,
+           from_csv: Annotated[Path, typer.Option(
+               "--from-csv", help="Folder in the seed's stage layout: raw_pos/order_header/*.csv[.gz], "
+                                  "raw_pos/order_detail/..., raw_customer/customer_loyalty/... (any of them).")],
+           as_json: JsonOpt = False) -> None:
+    """Append new orders and new or changed loyalty customers to the warehouse, all or nothing
+    (rows already there are skipped); then `tastyrec features` moves the features forward."""
+    from tastyrec.warehouse.load import WarehouseError
+    from tastyrec.warehouse.ingest import ingest_csv
+
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            result = ingest_csv(ctx.obj, from_csv, progress=progress)
+    except WarehouseError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(asdict(result)))
+        return
+    table = Table(title=f"{result.warehouse} (ingest {result.source}, {result.seconds} s)")
+    for column in ("table", "delivered", "added", "already there", "changed", "rows now"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name, n in result.tables.items():
+        table.add_row(name, *(f"{v:,}" for v in (n["rows"], n["added"], n["already_there"], n["changed"],
+                                                 result.row_counts[name])))
+    out.print(table)
+    if not result.changed_anything:
+        out.print(f"nothing new: the warehouse is unchanged (orders run to the day before {result.data_end})")
+        return
+    moved = (f"moved from {result.data_end_before} to {result.data_end}" if result.data_end != result.data_end_before
+             else f"still {result.data_end}")
+    out.print(f"data end (the day after the last order) {moved}: run `tastyrec features` to move the serving "
+              "snapshot and the windows there")
 
 
 @app.command()

@@ -20,11 +20,18 @@ def warehouse_fingerprint(ws: Workspace) -> dict[str, Any]:
     """{"tables": {table: {"rows", "checksum"}}, "last_order", "hash"} of the raw tables.
 
     The checksum is the sum of DuckDB's row hashes (order-free; 1.6 s at 20,000 customers), so it
-    is cached in the home per warehouse file (`setup` replaces the file whole: a new mtime)."""
+    is cached in the home per state of the warehouse file and its WAL (`setup` replaces the file
+    whole, `ingest` and a campaign's save write into it: a new mtime), and forgotten by `ingest`."""
     from tastyrec.warehouse.load import RAW_TABLES, connect
 
     stat = ws.warehouse.stat()
     key = {"path": str(ws.warehouse), "mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+    wal = ws.warehouse.with_name(ws.warehouse.name + ".wal")
+    try:  # rows committed but not yet checkpointed into the file
+        wal_stat = wal.stat()
+        key["wal"] = [wal_stat.st_mtime_ns, wal_stat.st_size]
+    except FileNotFoundError:
+        pass
     cache = ws.home / FINGERPRINT_CACHE
     try:
         cached = json.loads(cache.read_text())
@@ -47,3 +54,9 @@ def warehouse_fingerprint(ws: Workspace) -> dict[str, Any]:
     except OSError:
         pass
     return fingerprint
+
+
+def forget(ws: Workspace) -> None:
+    """Drop the cached fingerprint: a writer that changed raw tables in place (`ingest`) calls it,
+    so the next reader computes the fingerprint of the new rows whatever the file's mtime says."""
+    (ws.home / FINGERPRINT_CACHE).unlink(missing_ok=True)

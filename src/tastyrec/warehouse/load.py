@@ -213,7 +213,7 @@ def _check_header(path: Path, expected: list[str]) -> None:
         raise CsvError(path, 1, problem)
 
 
-def _check_complete(path: Path) -> None:
+def check_complete(path: Path) -> None:
     """Refuse a file that cannot be read to its end: a truncated or corrupt gzip stream, or a last
     line without its line break (a copy cut off mid-row). DuckDB's reader loads the readable part
     of such a file without a word, so every file is read through here first, in chunks, counting
@@ -250,19 +250,56 @@ def _header_problem(header: list[str], expected: list[str]) -> str | None:
     return None
 
 
-def _duplicate_line(files: list[Path], key_index: int) -> tuple[Path, int, str] | None:
-    """The first row whose key was already seen in an earlier row (dimension tables are small)."""
-    seen: set[str] = set()
+def csv_rows(files: list[Path]) -> Iterator[tuple[Path, int, list[str]]]:
+    """Every data row of these files, with its file and line number (the header is line 1).
+    Used to name the line of a refusal found in SQL, where lines are no longer known."""
     for path in files:
         with _open_text(path) as f:
             reader = csv.reader(f)
-            next(reader)
+            next(reader, None)
             for row in reader:
-                key = row[key_index]
-                if key in seen:
-                    return path, reader.line_num, key
-                seen.add(key)
+                yield path, reader.line_num, row
+
+
+def _duplicate_line(files: list[Path], key_index: int) -> tuple[Path, int, str] | None:
+    """The first row whose key was already seen in an earlier row (dimension tables are small)."""
+    seen: set[str] = set()
+    for path, line, row in csv_rows(files):
+        key = row[key_index]
+        if key in seen:
+            return path, line, key
+        seen.add(key)
     return None
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a table's columns, in order."""
+    return con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                       "AND schema_name || '.' || table_name = ? ORDER BY column_index", [table]).fetchall()
+
+
+def copy_csv(con: duckdb.DuckDBPyConnection, path: Path, into: str, columns: list[tuple[str, str]],
+             tag: int | None = None) -> None:
+    """Append one stage file to table `into`, read as the columns of its raw table: its header
+    checked, every field parsed as its column's type, the first line DuckDB rejects refused
+    (CsvError: file, line, reason). `tag`: a last column of `into` given this value in every row
+    (ingest numbers the files of a delivery so). Fields are read as export_csv writes them: an
+    unquoted NULL, null or empty field is NULL, a quoted one is the string itself."""
+    _check_header(path, [c for c, _ in columns])
+    # JSON is read as text and cast on insert; every other column is parsed as its type
+    spec = {c: ("VARCHAR" if t == "JSON" else t) for c, t in columns}
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    con.execute(
+        f"INSERT INTO {into} SELECT *{', $tag' if tag is not None else ''} FROM read_csv($path, header = true, "
+        "columns = $spec, auto_detect = false, nullstr = $nulls, allow_quoted_nulls = false, quote = '\"', "
+        "escape = '\"', store_rejects = true)",
+        {"path": str(path), "spec": spec, "nulls": NULL_STRINGS} | ({"tag": tag} if tag is not None else {}))
+    bad = con.execute("SELECT line, column_name, error_type, error_message FROM reject_errors "
+                      "ORDER BY line LIMIT 1").fetchone()
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    if bad:
+        line, column, kind, message = bad
+        raise CsvError(path, int(line), f"{kind} in column {column}: {message}" if kind == "CAST" else f"{kind}: {message}")
 
 
 def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
@@ -279,32 +316,15 @@ def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
     plan = {table: _stage_files(source, table) for table in RAW_TABLES}  # refuse before touching anything
     total = sum(len(files) for files in plan.values())
     for checked, path in enumerate((p for files in plan.values() for p in files), start=1):
-        _check_complete(path)
+        check_complete(path)
         if progress:
             progress("files checked", checked, total)
     with _building(ws, force) as con:
         done = 0
         for table, files in plan.items():
-            columns = con.execute(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-                "AND schema_name || '.' || table_name = ? ORDER BY column_index", [table]).fetchall()
-            names = [c for c, _ in columns]
-            # JSON is read as text and cast on insert; every other column is parsed as its type
-            spec = {c: ("VARCHAR" if t == "JSON" else t) for c, t in columns}
+            columns = table_columns(con, table)
             for path in files:
-                _check_header(path, names)
-                con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
-                con.execute(
-                    f"INSERT INTO {table} SELECT * FROM read_csv($path, header = true, columns = $spec, "
-                    "auto_detect = false, nullstr = $nulls, allow_quoted_nulls = false, quote = '\"', "
-                    "escape = '\"', store_rejects = true)",
-                    {"path": str(path), "spec": spec, "nulls": NULL_STRINGS})
-                bad = con.execute("SELECT line, column_name, error_type, error_message FROM reject_errors "
-                                  "ORDER BY line LIMIT 1").fetchone()
-                if bad:
-                    line, column, kind, message = bad
-                    raise CsvError(path, int(line), f"{kind} in column {column}: {message}"
-                                   if kind == "CAST" else f"{kind}: {message}")
+                copy_csv(con, path, table, columns)
                 done += 1
                 if progress:
                     progress("files", done, total)
@@ -312,10 +332,9 @@ def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
             if key:
                 dup = con.execute(f"SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1 LIMIT 1").fetchone()
                 if dup:
-                    found = _duplicate_line(files, names.index(key))
+                    found = _duplicate_line(files, [c for c, _ in columns].index(key))
                     path, line, value = found if found else (files[0], None, str(dup[0]))
                     raise CsvError(path, line, f"duplicate primary key {key} = {value} in {table}")
-        con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
     return _finish(ws, f"csv({source})", started)
 
 
