@@ -338,6 +338,18 @@ def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
     return _finish(ws, f"csv({source})", started)
 
 
+def write_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """One table as gzip CSV with a header row, as setup_from_csv reads it back exactly: every
+    non-null text value quoted, a NULL an unquoted empty field (`simulate` writes its files so too)."""
+    text = [f'"{c}"' for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND "
+        "schema_name || '.' || table_name = ? AND data_type IN ('VARCHAR', 'JSON') ORDER BY column_index",
+        [table]).fetchall()]
+    quote = f", FORCE_QUOTE ({', '.join(text)})" if text else ""
+    con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT csv, HEADER true, COMPRESSION gzip{quote})",
+                {"path": str(path)})
+
+
 def export_csv(ws: Workspace, target: Path, progress: Progress | None = None) -> dict[str, str]:
     """Write every raw table in the seed's stage layout (gzip CSV with a header row).
 
@@ -354,13 +366,7 @@ def export_csv(ws: Workspace, target: Path, progress: Progress | None = None) ->
             folder = target.joinpath(*table.split("."))
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{table.split('.')[1]}.csv.gz"
-            text = [f'"{c}"' for (c,) in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND "
-                "schema_name || '.' || table_name = ? AND data_type IN ('VARCHAR', 'JSON') ORDER BY column_index",
-                [table]).fetchall()]
-            quote = f", FORCE_QUOTE ({', '.join(text)})" if text else ""
-            con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT csv, HEADER true, COMPRESSION gzip{quote})",
-                        {"path": str(path)})
+            write_csv(con, table, path)
             written[table] = str(path)
             if progress:
                 progress("tables", done, len(RAW_TABLES))

@@ -23,7 +23,8 @@ from each customer's state at the window start and written to `synth.true_propen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -85,15 +86,36 @@ def _draw_orders(rng: np.random.Generator, dims: Dimensions, expu: np.ndarray,
     return brand, lines
 
 
-def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: int, n: int,
-                   first_order_id: int, first_detail_id: int) -> dict[str, pa.Table]:
-    """Customers [first_customer_id, +n), their orders, non-loyalty orders and the truth."""
-    rng = np.random.default_rng([seed, 1, chunk])
-    n_items, n_brands = len(dims.item_ids), len(BRANDS)
-    start_day, end_day = _days(DATA_START), _days(DATA_END) + 1  # [start, end) in days since epoch
-    window_start = end_day - WINDOW_DAYS
+@dataclass
+class Customers:
+    """One chunk's loyalty customers: their rows and the parameters of their purchase model."""
 
-    # ---- customers -------------------------------------------------------------------------
+    ids: np.ndarray      # (n,) customer_id
+    city: np.ndarray     # (n,) city index
+    signup: np.ndarray   # (n,) sign-up day, in days since 1970-01-01
+    base: np.ndarray     # (n, I) utility without the habit term; -inf where no truck of the brand serves the city
+    habit: np.ndarray    # (n,) weight of log1p(n[c, i])
+    rate: np.ndarray     # (n,) orders per day
+    table: pd.DataFrame  # their raw_customer.customer_loyalty rows
+
+
+def chunk_rng(seed: int, chunk: int) -> np.random.Generator:
+    """The random stream of one chunk: its customers first (draw_customers), then their orders."""
+    return np.random.default_rng([seed, 1, chunk])
+
+
+def customer_chunks(n_customers: int) -> Iterator[tuple[int, int, int]]:
+    """(chunk, first customer id, customers) of each chunk of a data set of n_customers."""
+    for chunk, start in enumerate(range(0, n_customers, CHUNK_CUSTOMERS)):
+        yield chunk, start + 1, min(CHUNK_CUSTOMERS, n_customers - start)
+
+
+def draw_customers(rng: np.random.Generator, dims: Dimensions, first_customer_id: int, n: int) -> Customers:
+    """Customers [first_customer_id, +n) and their parameters, the first draws of a chunk's stream
+    (`setup` and `simulate` both call this on chunk_rng, so both see the same customers)."""
+    start_day = _days(DATA_START)
+    window_start = _days(DATA_END) + 1 - WINDOW_DAYS
+    n_brands = len(BRANDS)
     ids = np.arange(first_customer_id, first_customer_id + n, dtype=np.int64)
     city = rng.choice(len(dims.city_names), size=n, p=dims.city_weight)
     gender = _pick(rng, ["Male", "Female", "Undisclosed"], [0.48, 0.48, 0.04], n)
@@ -126,7 +148,7 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
 
     first = rng.choice(FIRST_NAMES, n)
     last = rng.choice(LAST_NAMES, n)
-    customers = pd.DataFrame({
+    table = pd.DataFrame({
         "customer_id": ids, "first_name": first, "last_name": last,
         "city": dims.city_names[city], "country": dims.city_country[city],
         "postal_code": rng.integers(10000, 99999, n).astype(str),
@@ -138,46 +160,145 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
         "e_mail": [f"{f}.{l}{i}@example.com".lower() for f, l, i in zip(first, last, ids)],
         "phone_number": [f"{a}-{b}-{c}" for a, b, c in rng.integers([200, 100, 1000], [999, 999, 9999], (n, 3))],
     })
-
-    # ---- loyalty orders: a Poisson process per customer ------------------------------------
     rate = rng.gamma(2.0, 0.5, n) / ORDER_EVERY_DAYS                        # orders per day
-    active_from = np.maximum(signup, start_day)
+    return Customers(ids=ids, city=city, signup=signup, base=base, habit=habit, rate=rate, table=table)
+
+
+def brand_matrix(dims: Dimensions) -> np.ndarray:
+    """(I, B) one-hot: the brand of each non-beverage item."""
+    return (dims.item_brand[:, None] == np.arange(len(BRANDS))).astype(float)
+
+
+def poisson_orders(rng: np.random.Generator, rate: np.ndarray, active_from: np.ndarray,
+                   end_day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each customer's orders in [active_from, end_day) as a Poisson process: the customer (row
+    index) and fractional day of every order, sorted by customer then time, and its number j
+    among the customer's orders (0, 1, ...)."""
     n_orders = rng.poisson(rate * (end_day - active_from))
-    owner = np.repeat(np.arange(n), n_orders)
+    owner = np.repeat(np.arange(rate.size), n_orders)
     order_day = active_from[owner] + rng.random(owner.size) * (end_day - active_from[owner])
     order_idx = np.lexsort((order_day, owner))
     owner, order_day = owner[order_idx], order_day[order_idx]
     seq = np.arange(owner.size) - np.repeat(np.cumsum(n_orders) - n_orders, n_orders)  # order number j
-    before_window = np.bincount(owner, weights=order_day < window_start, minlength=n).astype(int)
+    return owner, order_day, seq
 
-    counts = np.zeros((n, n_items))     # orders containing the item so far
-    snapshot = np.zeros((n, n_items))   # counts at the window start
+
+def draw_loyalty_lines(rng: np.random.Generator, dims: Dimensions, customers: Customers, counts: np.ndarray,
+                       owner: np.ndarray, seq: np.ndarray, snapshot_before: np.ndarray | None = None,
+                       boost: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The brand (O,) and item lines (O, MAX_LINES) of every loyalty order, order number by order
+    number, so each customer's habit sees their earlier orders: counts (n, I), the orders
+    containing each item so far, is updated in place.
+
+    snapshot_before (n,): also return each customer's counts just before their order number
+    snapshot_before[c] (the window start's state). boost(rows): an (A, I) factor on the
+    exp-utilities of orders `rows`, or None (the planted campaign effect of `simulate`)."""
+    n, n_items = counts.shape
+    snapshot = None if snapshot_before is None else np.zeros((n, n_items))
     brand_of_order = np.zeros(owner.size, dtype=np.int64)
     lines = np.full((owner.size, MAX_LINES), -1, dtype=np.int64)
-    brand_matrix = (dims.item_brand[:, None] == np.arange(n_brands)).astype(float)  # (I, B)
-    for j in range(int(n_orders.max(initial=0)) + 1):
-        snap = before_window == j
-        snapshot[snap] = counts[snap]
+    brands = brand_matrix(dims)
+    last = int(seq.max(initial=-1)) + 1  # the most orders of any customer
+    for j in range(last + 1):
+        if snapshot is not None:
+            snap = snapshot_before == j
+            snapshot[snap] = counts[snap]
         rows = np.flatnonzero(seq == j)
         if rows.size == 0:
             continue
         cust = owner[rows]
-        u = base[cust] + habit[cust, None] * np.log1p(counts[cust])        # (A, I)
-        brand, draws = _draw_orders(rng, dims, np.exp(u - u.max(axis=1, keepdims=True)), brand_matrix)
+        u = customers.base[cust] + customers.habit[cust, None] * np.log1p(counts[cust])  # (A, I)
+        expu = np.exp(u - u.max(axis=1, keepdims=True))
+        if boost is not None and (factor := boost(rows)) is not None:
+            expu = expu * factor
+        brand, draws = _draw_orders(rng, dims, expu, brands)
         brand_of_order[rows] = brand
         lines[rows] = draws
         bought = np.zeros((rows.size, n_items), dtype=bool)
         a_idx, l_idx = np.nonzero(draws >= 0)
         bought[a_idx, draws[a_idx, l_idx]] = True
         counts[cust] += bought
-    done = before_window == n_orders
-    snapshot[done] = counts[done]
+    if snapshot is not None:
+        done = snapshot_before == np.bincount(owner, minlength=n)
+        snapshot[done] = counts[done]
+    return brand_of_order, lines, snapshot
+
+
+def in_order_probability(expu: np.ndarray, listed: np.ndarray, dims: Dimensions,
+                         listed_beverages: np.ndarray | None = None) -> np.ndarray:
+    """P(an order contains at least one listed item), (n,), under the nested logit of _draw_orders:
+    sum_b p_b (1 - (1 - q_b) exp(-EXTRA_LINES q_b)), with p_b the brand's share and q_b the listed
+    items' share within brand b (ignoring the cap of MAX_LINES lines). expu, listed: (n, I);
+    listed_beverages (n,): how many of the 3 beverage names are listed (a beverage comes with
+    probability BEVERAGE_P, its kind uniform and independent of the items)."""
+    brands = brand_matrix(dims)
+    brand_w = expu @ brands                                                   # (n, B)
+    total = brand_w.sum(axis=1, keepdims=True)
+    p_brand = np.divide(brand_w, total, out=np.zeros_like(brand_w), where=total > 0)
+    q = np.divide((expu * listed) @ brands, brand_w, out=np.zeros_like(brand_w), where=brand_w > 0)
+    none_listed = (p_brand * (1 - q) * np.exp(-EXTRA_LINES * q)).sum(axis=1)
+    if listed_beverages is not None:
+        none_listed = none_listed * (1 - BEVERAGE_P * listed_beverages / len(BEVERAGES))
+    return 1 - none_listed
+
+
+def walk_in_orders(rng: np.random.Generator, dims: Dimensions, m: int, start_day: int,
+                   end_day: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """m non-loyalty orders in [start_day, end_day): item popularity only, in any city."""
+    nl_city = rng.choice(len(dims.city_names), size=m, p=dims.city_weight)
+    avail = dims.city_brands[nl_city][:, dims.item_brand]
+    nl_brand, nl_lines = _draw_orders(rng, dims, np.where(avail, np.exp(dims.item_pop)[None, :], 0.0),
+                                      brand_matrix(dims))
+    return _orders(rng, dims, owner_city=nl_city, customer_id=np.full(m, -1),
+                   order_day=start_day + rng.random(m) * (end_day - start_day), brand=nl_brand, lines=nl_lines)
+
+
+def number_orders(parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], first_order_id: int,
+                  first_detail_id: int) -> tuple[pa.Table, pa.Table]:
+    """The order_header and order_detail tables of `parts` (each _orders' header and detail, order_id
+    the row position), with ids handed out in time order, as a POS system would."""
+    offsets = np.cumsum([0] + [len(h["order_id"]) for h, _ in parts])
+    header = {k: np.concatenate([h[k] for h, _ in parts]) for k in parts[0][0]}
+    detail = {k: np.concatenate([d[k] + (offsets[p] if k == "order_id" else 0) for p, (_, d) in enumerate(parts)])
+              for k in parts[0][1]}  # detail rows point at header positions
+    order = np.argsort(header["order_ts"], kind="stable")
+    new_id = np.empty(order.size, dtype=np.int64)
+    new_id[order] = first_order_id + np.arange(order.size)
+    header = {k: v[order] for k, v in header.items()}
+    header["order_id"] = new_id[order]
+    detail["order_id"] = new_id[detail["order_id"]]
+    by_id = np.lexsort((detail["line_number"], detail["order_id"]))
+    detail = {k: v[by_id] for k, v in detail.items()}
+    detail["order_detail_id"] = first_detail_id + np.arange(by_id.size, dtype=np.int64)
+    customer_id = header["customer_id"]
+    header["customer_id"] = pa.array(customer_id, mask=customer_id < 0)
+    return _table(header, HEADER_COLUMNS), _table(detail, DETAIL_COLUMNS)
+
+
+def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: int, n: int,
+                   first_order_id: int, first_detail_id: int) -> dict[str, pa.Table]:
+    """Customers [first_customer_id, +n), their orders, non-loyalty orders and the truth."""
+    rng = chunk_rng(seed, chunk)
+    n_items = len(dims.item_ids)
+    start_day, end_day = _days(DATA_START), _days(DATA_END) + 1  # [start, end) in days since epoch
+    window_start = end_day - WINDOW_DAYS
+    customers = draw_customers(rng, dims, first_customer_id, n)
+    ids, city, signup, rate = customers.ids, customers.city, customers.signup, customers.rate
+
+    # ---- loyalty orders: a Poisson process per customer ------------------------------------
+    owner, order_day, seq = poisson_orders(rng, rate, np.maximum(signup, start_day), end_day)
+    before_window = np.bincount(owner, weights=order_day < window_start, minlength=n).astype(int)
+    counts = np.zeros((n, n_items))     # orders containing the item so far
+    brand_of_order, lines, snapshot = draw_loyalty_lines(rng, dims, customers, counts, owner, seq,
+                                                         snapshot_before=before_window)
 
     # ---- the truth of the final window ----------------------------------------------------
-    u = base + habit[:, None] * np.log1p(snapshot)
+    u = customers.base + customers.habit[:, None] * np.log1p(snapshot)
     expu = np.exp(u - u.max(axis=1, keepdims=True))
-    p_brand = (expu @ brand_matrix) / expu.sum(axis=1, keepdims=True)        # (n, B)
-    brand_total = (expu @ brand_matrix)[:, dims.item_brand]
+    brands = brand_matrix(dims)
+    p_brand = (expu @ brands) / expu.sum(axis=1, keepdims=True)             # (n, B)
+    brand_total = (expu @ brands)[:, dims.item_brand]
     q = np.divide(expu, brand_total, out=np.zeros_like(expu), where=brand_total > 0)  # P(i | its brand)
     in_order = p_brand[:, dims.item_brand] * (1 - (1 - q) * np.exp(-EXTRA_LINES * q))
     exposure = end_day - np.maximum(window_start, signup)
@@ -191,31 +312,11 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
     loyalty = _orders(rng, dims, owner_city=city[owner], customer_id=ids[owner], order_day=order_day,
                       brand=brand_of_order, lines=lines)
     # ---- non-loyalty orders: popularity only, anywhere ------------------------------------
-    m = int(round(owner.size * NON_LOYALTY_SHARE))
-    nl_city = rng.choice(len(dims.city_names), size=m, p=dims.city_weight)
-    avail = dims.city_brands[nl_city][:, dims.item_brand]
-    nl_brand, nl_lines = _draw_orders(rng, dims, np.where(avail, np.exp(dims.item_pop)[None, :], 0.0), brand_matrix)
-    walk_in = _orders(rng, dims, owner_city=nl_city, customer_id=np.full(m, -1),
-                      order_day=start_day + rng.random(m) * (end_day - start_day), brand=nl_brand, lines=nl_lines)
-
-    walk_in[1]["order_id"] += owner.size  # detail rows point at header positions
-    header = {k: np.concatenate([loyalty[0][k], walk_in[0][k]]) for k in loyalty[0]}
-    detail = {k: np.concatenate([loyalty[1][k], walk_in[1][k]]) for k in loyalty[1]}
-    # ids in time order within the chunk, as a POS system would hand them out
-    order = np.argsort(header["order_ts"], kind="stable")
-    new_id = np.empty(order.size, dtype=np.int64)
-    new_id[order] = first_order_id + np.arange(order.size)
-    header = {k: v[order] for k, v in header.items()}
-    header["order_id"] = new_id[order]
-    detail["order_id"] = new_id[detail["order_id"]]
-    by_id = np.lexsort((detail["line_number"], detail["order_id"]))
-    detail = {k: v[by_id] for k, v in detail.items()}
-    detail["order_detail_id"] = first_detail_id + np.arange(by_id.size, dtype=np.int64)
-    customer_id = header["customer_id"]
-    header["customer_id"] = pa.array(customer_id, mask=customer_id < 0)
-    return {"raw_customer.customer_loyalty": pa.Table.from_pandas(customers, preserve_index=False),
-            "raw_pos.order_header": _table(header, HEADER_COLUMNS),
-            "raw_pos.order_detail": _table(detail, DETAIL_COLUMNS),
+    walk_in = walk_in_orders(rng, dims, int(round(owner.size * NON_LOYALTY_SHARE)), start_day, end_day)
+    header, detail = number_orders([loyalty, walk_in], first_order_id, first_detail_id)
+    return {"raw_customer.customer_loyalty": pa.Table.from_pandas(customers.table, preserve_index=False),
+            "raw_pos.order_header": header,
+            "raw_pos.order_detail": detail,
             "synth.true_propensity": pa.Table.from_pandas(truth, preserve_index=False)}
 
 
@@ -302,9 +403,8 @@ def generate(n_customers: int, seed: int) -> tuple[Dimensions, Iterator[dict[str
 
     def chunks() -> Iterator[dict[str, pa.Table]]:
         order_id, detail_id = 1, 1
-        for chunk, start in enumerate(range(0, n_customers, CHUNK_CUSTOMERS)):
-            n = min(CHUNK_CUSTOMERS, n_customers - start)
-            frames = generate_chunk(dims, seed, chunk, first_customer_id=start + 1, n=n,
+        for chunk, first_customer_id, n in customer_chunks(n_customers):
+            frames = generate_chunk(dims, seed, chunk, first_customer_id=first_customer_id, n=n,
                                     first_order_id=order_id, first_detail_id=detail_id)
             order_id += len(frames["raw_pos.order_header"])
             detail_id += len(frames["raw_pos.order_detail"])
