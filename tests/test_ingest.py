@@ -392,3 +392,18 @@ def test_a_running_service_keeps_its_snapshot_until_reload_then_serves_the_new_o
     new_last = max(h["last_purchase"] for h in history(body, customer))
     assert new_last == (wrote["data_end"] - timedelta(days=1)).isoformat()
     assert history(body, newcomer)  # the newcomer's one order
+
+
+# ---- simulate's days, ingested -------------------------------------------------------------------
+def test_simulated_days_are_ingested_whole_and_once(base, tmp_path) -> None:
+    from tastyrec.warehouse.simulate import simulate
+
+    ws = copy_warehouse(base, tmp_path / "home")
+    days = simulate(ws, days=7, lift=0.0, out=tmp_path / "sim")
+    result = ingest_csv(ws, tmp_path / "sim")
+    assert {t: (v["added"], v["already_there"]) for t, v in result.tables.items()} == {
+        "raw_pos.order_header": (days.orders, 0), "raw_pos.order_detail": (days.detail_rows, 0)}
+    assert result.data_end == (date.fromisoformat(days.last_day) + timedelta(days=1)).isoformat()
+    again = ingest_csv(ws, tmp_path / "sim")
+    assert {t: (v["added"], v["already_there"]) for t, v in again.tables.items()} == {
+        "raw_pos.order_header": (0, days.orders), "raw_pos.order_detail": (0, days.detail_rows)}
