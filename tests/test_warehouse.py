@@ -225,17 +225,31 @@ def test_setup_refuses_an_existing_warehouse_unless_forced(tmp_path):
         setup_synthetic(ws, customers=50, seed=1)
     con = connect(ws.warehouse)
     con.execute("INSERT INTO ml.recommendations VALUES ('r1', now()::TIMESTAMP, '1', NULL, 1, 1, 'Italian', 0.5, 'spring')")
-    for ddl in CAMPAIGN_TABLES.values():  # a campaign's description and reasons go along with it
+    # a campaign's description, serving day, holdout and seed, reasons and groups go along with it
+    for ddl in CAMPAIGN_TABLES.values():
         con.execute(ddl)
-    con.execute("INSERT INTO ml.campaigns VALUES ('r1', 'for the spring menu')")
+    con.execute("INSERT INTO ml.campaigns VALUES ('r1', 'for the spring menu', DATE '2023-01-01', 0.1, 42)")
     con.execute("INSERT INTO ml.recommendation_reasons VALUES ('r1', 1, 1, 'bought it once, last 3 weeks ago')")
+    con.execute("INSERT INTO ml.campaign_groups VALUES ('r1', 1, false)")
     con.close()
     setup_synthetic(ws, customers=60, seed=2, force=True)
     con = connect(ws.warehouse, read_only=True)
     assert con.execute("SELECT count(*) FROM raw_customer.customer_loyalty").fetchone()[0] == 60
     assert con.execute("SELECT run_id FROM ml.recommendations").fetchall() == [("r1",)]
-    assert con.execute("SELECT * FROM ml.campaigns").fetchall() == [("r1", "for the spring menu")]
+    assert con.execute("SELECT * EXCLUDE (data_end), data_end::VARCHAR FROM ml.campaigns").fetchall() == [
+        ("r1", "for the spring menu", 0.1, 42, "2023-01-01")]
     assert con.execute("SELECT reason FROM ml.recommendation_reasons").fetchall() == [("bought it once, last 3 weeks ago",)]
+    assert con.execute("SELECT * FROM ml.campaign_groups").fetchall() == [("r1", 1, False)]
+    con.close()
+    # an older version's ml.campaigns (a description only): carried over, the newer columns empty
+    con = connect(ws.warehouse)
+    con.execute("DROP TABLE ml.campaigns")
+    con.execute("CREATE TABLE ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR)")
+    con.execute("INSERT INTO ml.campaigns VALUES ('r1', 'older')")
+    con.close()
+    setup_synthetic(ws, customers=60, seed=2, force=True)
+    con = connect(ws.warehouse, read_only=True)
+    assert con.execute("SELECT * FROM ml.campaigns").fetchall() == [("r1", "older", None, None, None)]
 
 
 @contextmanager

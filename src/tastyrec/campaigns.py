@@ -17,6 +17,16 @@ campaign.) Renaming and deleting a campaign move its files inside the transactio
 rows in the same way, and move them back when anything fails (`rename_campaign`,
 `delete_campaign`). A description lives in `ml.campaigns` (`describe_campaign`).
 
+A control group: a save keeps a share of the campaign's customers (`holdout`, default HOLDOUT) as
+control, drawn at random (`draw_control`: exactly round(share × n) of them, rounded half up, a
+uniform draw without replacement from the customers sorted by id, so the draw depends on the set of
+customers and the seed only, not on the order they were scored in). Their lists are computed and
+stored like the others (`ml.recommendations`), their group is in `ml.campaign_groups`, and the
+mailing files leave them out: they are who the campaign's effect is measured against
+(`tastyrec.campaign_report`). `ml.campaigns` records the share, the seed (given, else derived from
+the run id: `holdout_seed`) and the features' serving day the lists were computed for (`data_end`:
+the day after the last order the features saw), from which the report counts the orders that followed.
+
 The side tables (`ml.campaigns`, `ml.recommendation_reasons`) are created by the first write that
 needs them, so warehouses of older versions keep working; readers take them as empty until then.
 
@@ -30,8 +40,10 @@ downloads; they are never logged, and the engine and the service never see them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import unicodedata
@@ -43,6 +55,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tastyrec.config import Workspace
@@ -66,11 +79,17 @@ CONTACT_COLUMNS = ("first_name", "e_mail", "preferred_language", "city", "countr
 ITEM_COLUMNS = {"": "menu_item_name", "_brand": "truck_brand_name", "_price_usd": "sale_price_usd",
                 "_chance": "score", "_reason": "reason"}
 EXPECTATION_COLUMNS = ("chance_of_any", "expected_revenue_usd")
+HOLDOUT = 0.1  # the share of a new campaign's customers kept as control (not sent): 10%
+SEED_MAX = 2**63 - 1  # a seed is stored as a BIGINT
 
 # The side tables, created by the first write that needs them (CREATE ... IF NOT EXISTS); a
 # rebuilt warehouse (`setup --force`) carries them over with the campaigns
 CAMPAIGNS_DDL, REASONS_DDL = CAMPAIGN_TABLES["campaigns"], CAMPAIGN_TABLES["recommendation_reasons"]
-SIDE_TABLES = ("campaigns", "recommendation_reasons")
+GROUPS_DDL = CAMPAIGN_TABLES["campaign_groups"]
+SIDE_TABLES = ("campaigns", "recommendation_reasons", "campaign_groups")
+# ml.campaigns' columns after description: an older warehouse's table lacks them (added by a writer;
+# a reader takes them as NULL)
+CAMPAIGN_COLUMNS = {"data_end": "DATE", "holdout": "DOUBLE", "holdout_seed": "BIGINT"}
 
 CONTACTS_SQL = ("SELECT DISTINCT ON (customer_id) customer_id, first_name, e_mail, preferred_language, city, country "
                 "FROM raw_customer.customer_loyalty WHERE customer_id IN (SELECT unnest($ids::BIGINT[])) "
@@ -80,7 +99,8 @@ CONTACTS_SQL = ("SELECT DISTINCT ON (customer_id) customer_id, first_name, e_mai
 # one of the two constants below: the reasons table may not exist yet.
 ITEMS_SQL = """
 SELECT r.run_id, r.created_at, r.model_version, r.filters, r.customer_id, r.rank, r.menu_item_name,
-       m.truck_brand_name, m.item_category, m.sale_price_usd, r.score, {reason} AS reason, c.city, c.country, r.name
+       m.truck_brand_name, m.item_category, m.sale_price_usd, r.score, {reason} AS reason, c.city, c.country, r.name,
+       {control} AS control
 FROM ml.recommendations r
 LEFT JOIN (SELECT menu_item_name, any_value(truck_brand_name) AS truck_brand_name,
                   any_value(item_category) AS item_category, any_value(sale_price_usd)::DOUBLE AS sale_price_usd
@@ -88,18 +108,26 @@ LEFT JOIN (SELECT menu_item_name, any_value(truck_brand_name) AS truck_brand_nam
 LEFT JOIN (SELECT DISTINCT ON (customer_id) customer_id, city, country FROM raw_customer.customer_loyalty
            ORDER BY customer_id) c USING (customer_id)
 {join}
+{groups}
 WHERE r.run_id = $run AND ($lo IS NULL OR r.customer_id >= $lo) AND ($hi IS NULL OR r.customer_id <= $hi)
+  AND NOT ($treated_only AND {control})
 ORDER BY r.customer_id, r.rank"""
 WITH_REASONS = {"reason": "x.reason", "join": "LEFT JOIN ml.recommendation_reasons x USING (run_id, customer_id, rank)"}
 WITHOUT_REASONS = {"reason": "NULL::VARCHAR", "join": ""}
-# One row per run; {description} / {join} as for ITEMS_SQL: ml.campaigns may not exist yet
+# a customer without a group (a campaign saved before control groups) is treated: it was sent
+WITH_GROUPS = {"control": "coalesce(g.control, false)",
+               "groups": "LEFT JOIN ml.campaign_groups g USING (run_id, customer_id)"}
+WITHOUT_GROUPS = {"control": "false", "groups": ""}
+# One row per run; the fields of ml.campaigns and the control count as `_listed` fills them in: the
+# side tables, or some of ml.campaigns' columns, may not exist yet
 LIST_SQL = """
 SELECT r.run_id, any_value(r.name), min(r.created_at), any_value(r.model_version), any_value(r.filters)::VARCHAR,
-       count(DISTINCT r.customer_id), count(*), any_value({description})
-FROM ml.recommendations r {join}
+       count(DISTINCT r.customer_id), count(*), any_value({description}), any_value({data_end})::VARCHAR,
+       any_value({holdout}), any_value({holdout_seed}), coalesce(any_value({control}), 0)
+FROM ml.recommendations r {join} {groups}
 GROUP BY r.run_id ORDER BY min(r.created_at) DESC, r.run_id DESC"""
-DESCRIBED = {"description": "d.description", "join": "LEFT JOIN ml.campaigns d ON d.run_id = r.run_id"}
-UNDESCRIBED = {"description": "NULL::VARCHAR", "join": ""}
+CONTROL_COUNTS = ("LEFT JOIN (SELECT run_id, count(*) FILTER (WHERE control) AS control FROM ml.campaign_groups "
+                  "GROUP BY run_id) g ON g.run_id = r.run_id")
 
 
 class WarehouseBusy(RecommendError):
@@ -121,11 +149,21 @@ class Campaign:
     rows: int
     files: list[str]
     description: str | None = None
-    # customers, expected_buyers, expected_revenue_usd (`totals`): set by a save; None in a listing
+    # customers, expected_buyers, expected_revenue_usd (`totals`) of the mailing (the treated
+    # customers): set by a save; None in a listing
     totals: dict[str, float] | None = None
+    data_end: str | None = None  # the features' serving day the lists were computed for (None: saved before)
+    holdout: float | None = None  # the share kept as control (None: saved before control groups)
+    holdout_seed: int | None = None
+    control: int = 0  # customers kept as control (not in the mailing)
+
+    @property
+    def treated(self) -> int:
+        """Customers in the mailing: every customer of a campaign saved before control groups."""
+        return self.customers - self.control
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"treated": self.treated}
 
 
 def stage_dir(ws: Workspace) -> Path:
@@ -144,6 +182,49 @@ def campaign_name(name: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in name):
         raise RecommendError("a campaign name cannot hold control characters (line breaks, tabs, NUL, ...)")
     return name
+
+
+def holdout_share(share: float) -> float:
+    """The share of a campaign's customers to keep as control, checked: 0 (send to everyone) up to,
+    not including, 1 (someone must be sent the campaign); a RecommendError otherwise."""
+    share = float(share)
+    if not 0.0 <= share < 1.0:  # NaN fails this too
+        raise RecommendError(f"the holdout is a share of the customers from 0 up to, not including, 1 (0.1 keeps "
+                             f"10% as control; 0 sends to everyone); got {share:g}")
+    return share
+
+
+def holdout_seed(seed: int | None, run_id: str) -> int:
+    """The seed of a campaign's control draw: `seed` when given (0 .. SEED_MAX), else one derived
+    from the run id (the first 63 bits of its SHA-256), so every save draws anew and is recorded."""
+    if seed is None:
+        return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big") & SEED_MAX
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise RecommendError(f"a holdout seed is a whole number from 0 to {SEED_MAX}; got {seed}")
+    return int(seed)
+
+
+def control_size(share: float, customers: int) -> int:
+    """How many of `customers` a holdout of `share` keeps as control: round(share × n), halves up."""
+    return math.floor(share * customers + 0.5)
+
+
+def draw_control(customer_ids: Sequence[int], share: float, seed: int) -> np.ndarray:
+    """The control group: exactly `control_size(share, n)` of the n distinct customers, a uniform
+    draw without replacement (numpy's PCG64 seeded with `seed`) from the customers sorted by id, so
+    the same set of customers and seed give the same group whatever order they came in. Sorted ids."""
+    ids = np.unique(np.asarray(customer_ids, dtype=np.int64))
+    chosen = np.random.default_rng(seed).choice(len(ids), size=control_size(share, len(ids)), replace=False)
+    return np.sort(ids[chosen])
+
+
+def features_end(repo: Path) -> str:
+    """The serving day of a features run (its folder, e.g. `Engine.online.repo`): the day after the
+    last order its features saw (FeaturesResult.data_span[1]), as YYYY-MM-DD. What a campaign
+    computed from that run records as its `data_end`."""
+    from tastyrec.features.build import FeaturesResult
+
+    return FeaturesResult(**json.loads((Path(repo) / "summary.json").read_text())).data_span[1]
 
 
 def slug(name: str) -> str:
@@ -285,7 +366,7 @@ def write_mailing(con, run_id: str, paths: dict[str, Path]) -> dict[str, float]:
     """Write a saved campaign's mailing file(s) (`paths`: format -> path; parquet and/or csv) from
     its rows as `con` sees them (in a save, its own uncommitted rows), a chunk of MAILING_CHUNK
     customers at a time; the campaign's `totals`. Prices, brands, cities and countries are the
-    warehouse's of now."""
+    warehouse's of now. The control group (`ml.campaign_groups`) is left out: it is not sent."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -295,13 +376,16 @@ def write_mailing(con, run_id: str, paths: dict[str, Path]) -> dict[str, float]:
         {"run": run_id}).fetchone()[0] > 0
     columns = mailing_columns(k or 0, reasons)
     schema = _arrow_schema(columns)
-    ids = [i for (i,) in con.execute("SELECT DISTINCT customer_id FROM ml.recommendations WHERE run_id = $run "
-                                     "ORDER BY 1", {"run": run_id}).fetchall()]
+    treated = ("SELECT DISTINCT customer_id FROM ml.recommendations WHERE run_id = $run "
+               + ("AND customer_id NOT IN (SELECT customer_id FROM ml.campaign_groups WHERE run_id = $run AND control) "
+                  if "campaign_groups" in _side_tables(con) else "") + "ORDER BY 1")
+    ids = [i for (i,) in con.execute(treated, {"run": run_id}).fetchall()]
     writer, total = None, totals(pd.DataFrame(columns=list(EXPECTATION_COLUMNS)))
     try:
         for start in range(0, max(len(ids), 1), MAILING_CHUNK):
             chunk = ids[start:start + MAILING_CHUNK]
-            items = _items(con, run_id, chunk[0], chunk[-1]) if chunk else _items(con, run_id, 0, -1)
+            items = (_items(con, run_id, chunk[0], chunk[-1], treated_only=True) if chunk
+                     else _items(con, run_id, 0, -1))
             frame = mailing(items, contacts(con, chunk), k or 0, reasons)[columns]
             if "parquet" in paths:
                 if writer is None:
@@ -317,10 +401,36 @@ def write_mailing(con, run_id: str, paths: dict[str, Path]) -> dict[str, float]:
     return total
 
 
-def _items(con, run_id: str, lo: int | None = None, hi: int | None = None) -> pd.DataFrame:
-    """A campaign's rows (ITEMS_SQL), of customers lo..hi (None: unbounded)."""
-    parts = WITH_REASONS if "recommendation_reasons" in _side_tables(con) else WITHOUT_REASONS
-    return con.execute(ITEMS_SQL.format(**parts), {"run": run_id, "lo": lo, "hi": hi}).df()
+def _items(con, run_id: str, lo: int | None = None, hi: int | None = None, treated_only: bool = False
+           ) -> pd.DataFrame:
+    """A campaign's rows (ITEMS_SQL) with each customer's group (`control`), of customers lo..hi
+    (None: unbounded); only the treated customers' (those sent the campaign) with `treated_only`."""
+    tables = _side_tables(con)
+    parts = ((WITH_REASONS if "recommendation_reasons" in tables else WITHOUT_REASONS)
+             | (WITH_GROUPS if "campaign_groups" in tables else WITHOUT_GROUPS))
+    return con.execute(ITEMS_SQL.format(**parts), {"run": run_id, "lo": lo, "hi": hi,
+                                                   "treated_only": treated_only}).df()
+
+
+def _campaigns_table(con) -> None:
+    """ml.campaigns with every column of now (an older warehouse's lacks those after description)."""
+    con.execute(CAMPAIGNS_DDL)
+    for column, kind in CAMPAIGN_COLUMNS.items():  # names and types of this module
+        con.execute(f"ALTER TABLE ml.campaigns ADD COLUMN IF NOT EXISTS {column} {kind}")
+
+
+def _listed(con) -> dict[str, str]:
+    """LIST_SQL's fields for this warehouse: NULL for what its side tables lack."""
+    tables = _side_tables(con)
+    columns = {c for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'ml' "
+        "AND table_name = 'campaigns'").fetchall()}
+    nulls = {"description": "NULL::VARCHAR", "data_end": "NULL::DATE", "holdout": "NULL::DOUBLE",
+             "holdout_seed": "NULL::BIGINT"}
+    parts = {field: f"d.{field}" if field in columns else null for field, null in nulls.items()}
+    parts["join"] = "LEFT JOIN ml.campaigns d ON d.run_id = r.run_id" if "campaigns" in tables else ""
+    parts["control"], parts["groups"] = ("g.control", CONTROL_COUNTS) if "campaign_groups" in tables else ("0", "")
+    return parts
 
 
 def _side_tables(con) -> set[str]:
@@ -377,13 +487,28 @@ class Saving:
     come in chunks (`add`, e.g. as Engine.recommend's sink) and go to the table inside one
     transaction; when the block ends without an error and with rows, the mailing files are written
     from them, renamed into place and the transaction committed; otherwise nothing is left behind.
-    `campaign` (with its `totals`) is set once saved."""
+    `campaign` (with its `totals`) is set once saved.
 
-    def __init__(self, ws: Workspace, name: str, model_version: Any, filters: dict[str, Any]):
+    Before the files are written, `holdout` (a share, see `holdout_share`) of the campaign's
+    customers are drawn as control (`draw_control`, with `seed` or one derived from the run id) and
+    every customer's group goes to `ml.campaign_groups`; the mailing files leave the control out.
+    `data_end`: the features' serving day the lists were computed for (`features_end` of the
+    engine's features run); default: the workspace's current features run's (None if it has none)."""
+
+    def __init__(self, ws: Workspace, name: str, model_version: Any, filters: dict[str, Any],
+                 holdout: float = HOLDOUT, seed: int | None = None, data_end: str | None = None):
         self.ws, self.name = ws, campaign_name(name)
         self.created = datetime.now().replace(microsecond=0)
         self.run_id = f"{self.created:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
         self.model_version, self.filters = str(model_version), filters
+        self.holdout, self.seed = holdout_share(holdout), holdout_seed(seed, self.run_id)
+        if data_end is None:
+            try:
+                data_end = features_end(ws.feature_repo)
+            except (OSError, ValueError, TypeError):  # no features yet, or of a version without data_span
+                data_end = None
+        self.data_end = data_end
+        self.control = 0
         self.customers = self.rows = 0
         self.campaign: Campaign | None = None  # set when the block ends with rows saved
         folder = stage_dir(ws)
@@ -395,7 +520,9 @@ class Saving:
         self.undone = False
         try:
             self.con.begin()
-            self.con.execute(REASONS_DDL)
+            for ddl in (REASONS_DDL, GROUPS_DDL):
+                self.con.execute(ddl)
+            _campaigns_table(self.con)
         except BaseException as e:
             self._undo(e)
         return self
@@ -433,6 +560,7 @@ class Saving:
             self._undo(None)
             return
         try:
+            self._groups()
             stage_dir(self.ws).mkdir(parents=True, exist_ok=True)
             expected = write_mailing(self.con, self.run_id, self.tmp)
             for fmt in self.final:
@@ -442,7 +570,29 @@ class Saving:
             self._undo(e)
         self.con.close()
         self.campaign = Campaign(self.run_id, self.name, self.created.isoformat(), self.model_version, self.filters,
-                                 self.customers, self.rows, [str(p) for p in self.final.values()], totals=expected)
+                                 self.customers, self.rows, [str(p) for p in self.final.values()], totals=expected,
+                                 data_end=self.data_end, holdout=self.holdout, holdout_seed=self.seed,
+                                 control=self.control)
+
+    def _groups(self) -> None:
+        """Draw the control group among the campaign's customers (as saved in this transaction),
+        store every customer's group and the campaign's record (data_end, holdout, seed)."""
+        ids = [i for (i,) in self.con.execute("SELECT DISTINCT customer_id FROM ml.recommendations WHERE run_id = $run",
+                                              {"run": self.run_id}).fetchall()]
+        control = draw_control(ids, self.holdout, self.seed)
+        if len(ids) and len(control) == len(ids):
+            raise RecommendError(f"a holdout of {self.holdout:.0%} keeps all {len(ids):,} customers as control, so "
+                                 "nobody would be sent the campaign: lower the holdout (nothing was saved)")
+        groups = pd.DataFrame({"customer_id": np.asarray(ids, dtype=np.int64)})
+        groups["control"] = groups["customer_id"].isin(control)
+        groups.insert(0, "run_id", self.run_id)
+        self.con.register("campaign_groups_rows", groups)
+        self.con.execute("INSERT INTO ml.campaign_groups BY NAME SELECT * FROM campaign_groups_rows")
+        self.con.unregister("campaign_groups_rows")
+        self.con.execute("INSERT INTO ml.campaigns (run_id, data_end, holdout, holdout_seed) "
+                         "VALUES ($run, $end::DATE, $holdout, $seed)",
+                         {"run": self.run_id, "end": self.data_end, "holdout": self.holdout, "seed": self.seed})
+        self.control = len(control)
 
     def _undo(self, error: BaseException | None) -> None:
         """Roll the transaction back and remove the files (once), then raise `error` again: as
@@ -463,12 +613,14 @@ class Saving:
         raise error
 
 
-def save(ws: Workspace, result: Recommendations, name: str) -> Campaign:
-    """Store a result as a named campaign with a new run id; all or nothing."""
+def save(ws: Workspace, result: Recommendations, name: str, holdout: float = HOLDOUT, seed: int | None = None,
+         data_end: str | None = None) -> Campaign:
+    """Store a result as a named campaign with a new run id, `holdout` of its customers kept as
+    control (see Saving); all or nothing."""
     name = campaign_name(name)
     if not result.customers:
         raise RecommendError("nothing to save: the result has no recommendations")
-    with Saving(ws, name, result.model["version"], result.filters) as saving:
+    with Saving(ws, name, result.model["version"], result.filters, holdout, seed, data_end) as saving:
         saving.add(result.customers)
     return saving.campaign
 
@@ -490,13 +642,13 @@ def list_campaigns(ws: Workspace) -> list[Campaign]:
     if not ws.warehouse.exists():
         return []
     with _reading(ws) as con:
-        described = "campaigns" in _side_tables(con)
-        rows = con.execute(LIST_SQL.format(**(DESCRIBED if described else UNDESCRIBED))).fetchall()
+        rows = con.execute(LIST_SQL.format(**_listed(con))).fetchall()
     folder = stage_dir(ws)
     names = _folder_names(folder)
     return [Campaign(run_id, name or "", created.isoformat(), version, json.loads(filters) if filters else {},
-                     customers, n, [str(p) for p in _stage_files(folder, names, run_id)], text)
-            for run_id, name, created, version, filters, customers, n, text in rows]
+                     customers, n, [str(p) for p in _stage_files(folder, names, run_id)], text, data_end=end,
+                     holdout=holdout, holdout_seed=seed, control=int(control))
+            for run_id, name, created, version, filters, customers, n, text, end, holdout, seed, control in rows]
 
 
 def find_campaign(ws: Workspace, ref: str) -> Campaign:
@@ -526,9 +678,10 @@ def load_campaign(ws: Workspace, run_id: str) -> pd.DataFrame:
 
 
 def campaign_mailing(ws: Workspace, run_id: str) -> pd.DataFrame:
-    """A saved campaign's mailing frame (`mailing`), whole, in memory: for the app's download."""
+    """A saved campaign's mailing frame (`mailing`), whole, in memory: for the app's download. The
+    treated customers only: the control group is not sent."""
     with _reading(ws) as con:
-        items = _items(con, run_id)
+        items = _items(con, run_id, treated_only=True)
         if items.empty:
             raise RecommendError(f"no saved campaign with run id {run_id!r}")
         people = contacts(con, items["customer_id"].drop_duplicates().tolist())
@@ -570,10 +723,10 @@ def describe_campaign(ws: Workspace, ref: str, text: str) -> Campaign:
         raise RecommendError("a description cannot hold control characters other than line breaks and tabs")
     campaign = find_campaign(ws, ref)
     with _changing(ws, campaign, "described") as con:
-        con.execute(CAMPAIGNS_DDL)
-        con.execute("DELETE FROM ml.campaigns WHERE run_id = $run", {"run": campaign.run_id})
-        if text:
-            con.execute("INSERT INTO ml.campaigns VALUES ($run, $text)", {"run": campaign.run_id, "text": text})
+        _campaigns_table(con)
+        con.execute("INSERT INTO ml.campaigns (run_id, description) VALUES ($run, $text) "
+                    "ON CONFLICT (run_id) DO UPDATE SET description = excluded.description",
+                    {"run": campaign.run_id, "text": text or None})
     return replace(campaign, description=text or None)
 
 

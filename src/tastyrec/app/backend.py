@@ -104,7 +104,7 @@ class ServiceClient:
     def model_info(self) -> dict[str, Any]:
         health = self._call("GET", "/health")
         return {"name": health["model"], "version": health["version"], "alias": health["alias"],
-                "kind": health["kind"], "loaded_at": health["loaded_at"]}
+                "kind": health["kind"], "loaded_at": health["loaded_at"], "features": health.get("features")}
 
     def recommend(self, customer_ids: list[int] | None = None, filters: Filters = Filters(),
                   top_k: int = DEFAULT_TOP_K, limit: int | None = None) -> dict[str, Any]:

@@ -78,6 +78,19 @@ def campaign_rows(home: str, run_id: str) -> pd.DataFrame:
     return load_campaign(Workspace.from_env(home), run_id)
 
 
+@st.cache_data(show_spinner="Measuring the campaign...", max_entries=16)
+def _campaign_report(home: str, stamp: int, run_id: str, days: int):
+    from tastyrec.campaign_report import campaign_report
+
+    return campaign_report(Workspace.from_env(home), run_id, days)
+
+
+def campaign_report(ws: Workspace, run_id: str, days: int):
+    """A saved campaign's report (campaign_report.Report), read again when the warehouse changes
+    (new orders ingested)."""
+    return _campaign_report(str(ws.home), _stamp(ws), run_id, days)
+
+
 @st.cache_data(show_spinner="Reading the model's evaluation...", max_entries=16)
 def evaluation(home: str, version: int, run_id: str) -> dict[str, Any]:
     """A version's evaluation.json and loss curves; `run_id` keys it (a rebuilt home reuses numbers)."""

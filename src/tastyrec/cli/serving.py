@@ -52,6 +52,13 @@ def recommend(ctx: typer.Context,
               top_k: Annotated[int, typer.Option(help="Items per customer (1-50).")] = 3,
               version: Annotated[Optional[str], typer.Option(help="Model version or alias (default: champion).")] = None,
               save: Annotated[Optional[str], typer.Option(help="Save the result as a campaign with this name.")] = None,
+              holdout: Annotated[Optional[float], typer.Option(
+                  help="With --save: the share of the customers kept as control, drawn at random: their lists are "
+                       "stored but left out of the mailing files, to measure the campaign against (`campaigns "
+                       "report`). Default 0.1 (10%); 0 sends to everyone.", show_default=False)] = None,
+              seed: Annotated[Optional[int], typer.Option(
+                  help="With --save: the seed of the control draw (default: derived from the run id; recorded "
+                       "with the campaign).", show_default=False)] = None,
               every: Annotated[bool, typer.Option("--all", help="Every customer (what no --customer, --country "
                                                   "or --city also selects).")] = False,
               as_json: JsonOpt = False) -> None:
@@ -59,8 +66,8 @@ def recommend(ctx: typer.Context,
 
     With --save and filters (or --all), the campaign is written while it is scored, a chunk of
     customers at a time, and the lists are not printed (the counts are): any number of customers
-    fits in memory."""
-    from tastyrec.campaigns import Saving, campaign_name
+    fits in memory. A saved campaign keeps --holdout of its customers (default 10%) as control."""
+    from tastyrec.campaigns import HOLDOUT, Saving, campaign_name, features_end, holdout_seed, holdout_share
     from tastyrec.features.stores import OnlineStoreError
     from tastyrec.recommend import Engine, Filters, RecommendError
 
@@ -75,6 +82,13 @@ def recommend(ctx: typer.Context,
             save = campaign_name(save)  # too long, control characters: refused before the scoring too
         except RecommendError as e:
             fail(f"--save: {e}")
+    elif holdout is not None or seed is not None:
+        fail("--holdout and --seed go with --save (they choose a saved campaign's control group)")
+    try:  # an impossible share or seed is refused before the scoring
+        holdout = holdout_share(HOLDOUT if holdout is None else holdout)
+        holdout_seed(seed, "")
+    except RecommendError as e:
+        fail(f"--holdout/--seed: {e}")
     filters = Filters(tuple(country or ()), tuple(city or ()), tuple(brand or ()), trucks_not_visited,
                       items_not_ordered)
     ids = list(customer) if customer else None
@@ -83,7 +97,8 @@ def recommend(ctx: typer.Context,
         engine = Engine(ctx.obj, version or "champion")
         filters = engine.spelt(filters)  # as the campaign records them
         if save:  # a selection by filters is streamed: each chunk's lists go to the campaign as they come
-            with Saving(ctx.obj, save, engine.model_info["version"], filters.to_dict()) as saving, \
+            with Saving(ctx.obj, save, engine.model_info["version"], filters.to_dict(), holdout, seed,
+                        features_end(engine.online.repo)) as saving, \
                     progress_bar(not as_json and not ids) as bar:
                 result = engine.recommend(customer_ids=ids, filters=filters, top_k=top_k,
                                           sink=None if ids else saving.add, progress=bar)
@@ -111,9 +126,10 @@ def recommend(ctx: typer.Context,
         err.print(f"  ... and {len(result.without_recommendations) - WITHOUT_SHOWN:,} more (--json lists them all)")
     if campaign and not as_json:
         expected = campaign.totals
-        out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.customers:,} customers, "
-                  f"{campaign.rows:,} rows; expected buyers {expected['expected_buyers']:,.1f}, expected revenue "
-                  f"{money(expected['expected_revenue_usd'])}; mailing files {', '.join(campaign.files)}")
+        out.print(f"saved campaign {campaign.name!r} as run {campaign.run_id}: {campaign.customers:,} customers "
+                  f"({groups(campaign)}), {campaign.rows:,} rows; in the mailing, expected buyers "
+                  f"{expected['expected_buyers']:,.1f}, expected revenue {money(expected['expected_revenue_usd'])}; "
+                  f"mailing files (treated only) {', '.join(campaign.files)}")
     if save and campaign is None:  # the message above says why there are none
         fail(f"nothing was saved as campaign {save!r}: the result has no recommendations")
     if customer and not result.selected:
@@ -140,9 +156,18 @@ def money(value: float | None) -> str:
     return "no price" if value is None else f"${value:,.2f}"
 
 
+def groups(campaign) -> str:
+    """'900 treated, 100 control: 10% held out, seed S' (or why there is no control group)."""
+    if campaign.holdout is None:
+        return "all treated: saved before control groups"
+    return (f"{campaign.treated:,} treated, {campaign.control:,} control: {campaign.holdout:.0%} held out, "
+            f"seed {campaign.holdout_seed}")
+
+
 @campaigns_app.callback(invoke_without_command=True)
 def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List saved campaigns (name, description, time, filters, customers, model version)."""
+    """List saved campaigns (name, description, time, filters, customers treated / kept as control,
+    the day their lists were computed for, model version)."""
     from tastyrec.campaigns import list_campaigns
     from tastyrec.recommend import RecommendError
 
@@ -156,12 +181,14 @@ def campaigns(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print(json.dumps([c.to_dict() for c in saved]))
         return
     table = Table(title="saved campaigns")
-    for column in ("run id", "name", "description", "created", "filters", "customers", "model version"):
+    for column in ("run id", "name", "description", "created", "filters", "customers", "treated / control",
+                   "data end", "model version"):
         table.add_column(column)
     for c in saved:  # names and filters as stored, however odd: older versions checked neither
         filters = ", ".join(f"{k}={v}" for k, v in c.filters.items() if v)
+        split = f"{c.treated:,} / {c.control:,}" if c.holdout is not None else "all / - (no control)"
         table.add_row(c.run_id, visible(c.name), visible(c.description or "") or "-", c.created_at.replace("T", " "),
-                      visible(filters) or "-", f"{c.customers:,}", str(c.model_version))
+                      visible(filters) or "-", f"{c.customers:,}", split, c.data_end or "-", str(c.model_version))
     out.print(table)
 
 
@@ -192,6 +219,49 @@ def campaigns_export(ctx: typer.Context, name: CampaignArg,
     out.print(f"exported campaign {campaign.name!r} (run {campaign.run_id}) to {path}")
     out.print(f"{totals['customers']:,} customers; expected buyers {totals['expected_buyers']:,.1f}, expected revenue "
               f"{money(totals['expected_revenue_usd'])} (if each chance of buying within the label window holds)")
+
+
+@campaigns_app.command("report")
+def campaigns_report(ctx: typer.Context, name: CampaignArg,
+                     days: Annotated[int, typer.Option(min=1, help="Days of orders after the campaign's serving day "
+                                                                  "to measure.")] = 28,
+                     as_json: JsonOpt = False) -> None:
+    """Did the campaign work? Its treated customers against its control group over the orders of the
+    --days after the day its lists were computed for: the share who bought an item of their list,
+    the list items bought and their revenue per customer; each difference with a 95% interval
+    (normal approximation: unpooled for the share, Welch for the means).
+
+    When the orders do not cover the window yet it says so (and shows the figures so far, marked
+    partial); a campaign without a control group is named as such. Neither is an error."""
+    from tastyrec.campaign_report import campaign_report
+    from tastyrec.recommend import RecommendError
+
+    try:
+        report = campaign_report(ctx.obj, name, days)
+    except RecommendError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return
+    out.print(f"campaign {report.name!r} (run {report.run_id}): {report.treated:,} treated, {report.control:,} "
+              f"control" + (f"; orders from {report.data_end} to {report.window_last_day} ({report.days} days)"
+                            if report.window_last_day else ""))
+    if report.message:
+        out.print(report.message)
+    if not report.figures:
+        return
+    shown = {"share": lambda v: f"{v:.1%}", "items": lambda v: f"{v:,.3f}", "revenue_usd": money}
+    signed = {"share": lambda v: f"{v * 100:+.1f} pts", "items": lambda v: f"{v:+,.3f}",
+              "revenue_usd": lambda v: f"{'+' if v >= 0 else '-'}${abs(v):,.2f}"}
+    table = Table(title="treated vs control" + ("" if report.complete else " (partial)"))
+    for column in ("measure", "treated", "control", "difference", "95% interval"):
+        table.add_column(column)
+    for f in report.figures:
+        ci = f"{signed[f.measure](f.low)} .. {signed[f.measure](f.high)}" if f.low is not None else "- (a group of one)"
+        table.add_row(f.label, shown[f.measure](f.treated), shown[f.measure](f.control), signed[f.measure](f.difference),
+                      ci)
+    out.print(table)
+    out.print(report.method)
 
 
 @campaigns_app.command("describe")

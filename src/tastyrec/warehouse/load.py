@@ -40,9 +40,14 @@ CHUNK = 1 << 20  # bytes read at a time when a file is checked to its end (memor
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*) \(PID (\d+)\)")  # DuckDB's lock error
 SQL = "tastyrec.warehouse"  # the package of the DDL and view files (sql/*.sql)
 # A saved campaign's side tables (tastyrec.campaigns creates them on first use; a warehouse of an
-# older version lacks them): its description, and the reason of each recommended item
+# older version lacks them, or has ml.campaigns without the columns after description): its
+# description, the features' serving day its lists were computed for (data_end) and the share kept
+# as control with the seed that drew them; the reason of each recommended item; each customer's group
 CAMPAIGN_TABLES = {
-    "campaigns": "CREATE TABLE IF NOT EXISTS ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR)",
+    "campaigns": "CREATE TABLE IF NOT EXISTS ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR, "
+                 "data_end DATE, holdout DOUBLE, holdout_seed BIGINT)",
+    "campaign_groups": "CREATE TABLE IF NOT EXISTS ml.campaign_groups (run_id VARCHAR NOT NULL, "
+                       "customer_id BIGINT NOT NULL, control BOOLEAN NOT NULL, PRIMARY KEY (run_id, customer_id))",
     "recommendation_reasons": "CREATE TABLE IF NOT EXISTS ml.recommendation_reasons (run_id VARCHAR NOT NULL, "
                               "customer_id BIGINT NOT NULL, rank INTEGER NOT NULL, reason VARCHAR, "
                               "PRIMARY KEY (run_id, customer_id, rank))",

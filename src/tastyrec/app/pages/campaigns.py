@@ -1,5 +1,7 @@
 """Campaigns: the saved recommendation runs (newest first); one reopened with its items in columns
-of their own, the campaign's totals and its mailing file; its description, name and deletion."""
+of their own, its groups (treated, control), the totals and mailing file of the treated customers,
+the report (did it work: treated against control over the orders since); its description, name and
+deletion."""
 
 from collections.abc import Callable
 
@@ -8,6 +10,7 @@ import streamlit as st
 
 from tastyrec.app import data, results
 from tastyrec.app.backend import failure_shown, literal, settings
+from tastyrec.campaign_report import DAYS
 from tastyrec.campaigns import (DESCRIPTION_MAX, campaign_mailing, delete_campaign, describe_campaign,
                                 list_campaigns, mailing, mailing_file_name, rename_campaign, spreadsheet_safe,
                                 totals)
@@ -62,6 +65,8 @@ def _table(screen: pd.DataFrame):
 def _labels(screen: pd.DataFrame) -> dict:
     """Column headers in words: "item 1", "brand 1", "price 1", "chance 1", "why 1", ..."""
     labels = {"customer_id": st.column_config.NumberColumn("customer", format="%d"),
+              "group": st.column_config.Column("group", help="treated: in the mailing; control: kept out of it, "
+                                                             "to measure the campaign against"),
               "chance_of_any": st.column_config.Column("chance of any", help="The chance of buying at least one of "
                                                        "the items (taken as independent)."),
               "expected_revenue_usd": st.column_config.Column("expected revenue", help="Σ chance × price.")}
@@ -73,9 +78,49 @@ def _labels(screen: pd.DataFrame) -> dict:
     return labels
 
 
+def _groups(c) -> str:
+    if c.holdout is None:
+        return "all treated (saved before control groups)"
+    return f"{c.treated:,} treated, {c.control:,} control ({c.holdout:.0%} held out, seed {c.holdout_seed})"
+
+
+def _report(run_id: str) -> None:
+    """Did it work: the campaign's treated customers against its control group (campaign_report)."""
+    st.subheader("Did it work?")
+    days = st.number_input("Days of orders after the lists' day", min_value=1, max_value=365, value=DAYS, step=1,
+                           key=f"report_days_{run_id}")
+    report = None
+    with failure_shown("report on the campaign"):
+        report = data.campaign_report(ws, run_id, int(days))
+    if report is None:
+        return
+    if report.window_last_day:
+        st.write(f"Orders from {report.data_end} to {report.window_last_day} ({report.days} days) · "
+                 f"{report.treated:,} treated, {report.control:,} control")
+    if report.message:
+        (st.warning if report.figures else st.info)(report.message)
+    if not report.figures:
+        return
+    rows = []
+    for f in report.figures:
+        money = f.measure == "revenue_usd"
+        scale = 100 if f.measure == "share" else 1  # the share in percent, its difference in points
+        rows.append({"measure": f.label, "treated": f.treated * scale, "control": f.control * scale,
+                     "difference": f.difference * scale,
+                     "95% low": None if f.low is None else f.low * scale,
+                     "95% high": None if f.high is None else f.high * scale,
+                     "unit": "USD" if money else "% / points" if scale == 100 else "items"})
+    st.dataframe(pd.DataFrame(rows).style.format("{:,.2f}", subset=["treated", "control", "difference", "95% low",
+                                                                     "95% high"], na_rep=MISSING),
+                 hide_index=True, width="stretch", key=f"report_table_{run_id}")
+    st.caption(("Partial: the window is not covered yet. " if not report.complete else "") + report.method + ".")
+
+
 st.dataframe(pd.DataFrame([{"name": c.name, "description": c.description or MISSING,
                             "created": c.created_at.replace("T", " "), "filters": _filters(c.filters),
-                            "customers": c.customers, "rows": c.rows, "model version": c.model_version,
+                            "customers": c.customers, "treated": c.treated,
+                            "control": c.control if c.holdout is not None else None,
+                            "lists' day": c.data_end or MISSING, "rows": c.rows, "model version": c.model_version,
                             "run id": c.run_id} for c in saved]),
              hide_index=True, width="stretch")
 
@@ -95,28 +140,36 @@ st.subheader(literal(campaign.name))
 if campaign.description:
     st.markdown(literal(campaign.description))
 st.write(f"Run {run_id} · saved {campaign.created_at.replace('T', ' ')} · model version {campaign.model_version} · "
-         f"{campaign.customers:,} customers · filters: {_filters(campaign.filters)}")
+         f"{campaign.customers:,} customers: {_groups(campaign)} · lists for {campaign.data_end or 'an unrecorded day'}"
+         f" · filters: {_filters(campaign.filters)}")
 
-# one row per customer, items in columns of their own; no personal field on screen (only in the file)
+# one row per customer, items in columns of their own, with their group; no personal field on screen
+# (only in the file)
 screen = mailing(rows, rows[["customer_id", "city", "country"]])
-expected = totals(screen)
-customers_col, buyers_col, revenue_col = st.columns(3)
-customers_col.metric("Customers", f"{expected['customers']:,}")
+control = set(rows.loc[rows["control"], "customer_id"])
+screen.insert(1, "group", ["control" if c in control else "treated" for c in screen["customer_id"]])
+expected = totals(screen[screen["group"] == "treated"])  # what the mailing can expect: the control is not sent
+customers_col, control_col, buyers_col, revenue_col = st.columns(4)
+customers_col.metric("Treated (sent)", f"{expected['customers']:,}")
+control_col.metric("Control (not sent)", f"{len(control):,}",
+                   help="Kept out of the mailing at random, to measure the campaign against (Did it work?, below).")
 buyers_col.metric("Expected buyers", f"{expected['expected_buyers']:,.0f}",
-                  help="Σ over customers of the chance to buy at least one of their items within the label window "
-                       "(the items taken as independent), if each chance holds.")
+                  help="Σ over the treated customers of the chance to buy at least one of their items within the "
+                       "label window (the items taken as independent), if each chance holds.")
 revenue_col.metric("Expected revenue", f"${expected['expected_revenue_usd']:,.0f}",
-                   help="Σ of chance × price over every item of the campaign (today's menu prices).")
+                   help="Σ of chance × price over every item sent (today's menu prices).")
 if len(screen) > results.TABLE_ROWS:
     st.caption(f"Showing the first {results.TABLE_ROWS:,} of {len(screen):,} customers; the mailing file has them all.")
 shown = screen.head(results.TABLE_ROWS)
 st.dataframe(_table(shown), hide_index=True, width="stretch", column_config=_labels(shown))
-st.download_button("Download the mailing file (CSV)",
+st.download_button("Download the mailing file (CSV, treated customers only)",
                    lambda: spreadsheet_safe(campaign_mailing(ws, run_id)).to_csv(index=False).encode(),
                    file_name=mailing_file_name(campaign.name, run_id, "csv"), mime="text/csv", key="campaign_csv",
                    on_click="ignore",
-                   help="One row per customer: first name, e-mail, language, city and country, then each item with "
-                        "brand, price, chance and why, then the chance of any and the expected revenue.")
+                   help="One row per treated customer (the control group is not sent): first name, e-mail, "
+                        "language, city and country, then each item with brand, price, chance and why, then the "
+                        "chance of any and the expected revenue.")
+_report(run_id)
 
 
 def _describe(text: str) -> str:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from tastyrec.app import data, results
 from tastyrec.app.backend import as_recommendations, backend, failure_shown, literal, settings
-from tastyrec.campaigns import save, slug
+from tastyrec.campaigns import HOLDOUT, campaign_mailing, features_end, save, slug, spreadsheet_safe
 from tastyrec.recommend import DEFAULT_TOP_K, MAX_TOP_K, Filters
 
 CUSTOMER_LIMIT = 20_000  # customers one request scores in-process; more: the first ones, with a message
@@ -39,6 +39,7 @@ st.caption(f"{matching:,} customer{'s' if matching != 1 else ''} match these fil
 if st.button("Get Recommendations", key="get_recommendations", type="primary"):
     filters = Filters(tuple(country), tuple(city), tuple(brand), not_visited, not_ordered)
     st.session_state.pop("saved", None)
+    st.session_state.pop("saved_run", None)
     st.session_state.pop("shown", None)  # a failure below leaves no earlier result on show
     with st.spinner("Scoring the selected customers..."), failure_shown("get recommendations"):
         result = engine.recommend(filters=filters, top_k=int(top_k), limit=CUSTOMER_LIMIT)
@@ -136,16 +137,49 @@ if detail_tab.open:
 show_without()
 
 # ---- keep it ----------------------------------------------------------------------------------
-st.download_button("Download CSV", lambda: shown.csv, mime="text/csv", key="download_csv", on_click="ignore",
-                   file_name=f"{slug(typed) if (typed := st.session_state.get('campaign_name', '')).strip() else 'recommendations'}.csv",
-                   help="For a mailing tool: one row per customer with first name, e-mail and language, then "
-                        "each item with brand, price, chance and why.")
-name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
+def serving_day() -> str | None:
+    """The serving day of the features run the result was computed from (the campaign's data_end):
+    the backend's run, else the workspace's current one; None when neither can be read."""
+    run = engine.model_info.get("features")
+    for repo in ([ws.feature_runs / run] if run else []) + [ws.feature_repo]:
+        try:
+            return features_end(repo)
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
+
+
+saved_run = st.session_state.get("saved_run")  # once saved, the download is the campaign's: the control left out
+typed = st.session_state.get("campaign_name", "")
+if saved_run:
+    st.download_button("Download the mailing file (treated customers only)", key="download_csv", mime="text/csv",
+                       data=lambda: spreadsheet_safe(campaign_mailing(ws, saved_run)).to_csv(index=False).encode(),
+                       on_click="ignore", file_name=f"{slug(typed) if typed.strip() else 'campaign'}-{saved_run}.csv",
+                       help="The saved campaign's mailing file: its control group is not in it.")
+else:
+    st.download_button("Download CSV", lambda: shown.csv, mime="text/csv", key="download_csv", on_click="ignore",
+                       file_name=f"{slug(typed) if typed.strip() else 'recommendations'}.csv",
+                       help="For a mailing tool: one row per customer with first name, e-mail and language, then "
+                            "each item with brand, price, chance and why. Save the campaign to keep a control group "
+                            "out of it.")
+name_col, holdout_col, save_col = st.columns([3, 1, 1], vertical_alignment="bottom")
 name = name_col.text_input("Campaign name", key="campaign_name", placeholder="e.g. Tokyo spring upsell")
+holdout = holdout_col.number_input("Control group (%)", min_value=0, max_value=90, value=round(HOLDOUT * 100), step=1,
+                                   key="holdout",
+                                   help="The share of the customers kept as control, drawn at random: their lists are "
+                                        "saved but left out of the mailing file, so the campaign's effect can be "
+                                        "measured against them (the Campaigns page). 0 sends to everyone.")
+saved_now = False
 if save_col.button("Save", key="save"):
     with failure_shown("save"):
-        campaign = save(ws, as_recommendations(result), name)
+        campaign = save(ws, as_recommendations(result), name, holdout=holdout / 100, data_end=serving_day())
         st.session_state["saved"] = (f"Saved campaign \u201c{literal(campaign.name)}\u201d as run {campaign.run_id} "
-                                     f"({campaign.rows:,} rows, {campaign.customers:,} customers).")
+                                     f"({campaign.rows:,} rows, {campaign.customers:,} customers: {campaign.treated:,} "
+                                     f"treated, {campaign.control:,} control). Its mailing file leaves the control "
+                                     "out.")
+        st.session_state["saved_run"] = campaign.run_id
+        saved_now = True
+if saved_now:  # outside failure_shown: st.rerun ends this run with an exception of its own
+    st.rerun()  # the download above becomes the saved campaign's mailing file
 if "saved" in st.session_state:
     st.success(st.session_state["saved"])
