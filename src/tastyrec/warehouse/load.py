@@ -304,7 +304,8 @@ def copy_csv(con: duckdb.DuckDBPyConnection, path: Path, into: str, columns: lis
     con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
     if bad:
         line, column, kind, message = bad
-        raise CsvError(path, int(line), f"{kind} in column {column}: {message}" if kind == "CAST" else f"{kind}: {message}")
+        raise CsvError(path, int(line), f"{kind} in column {column}: {message}"
+                       if kind == "CAST" else f"{kind}: {message}")
 
 
 def setup_from_csv(ws: Workspace, source: Path, force: bool = False,
