@@ -20,7 +20,7 @@ from tastyrec.cli import app
 from tastyrec.config import Workspace
 from tastyrec.warehouse import synthetic
 from tastyrec.warehouse.dimensions import build_dimensions
-from tastyrec.warehouse.load import connect, export_csv, setup_from_csv, setup_synthetic
+from tastyrec.warehouse.load import CAMPAIGN_TABLES, connect, export_csv, setup_from_csv, setup_synthetic
 from tastyrec.warehouse.simulate import REPORT_DAYS, SimulateError, simulate
 from test_warehouse import held_open, squeeze
 
@@ -66,11 +66,10 @@ def homes(tmp_path_factory) -> dict[str, Workspace]:
     campaign = Workspace.from_env(tmp_path_factory.mktemp("campaign"))
     shutil.copytree(plain.home, campaign.home, dirs_exist_ok=True)
     con = connect(campaign.warehouse)
-    con.execute("CREATE TABLE IF NOT EXISTS ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR, "
-                "data_end DATE, holdout DOUBLE, holdout_seed BIGINT)")
-    con.execute("CREATE TABLE IF NOT EXISTS ml.campaign_groups (run_id VARCHAR NOT NULL, customer_id BIGINT NOT NULL, "
-                "control BOOLEAN NOT NULL, PRIMARY KEY (run_id, customer_id))")
-    con.execute("INSERT INTO ml.campaigns SELECT $run, 'test', max(order_ts)::DATE + 1, 0.5, 1 "
+    for table in ("campaigns", "campaign_groups"):  # as tastyrec.campaigns creates them
+        con.execute(CAMPAIGN_TABLES[table])
+    con.execute("INSERT INTO ml.campaigns (run_id, description, data_end, holdout, holdout_seed) "
+                "SELECT $run, 'test', max(order_ts)::DATE + 1, 0.25, 1 "
                 "FROM raw_pos.order_header", {"run": RUN})
     con.execute("INSERT INTO ml.recommendations SELECT $run, TIMESTAMP '2023-01-01', '1', NULL, customer_id, "
                 "rank, menu_item_name, propensity, 'test' FROM (SELECT *, row_number() OVER (PARTITION BY customer_id "

@@ -57,9 +57,10 @@ from tastyrec.sqlfiles import run_sql
 from tastyrec.warehouse.catalog import BEVERAGES
 from tastyrec.warehouse.dimensions import Dimensions, build_dimensions
 from tastyrec.warehouse.load import SQL, connect, in_use, write_csv
-from tastyrec.warehouse.synthetic import (EXTRA_LINES, NON_LOYALTY_SHARE, Customers, _orders, brand_matrix,
+from tastyrec.warehouse.synthetic import (EXTRA_LINES, NON_LOYALTY_SHARE, Customers, brand_matrix,
                                           chunk_rng, customer_chunks, draw_customers, draw_loyalty_lines,
-                                          in_order_probability, number_orders, poisson_orders, walk_in_orders)
+                                          in_order_probability, number_orders, order_columns, poisson_orders,
+                                          walk_in_orders)
 
 DEFAULT_LIFT = 1.0
 CAMPAIGN_EFFECT_DAYS = 28  # the planted effect lasts this long after a campaign's data_end
@@ -165,7 +166,7 @@ def simulate(ws: Workspace, days: int, lift: float = DEFAULT_LIFT, out: Path | N
         target = Path(out) if out else ws.stage / "simulated" / f"{first_day}_{_day(end_day - 1)}"
         paths = _stage_paths(target)
 
-        data_start, data_end = _days(DATA_START), _days(DATA_END) + 1  # the span setup generated
+        gen_start, gen_end = _days(DATA_START), _days(DATA_END) + 1  # the span setup generated
         dims = build_dimensions(synth_seed)
         item_index = np.full(int(dims.item_ids.max()) + 1, -1)
         item_index[dims.item_ids] = np.arange(len(dims.item_ids))
@@ -190,12 +191,12 @@ def simulate(ws: Workspace, days: int, lift: float = DEFAULT_LIFT, out: Path | N
                                                    np.maximum(customers.signup, start_day), end_day)
             boost = _boost(campaigns, customers, order_day, owner, len(dims.item_ids), lift)
             brand, lines, _ = draw_loyalty_lines(rng, dims, customers, own, owner, seq, boost=boost)
-            loyalty = _orders(rng, dims, owner_city=customers.city[owner], customer_id=customers.ids[owner],
-                              order_day=order_day, brand=brand, lines=lines)
+            loyalty = order_columns(rng, dims, owner_city=customers.city[owner], customer_id=customers.ids[owner],
+                                    order_day=order_day, brand=brand, lines=lines)
             # walk-ins at setup's constant daily rate: NON_LOYALTY_SHARE of the chunk's expected loyalty orders
             # over the generated years, spread evenly over them
-            m = int(rng.poisson(NON_LOYALTY_SHARE * days / (data_end - data_start) * (
-                customers.rate * (data_end - np.maximum(customers.signup, data_start))).sum()))
+            m = int(rng.poisson(NON_LOYALTY_SHARE * days / (gen_end - gen_start) * (
+                customers.rate * (gen_end - np.maximum(customers.signup, gen_start))).sum()))
             parts += [loyalty, walk_in_orders(rng, dims, m, start_day, end_day)]
             loyalty_orders, walk_ins = loyalty_orders + owner.size, walk_ins + m
             if progress:

@@ -19,6 +19,10 @@ their sign-up date with a personal rate. Non-loyalty orders follow item populari
 
 The true propensity of the final window, P(c buys i at least once in the window), is computed
 from each customer's state at the window start and written to `synth.true_propensity`.
+
+A chunk's random stream (chunk_rng) draws its customers first (draw_customers), then their orders:
+`tastyrec simulate` (simulate.py) regenerates the same customers from it and continues their orders
+with the same parts (poisson_orders, draw_loyalty_lines, walk_in_orders, number_orders).
 """
 
 from __future__ import annotations
@@ -250,13 +254,13 @@ def walk_in_orders(rng: np.random.Generator, dims: Dimensions, m: int, start_day
     avail = dims.city_brands[nl_city][:, dims.item_brand]
     nl_brand, nl_lines = _draw_orders(rng, dims, np.where(avail, np.exp(dims.item_pop)[None, :], 0.0),
                                       brand_matrix(dims))
-    return _orders(rng, dims, owner_city=nl_city, customer_id=np.full(m, -1),
+    return order_columns(rng, dims, owner_city=nl_city, customer_id=np.full(m, -1),
                    order_day=start_day + rng.random(m) * (end_day - start_day), brand=nl_brand, lines=nl_lines)
 
 
 def number_orders(parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], first_order_id: int,
                   first_detail_id: int) -> tuple[pa.Table, pa.Table]:
-    """The order_header and order_detail tables of `parts` (each _orders' header and detail, order_id
+    """The order_header and order_detail tables of `parts` (each order_columns' header and detail, order_id
     the row position), with ids handed out in time order, as a POS system would."""
     offsets = np.cumsum([0] + [len(h["order_id"]) for h, _ in parts])
     header = {k: np.concatenate([h[k] for h, _ in parts]) for k in parts[0][0]}
@@ -309,7 +313,7 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
         "propensity": propensity.reshape(-1),
     })
 
-    loyalty = _orders(rng, dims, owner_city=city[owner], customer_id=ids[owner], order_day=order_day,
+    loyalty = order_columns(rng, dims, owner_city=city[owner], customer_id=ids[owner], order_day=order_day,
                       brand=brand_of_order, lines=lines)
     # ---- non-loyalty orders: popularity only, anywhere ------------------------------------
     walk_in = walk_in_orders(rng, dims, int(round(owner.size * NON_LOYALTY_SHARE)), start_day, end_day)
@@ -344,7 +348,7 @@ def distinct_lines(order: np.ndarray, item: np.ndarray,
     return d_order, d_item, qty
 
 
-def _orders(rng: np.random.Generator, dims: Dimensions, owner_city: np.ndarray, customer_id: np.ndarray,
+def order_columns(rng: np.random.Generator, dims: Dimensions, owner_city: np.ndarray, customer_id: np.ndarray,
             order_day: np.ndarray, brand: np.ndarray, lines: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Header and detail columns; order_id here is the row position (renumbered by the caller)."""
     m = order_day.size
