@@ -156,16 +156,22 @@ def _train_chosen(ws: Workspace, opts: TrainOptions,
     return train_best(ws, opts, AUTO_KINDS, progress=progress)
 
 
-def evaluate_job(ws: Workspace, ref: str | int = "champion") -> Evaluation:
-    """Evaluate a registered version (and the seed baseline trained with it) on the test window."""
+def evaluate_job(ws: Workspace, ref: str | int = "champion", rows: Workspace | None = None,
+                 progress: Progress | None = None) -> Evaluation:
+    """Evaluate a registered version (and the seed baseline trained with it) on the test window.
+
+    rows: the workspace whose current features give the test window (default: ws itself);
+    `tastyrec monitor` scores each later window so, from features built aside (monitor.py)."""
     from tastyrec.registry import load_predictor, load_seed_baseline
     from tastyrec.registry.lineage import drift
 
+    rows = rows or ws
     predictor, version = load_predictor(ws, ref)
     predictors = {f"version {version} ({predictor.kind})": predictor}
     if (seed := load_seed_baseline(ws, version)) is not None:
         predictors["seed-dlrm"] = seed
-    evaluation = evaluate_predictors(ws, test_window(ws), predictors, window=window_label(ws))
+    evaluation = evaluate_predictors(rows, test_window(rows), predictors, window=window_label(rows),
+                                     progress=progress)
     evaluation.version = version
     if warning := drift(ws, version):  # the scores describe other data than the model was trained on
         evaluation.extra["warehouse_drift"] = warning

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -95,6 +96,10 @@ def features(ctx: typer.Context, window_days: WindowDaysOpt = None, train_window
              step_days: StepDaysOpt = None,
              online_store: Annotated[Optional[str], typer.Option(
                  help="'sqlite' (the default) or redis://HOST:PORT\\[/DB]; the workspace remembers it.")] = None,
+             until: Annotated[Optional[datetime], typer.Option(
+                 formats=["%Y-%m-%d"], show_default=False,
+                 help="Build as if the data ended the day before this date (YYYY-MM-DD): the test window "
+                      "ends there (then `tastyrec evaluate` scores that window), and so does what serving sees.")] = None,
              as_json: JsonOpt = False) -> None:
     """Compute feature tables, apply the Feast repo and materialise the online store."""
     from tastyrec.features.build import FeaturesError, build_features
@@ -102,7 +107,8 @@ def features(ctx: typer.Context, window_days: WindowDaysOpt = None, train_window
     try:
         with progress_bar(enabled=not as_json) as progress:
             result = build_features(ctx.obj, progress=progress, window_days=window_days,
-                                    train_windows=train_windows, step_days=step_days, online_store=online_store)
+                                    train_windows=train_windows, step_days=step_days, online_store=online_store,
+                                    until=until.date() if until else None)
     except FeaturesError as e:
         fail(str(e))
     if as_json:
@@ -113,3 +119,7 @@ def features(ctx: typer.Context, window_days: WindowDaysOpt = None, train_window
     out.print(f"{w['window_days']}-day windows over {result.data_span[0]} .. {result.data_span[1]}; "
               f"{w['train_windows']} training cutoff(s) {w['step_days']} days apart")
     out.print("cutoffs: " + ", ".join(f"{split} {', '.join(days)}" for split, days in result.cutoffs.items()))
+    if result.until:
+        last = datetime.fromisoformat(result.until).date() - timedelta(days=1)
+        out.print(f"--until {result.until}: built as if the orders ended on {last} (later orders left out); "
+                  "the test window ends there, and so does what serving sees")

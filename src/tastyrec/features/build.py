@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,7 @@ class FeaturesResult:
     views: list[str] = field(default_factory=lambda: list(definitions.VIEWS))
     online_store: str = "sqlite"  # or redis://HOST:PORT/DB (features.stores)
     warehouse: str | None = None  # the fingerprint hash of the warehouse they were computed from
+    until: str | None = None  # `features --until`: the data taken to end the day before (None: all of it)
 
 
 def built_features(ws: Workspace) -> FeaturesResult:
@@ -140,12 +141,13 @@ def customer_parts(con) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def write_feature_tables(ws: Workspace, repo: Path, progress: Progress | None = None,
+def write_feature_tables(ws: Workspace, repo: Path, progress: Progress | None = None, until: date | None = None,
                          **windows: int | None) -> tuple[Windows, DataSpan, dict[str, int]]:
     """Compute every feature table from the warehouse as of each snapshot; write Parquet into
     <repo>/data.
 
-    windows: window_days / train_windows / step_days (None: derived from the data's span)."""
+    windows: window_days / train_windows / step_days (None: derived from the data's span).
+    until: the data taken to end the day before it (DataSpan.of)."""
     from tastyrec.warehouse.load import connect
 
     if not ws.warehouse.exists():
@@ -159,7 +161,7 @@ def write_feature_tables(ws: Workspace, repo: Path, progress: Progress | None = 
         con.execute("SET temp_directory = $path", {"path": str(ws.home / "duckdb_tmp")})
         con.execute("SET preserve_insertion_order = false")  # every feature query has its ORDER BY
         try:
-            span = DataSpan.of(con)
+            span = DataSpan.of(con, until)
             chosen = resolve(span, **windows)
         except WindowsError as e:
             raise FeaturesError(str(e)) from None
@@ -217,7 +219,7 @@ def feature_store(ws: Workspace | Path):
 
 def build_features(ws: Workspace, progress: Progress | None = None, window_days: int | None = None,
                    train_windows: int | None = None, step_days: int | None = None,
-                   online_store: str | None = None) -> FeaturesResult:
+                   online_store: str | None = None, until: date | None = None) -> FeaturesResult:
     """Feature tables, `feast apply` and materialisation of the latest snapshot.
 
     All or nothing for readers: the run is built in a folder of its own (<home>/feature_runs/<run>,
@@ -226,7 +228,10 @@ def build_features(ws: Workspace, progress: Progress | None = None, window_days:
     whoever reads them (a running service, training), as they were.
 
     The windows (see features.windows) default to what the data's span allows. online_store:
-    "sqlite" or redis://HOST:PORT[/DB], remembered by the workspace (None: the remembered one)."""
+    "sqlite" or redis://HOST:PORT[/DB], remembered by the workspace (None: the remembered one).
+    until: build everything as if the data ended the day before it (its span's end is `until`;
+    no order on or after it is read): the test window ends at `until`, and so does what serving
+    sees. None: all of the data."""
     from tastyrec.warehouse.fingerprint import warehouse_fingerprint
 
     started = time.perf_counter()
@@ -242,7 +247,7 @@ def build_features(ws: Workspace, progress: Progress | None = None, window_days:
     repo.mkdir(parents=True)
     (repo / BUILT_IN).write_text(str(ws.home))
     try:
-        windows, span, rows = write_feature_tables(ws, repo, progress, window_days=window_days,
+        windows, span, rows = write_feature_tables(ws, repo, progress, until=until, window_days=window_days,
                                                    train_windows=train_windows, step_days=step_days)
         snapshots = windows.snapshots(span.data_end)
         ttl = int(os.environ.get(CACHE_TTL_ENV) or DEFAULT_CACHE_TTL_S)
@@ -263,7 +268,8 @@ def build_features(ws: Workspace, progress: Progress | None = None, window_days:
         result = FeaturesResult(repo=str(repo), snapshots=[s.isoformat() for s in snapshots], rows=rows,
                                 seconds=round(time.perf_counter() - started, 2), windows=windows.to_dict(),
                                 cutoffs=cutoffs, data_span=[span.first_day.isoformat(), span.data_end.isoformat()],
-                                online_store=store_choice.url, warehouse=source)
+                                online_store=store_choice.url, warehouse=source,
+                                until=until.isoformat() if until else None)
         (repo / "summary.json").write_text(json.dumps(asdict(result), indent=2))
     except BaseException:  # failed or interrupted (Ctrl-C): nothing of it stays, the current run is untouched
         _remove_run(ws, repo)

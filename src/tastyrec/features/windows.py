@@ -7,6 +7,10 @@ each with its whole label window before the validation cutoff, so no training la
 from the validation or test windows. The snapshot one day after the data ends is what serving
 sees.
 
+`tastyrec features --until DATE` builds all of these as if the data ended the day before DATE
+(DataSpan.of): the test window then ends at DATE, which is how a later window is evaluated by hand
+(`features --until D`, then `evaluate`) and what `tastyrec monitor` does for each window.
+
 The defaults are derived from the data's span: a quarter of it, between 7 and 91 days, per
 window (three years of synthetic data: 91 days; four months of Ta-Feng: 30), training cutoffs
 a quarter window apart, as many as the history allows (at least MIN_HISTORY_DAYS of orders
@@ -70,12 +74,21 @@ class DataSpan:
         return (self.data_end - self.first_day).days
 
     @classmethod
-    def of(cls, con) -> DataSpan:
+    def of(cls, con, until: date | None = None) -> DataSpan:
+        """The span of the warehouse's orders; with `until`, as if the data ended the day before
+        it (data_end = until: later orders are never read, see `tastyrec features --until`)."""
         first, end = con.execute("SELECT min(order_ts)::DATE, max(order_ts)::DATE + 1 "
                                  "FROM raw_pos.order_header").fetchone()
         if first is None:
             raise WindowsError("the warehouse has no orders: there is nothing to build features from")
-        return cls(first, end)
+        if until is None:
+            return cls(first, end)
+        if until > end:
+            raise WindowsError(f"--until {until} is after the end of the data: orders run to "
+                               f"{end - timedelta(days=1)} (--until {end} or earlier)")
+        if until <= first:
+            raise WindowsError(f"--until {until} is not after the first order ({first}): there would be no data")
+        return cls(first, until)
 
 
 def resolve(span: DataSpan, window_days: int | None = None, train_windows: int | None = None,

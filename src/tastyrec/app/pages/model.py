@@ -1,12 +1,14 @@
 """Model: the champion version, its test metrics next to the baselines' and the oracle's, its
-loss curves, and every registered version."""
+loss curves, how it fared on the windows after its training data (`tastyrec monitor`), and every
+registered version."""
 
 import pandas as pd
 import streamlit as st
 
-from tastyrec.app import data, results
-from tastyrec.app.backend import backend, settings
+from tastyrec.app import data, monitoring, results
+from tastyrec.app.backend import backend, failure_shown, settings
 from tastyrec.evaluate import METRICS
+from tastyrec.monitor import latest_report
 from tastyrec.recommend import RecommendError
 from tastyrec.registry import RegistryError, list_versions
 
@@ -47,6 +49,31 @@ st.dataframe(pd.DataFrame([{"method": name, **{m: results.figure(metrics.get(m))
 if recorded["history"]:
     st.subheader("Training")
     st.altair_chart(results.loss_chart(recorded["history"]), width="stretch")
+
+st.subheader("Watched over time")
+with failure_shown("read the monitoring report"):
+    report = latest_report(config.ws)
+    if report is None:
+        st.info("The champion has not been monitored in this workspace yet: `tastyrec monitor` scores it against the "
+                "baselines on every complete window of orders after its training data, and measures the drift of "
+                "its inputs; its report then shows here.")
+    else:
+        st.caption(f"`tastyrec monitor` of version {report['champion']['version']}: trained on data up to "
+                   f"{report['champion']['trained_until']} (exclusive), {report['champion']['window_days']}-day "
+                   f"windows; orders run to {report['orders_until']}.")
+        if report["message"]:
+            st.info(report["message"])
+        for warning in report["warnings"]:
+            st.warning(warning)
+        if report["windows"]:
+            st.altair_chart(monitoring.chart(report), width="stretch")
+            st.dataframe(monitoring.windows_table(report), hide_index=True, width="stretch")
+        thresholds = report["drift"]["thresholds"]
+        st.markdown(f"**Input drift** between the training snapshot ({report['drift']['reference']['as_of']}) and the "
+                    f"serving snapshot ({report['drift']['current']['as_of']}): population stability index, "
+                    f"below {thresholds['moderate']} no drift, {thresholds['moderate']} to {thresholds['major']} "
+                    f"moderate, above {thresholds['major']} major.")
+        st.dataframe(monitoring.drift_table(report), hide_index=True, width="stretch")
 
 st.subheader("Registered versions")
 st.dataframe(pd.DataFrame([{"version": v["version"], "aliases": ", ".join(v["aliases"]) or results.MISSING,

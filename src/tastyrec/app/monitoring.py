@@ -1,0 +1,54 @@
+"""The report of `tastyrec monitor` (monitor.latest_report's dict) as the Model page shows it:
+the NDCG@10 series per window, champion vs baselines, and the PSI table. pandas and Altair only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from tastyrec.app.results import MISSING, figure
+
+CHAMPION = "champion"
+METRICS = {"ndcg@10": "NDCG@10", "new_ndcg@10": "new-item NDCG@10"}
+
+
+def method_name(window: dict[str, Any], method: str) -> str:
+    return f"{method} (champion)" if method == window["champion"] else method
+
+
+def series(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per window x method x metric: window (its last day), method, metric, value (None: missing)."""
+    rows = [{"window": w["last_day"], "index": w["index"], "method": method_name(w, method), "metric": label,
+             "value": figures.get(metric)}
+            for w in report["windows"] for method, figures in w["methods"].items()
+            for metric, label in METRICS.items()]
+    return pd.DataFrame(rows, columns=["window", "index", "method", "metric", "value"])
+
+
+def chart(report: dict[str, Any]) -> alt.Chart:
+    """NDCG@10 and new-item NDCG@10 per window (x: the window's last day), a line per method."""
+    frame = series(report).dropna(subset=["value"])
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("window:O", title="window (last day)"), y=alt.Y("value:Q", title=None),
+        color=alt.Color("method:N", title=None, legend=alt.Legend(orient="top", labelLimit=0)),
+        tooltip=["window:O", "method:N", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=260).facet(column=alt.Column("metric:N", title=None, sort=list(METRICS.values())))
+
+
+def windows_table(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per window: its days, then each method's NDCG@10 and new-item NDCG@10 ("–" when missing)."""
+    rows = []
+    for w in report["windows"]:
+        row = {"window": f"{w['index']}: {w['first_day']} .. {w['last_day']}"}
+        for method, figures in w["methods"].items():
+            for metric, label in METRICS.items():
+                row[f"{method_name(w, method)} {label}"] = figure(figures.get(metric))
+        rows.append(row)
+    return pd.DataFrame(rows).fillna(MISSING)
+
+
+def drift_table(report: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame([{"input": d["feature"], "kind": d["kind"], "PSI": figure(d["psi"]), "drift": d["level"]}
+                         for d in report["drift"]["inputs"]], columns=["input", "kind", "PSI", "drift"])
