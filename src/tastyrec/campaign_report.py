@@ -38,6 +38,7 @@ import pandas as pd
 
 from tastyrec.campaigns import Campaign, _reading, _side_tables, find_campaign
 from tastyrec.config import Workspace
+from tastyrec.recommend import RecommendError
 
 DAYS = 28  # the default window after data_end
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -153,8 +154,6 @@ def campaign_report(ws: Workspace, ref: str, days: int = DAYS) -> Report:
     """The report of a saved campaign (`ref`: its name or run id) over the `days` after its
     data_end (see the module's docstring). A RecommendError when there is no such campaign."""
     if days < 1:
-        from tastyrec.recommend import RecommendError
-
         raise RecommendError(f"the window is at least 1 day long; got {days}")
     campaign = find_campaign(ws, ref)
     report = Report(campaign.run_id, campaign.name, days, campaign.data_end, None, None,
