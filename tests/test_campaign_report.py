@@ -241,6 +241,21 @@ def test_campaigns_with_nothing_to_compare_say_why(own_ws, everyone) -> None:
     assert "was saved before campaigns recorded the day" in payload["message"]
     text = tastyrec(own_ws, "campaigns", "report", "old")
     assert text.exit_code == 0 and "nothing to compare" in text.stdout
+    # a warehouse of an older version: ml.campaigns with a description only, no groups table
+    con = connect(own_ws.warehouse)
+    try:
+        con.execute("DROP TABLE ml.campaign_groups")
+        con.execute("DROP TABLE ml.campaigns")
+        con.execute("CREATE TABLE ml.campaigns (run_id VARCHAR PRIMARY KEY, description VARCHAR)")
+        con.execute("INSERT INTO ml.campaigns VALUES ('old-run', 'from before')")
+    finally:
+        con.close()
+    listed = {c.run_id: c for c in campaigns.list_campaigns(own_ws)}  # read-only: the columns it lacks are NULL
+    assert (listed["old-run"].description, listed["old-run"].data_end, listed["old-run"].control) == (
+        "from before", None, 0)
+    assert "saved before" in campaign_report.campaign_report(own_ws, everybody.run_id).message
+    campaigns.describe_campaign(own_ws, "old", "described now")  # a writer adds the columns
+    assert sql(own_ws, "SELECT * FROM ml.campaigns") == [("old-run", "described now", None, None, None)]
 
 
 # ---- the app ------------------------------------------------------------------------------------------
