@@ -165,7 +165,7 @@ def test_the_model_page_shows_the_series(watched, monkeypatch):
     at = app_test(ws, monkeypatch)
     at.switch_page("pages/model.py").run()
     assert not at.exception, at.exception
-    assert len(at.get("vega_lite_chart")) == 2  # the loss curves, then NDCG@10 per window
+    assert len(at.get("vega_lite_chart")) == 3  # the loss curves, then NDCG@10 and new-item NDCG@10 per window
     table = at.dataframe[1].value  # after the test metrics: the windows
     champion = report["windows"][0]["champion"]
     assert table["window"].tolist() == [f"{w['index']}: {w['first_day']} .. {w['last_day']}" for w in report["windows"]]

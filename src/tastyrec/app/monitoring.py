@@ -27,14 +27,23 @@ def series(report: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["window", "index", "method", "metric", "value"])
 
 
-def chart(report: dict[str, Any]) -> alt.Chart:
-    """NDCG@10 and new-item NDCG@10 per window (x: the window's last day), a line per method."""
-    frame = series(report).dropna(subset=["value"])
-    return alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("window:O", title="window (last day)"), y=alt.Y("value:Q", title=None),
-        color=alt.Color("method:N", title=None, legend=alt.Legend(orient="top", labelLimit=0)),
+def chart(report: dict[str, Any], metric: str) -> alt.Chart:
+    """One metric (a METRICS key) per window (x: the window's last day), a line per method."""
+    frame = series(report)
+    frame = frame[frame["metric"] == METRICS[metric]].dropna(subset=["value"])
+    return alt.Chart(frame, title=f"{METRICS[metric]} per window").mark_line(point=True).encode(
+        x=alt.X("window:O", title="window (last day)", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("value:Q", title=METRICS[metric]),
+        # the champion first, then the baselines as the evaluation lists them
+        color=alt.Color("method:N", title=None, sort=list(dict.fromkeys(frame["method"])), legend=alt.Legend(labelLimit=0)),
         tooltip=["window:O", "method:N", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(height=260).facet(column=alt.Column("metric:N", title=None, sort=list(METRICS.values())))
+    )
+
+
+def chart_height(report: dict[str, Any]) -> int:
+    """Pixels for a chart of `chart`: room for every legend entry (~30 px each; Vega clips a
+    legend taller than the chart, and the champion's entry must show)."""
+    return max(250, 30 * len(report["windows"][-1]["methods"]) + 60)
 
 
 def windows_table(report: dict[str, Any]) -> pd.DataFrame:

@@ -66,7 +66,9 @@ with failure_shown("read the monitoring report"):
         for warning in report["warnings"]:
             st.warning(warning)
         if report["windows"]:
-            st.altair_chart(monitoring.chart(report), width="stretch")
+            for metric in monitoring.METRICS:
+                st.altair_chart(monitoring.chart(report, metric), width="stretch",
+                                height=monitoring.chart_height(report))
             st.dataframe(monitoring.windows_table(report), hide_index=True, width="stretch")
         thresholds = report["drift"]["thresholds"]
         st.markdown(f"**Input drift** between the training snapshot ({report['drift']['reference']['as_of']}) and the "
