@@ -40,6 +40,26 @@ def cli(*args: str) -> str:
     return result.stdout
 
 
+@pytest.fixture
+def app_engines(monkeypatch):
+    """The app's in-process engines a test opens, closed after it: their precomputing threads are
+    joined (one still in torch when pytest exits aborts the process)."""
+    from tastyrec.app import backend
+
+    opened = []
+
+    class Closing(backend.LocalEngine):
+        def __init__(self, ws: Workspace):
+            super().__init__(ws)
+            opened.append(self)
+
+    monkeypatch.setattr(backend, "LocalEngine", Closing)
+    yield
+    backend._backend.clear()
+    for local in opened:
+        local.engine.close()
+
+
 @pytest.fixture(scope="module")
 def watched(trained_ws, tmp_path_factory):
     """A copy of trained_ws with two windows of simulated orders ingested after the champion's
@@ -139,7 +159,7 @@ def test_an_input_changed_on_purpose_is_a_drift_warning(watched, tmp_path):
                               "snapshot (2023-07-02): ") and f"age ({inputs['age'].psi:.3f})" in warning
 
 
-def test_no_complete_window_yet_and_the_model_page_before_and_after(trained_ws, tmp_path, monkeypatch):
+def test_no_complete_window_yet_and_the_model_page_before_and_after(trained_ws, tmp_path, monkeypatch, app_engines):
     from test_app import app_test
 
     ws = copy(trained_ws, tmp_path / "home")
@@ -157,7 +177,7 @@ def test_no_complete_window_yet_and_the_model_page_before_and_after(trained_ws, 
     assert any(i.value == result["message"] for i in at.info)
 
 
-def test_the_model_page_shows_the_series(watched, monkeypatch):
+def test_the_model_page_shows_the_series(watched, monkeypatch, app_engines):
     from test_app import app_test
 
     ws, _, _ = watched
