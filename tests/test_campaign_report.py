@@ -69,6 +69,17 @@ def test_the_control_draw_is_exact_reproducible_uniform_and_blind_to_order() -> 
     assert campaigns.holdout_seed(None, "a") != campaigns.holdout_seed(None, "b")  # derived from the run id
 
 
+def test_no_interval_where_every_customer_is_alike() -> None:
+    """Nobody (or everybody) bought in both groups: a standard error of 0 gives no interval, not a
+    zero-width one that would 'exclude' every other value."""
+    for value in (0.0, 1.0):
+        figure = campaign_report.share_figure(np.full(40, value), np.full(10, value))
+        assert (figure.difference, figure.low, figure.high) == (0.0, None, None)
+    figure = campaign_report.mean_figure("items", np.full(40, 2.0), np.full(10, 2.0))
+    assert (figure.low, figure.high) == (None, None)
+    assert campaign_report.share_figure(np.array([0.0, 1.0] * 20), np.zeros(10)).low is not None
+
+
 def test_a_saved_campaign_keeps_its_control_group_out_of_every_mailing_file(own_ws, everyone, tmp_path,
                                                                             monkeypatch) -> None:
     n = len(everyone.customers)
@@ -109,6 +120,10 @@ def test_a_saved_campaign_keeps_its_control_group_out_of_every_mailing_file(own_
     assert default.holdout_seed == campaigns.holdout_seed(None, default.run_id)
     everybody = campaigns.save(own_ws, everyone, "everybody", holdout=0)
     assert everybody.control == 0 and set(pd.read_parquet(everybody.files[0])["customer_id"]) == treated | control
+    # lists from features behind the warehouse's orders: the campaign starts after the last order
+    behind = campaigns.save(own_ws, everyone, "behind", data_end="2021-06-01")
+    assert behind.data_end == saved["data_end"] == sql(
+        own_ws, "SELECT (max(order_ts)::DATE + 1)::VARCHAR FROM raw_pos.order_header")[0][0]
     # the listing shows the groups
     listed = {c["run_id"]: c for c in json.loads(tastyrec(own_ws, "campaigns", "--json").stdout)}
     assert {k: listed[saved["run_id"]][k] for k in ("treated", "control", "holdout", "holdout_seed", "data_end")} == {
@@ -293,8 +308,10 @@ def test_the_app_saves_with_a_control_group_and_reports_on_it(own_ws, monkeypatc
     table = at.dataframe[2].value
     assert table["treated"].tolist() == pytest.approx([f.treated * (100 if f.measure == "share" else 1)
                                                        for f in report.figures])
-    assert table["95% low"].tolist() == pytest.approx([f.low * (100 if f.measure == "share" else 1)
-                                                       for f in report.figures])
+    # nobody bought in the window: every standard error is 0, so no interval (the page's "–")
+    assert [f.low for f in report.figures] == [None] * 3 and table["95% low"].isna().all()
+    assert table["difference"].tolist() == pytest.approx([f.difference * (100 if f.measure == "share" else 1)
+                                                          for f in report.figures])
 
 
 # ---- end to end: the report recovers a planted lift, and invents none ------------------------------------

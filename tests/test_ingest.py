@@ -226,6 +226,15 @@ def orphan_line(path: Path, ws: Workspace) -> tuple[int, str]:
               f"for order_detail_id {field(path, 4, 0)}"
 
 
+def line_added_to_an_old_order(path: Path, ws: Workspace) -> tuple[int, str]:
+    """Line 4 (a new order_detail_id) moved onto the warehouse's first order: it would rewrite it."""
+    con = connect(ws.warehouse, read_only=True)
+    first = con.execute("SELECT min(order_id) FROM raw_pos.order_header").fetchone()[0]
+    con.close()
+    set_field(path, 4, 1, str(first))
+    return 4, f"order_detail_id {field(path, 4, 0)} is a new line of order {first}, which is already in the warehouse"
+
+
 def unknown_customer(path: Path, ws: Workspace) -> tuple[int, str]:
     set_field(path, 5, 3, "424242")
     return 5, f"customer_id 424242 is in neither the warehouse nor this delivery (raw_customer.customer_loyalty), " \
@@ -257,6 +266,7 @@ REFUSED = {
     "order line id there with other content": (DETAIL, give_an_existing_id(0, "raw_pos.order_detail")),
     "the same order delivered changed": (HEADER, change_a_delivered_order),
     "order line of no order": (DETAIL, orphan_line),
+    "a new line on an order already there": (DETAIL, line_added_to_an_old_order),
     "order of an unknown customer": (HEADER, unknown_customer),
     "an order twice in one delivery": (HEADER, repeated_order),
     "a bad value": (HEADER, bad_value),

@@ -130,6 +130,8 @@ def mean_figure(measure: str, values_t: np.ndarray, values_c: np.ndarray) -> Fig
 
 def _figure(measure: str, treated: float, control: float, se: float | None) -> Figure:
     difference = treated - control
+    if se == 0:  # every customer alike in both groups (e.g. nobody bought yet): the approximation says nothing
+        se = None
     low, high = interval(difference, se) if se is not None else (None, None)
     return Figure(measure, MEASURES[measure], treated, control, difference, low, high, se)
 

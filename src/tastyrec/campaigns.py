@@ -24,8 +24,9 @@ customers and the seed only, not on the order they were scored in). Their lists 
 stored like the others (`ml.recommendations`), their group is in `ml.campaign_groups`, and the
 mailing files leave them out: they are who the campaign's effect is measured against
 (`tastyrec.campaign_report`). `ml.campaigns` records the share, the seed (given, else derived from
-the run id: `holdout_seed`) and the features' serving day the lists were computed for (`data_end`:
-the day after the last order the features saw), from which the report counts the orders that followed.
+the run id: `holdout_seed`) and the day the campaign starts (`data_end`: the day after the last
+order, of the features the lists were computed from or of the warehouse where it has newer ones),
+from which the report counts the orders that followed.
 
 The side tables (`ml.campaigns`, `ml.recommendation_reasons`) are created by the first write that
 needs them, so warehouses of older versions keep working; readers take them as empty until then.
@@ -152,7 +153,7 @@ class Campaign:
     # customers, expected_buyers, expected_revenue_usd (`totals`) of the mailing (the treated
     # customers): set by a save; None in a listing
     totals: dict[str, float] | None = None
-    data_end: str | None = None  # the features' serving day the lists were computed for (None: saved before)
+    data_end: str | None = None  # the day after the last order at the save (None: saved before)
     holdout: float | None = None  # the share kept as control (None: saved before control groups)
     holdout_seed: int | None = None
     control: int = 0  # customers kept as control (not in the mailing)
@@ -493,7 +494,8 @@ class Saving:
     customers are drawn as control (`draw_control`, with `seed` or one derived from the run id) and
     every customer's group goes to `ml.campaign_groups`; the mailing files leave the control out.
     `data_end`: the features' serving day the lists were computed for (`features_end` of the
-    engine's features run); default: the workspace's current features run's (None if it has none)."""
+    engine's features run); default: the workspace's current features run's. The campaign records
+    the later of it and the warehouse's own data end: orders already there preceded the campaign."""
 
     def __init__(self, ws: Workspace, name: str, model_version: Any, filters: dict[str, Any],
                  holdout: float = HOLDOUT, seed: int | None = None, data_end: str | None = None):
@@ -589,6 +591,11 @@ class Saving:
         self.con.register("campaign_groups_rows", groups)
         self.con.execute("INSERT INTO ml.campaign_groups BY NAME SELECT * FROM campaign_groups_rows")
         self.con.unregister("campaign_groups_rows")
+        # Orders already in the warehouse came before the campaign was sent, even where the features
+        # have not caught up with them yet: "after the save" starts after the last of them.
+        (end,) = self.con.execute("SELECT greatest($end::DATE, (SELECT max(order_ts)::DATE + 1 FROM "
+                                  "raw_pos.order_header))::VARCHAR", {"end": self.data_end}).fetchone()
+        self.data_end = end
         self.con.execute("INSERT INTO ml.campaigns (run_id, data_end, holdout, holdout_seed) "
                          "VALUES ($run, $end::DATE, $holdout, $seed)",
                          {"run": self.run_id, "end": self.data_end, "holdout": self.holdout, "seed": self.seed})

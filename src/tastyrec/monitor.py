@@ -62,7 +62,6 @@ WATCHED = ("ndcg@10", "new_ndcg@10")  # what the series and the warnings compare
 PSI_EPSILON = 1e-4  # the share an empty bin counts as (ln(0) is not a number)
 PSI_MODERATE, PSI_MAJOR = 0.1, 0.25  # the usual thresholds: < 0.1 no drift, 0.1-0.25 moderate, > 0.25 major
 DECILES = np.linspace(0.1, 0.9, 9)
-UNSEEN = "(not in the training snapshot)"  # the categorical bin of values the reference never had
 MISSING = "(missing)"
 ASIDE_TRAIN_WINDOWS = 1  # training cutoffs of the features built aside (evaluation reads val and test only)
 

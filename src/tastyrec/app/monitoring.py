@@ -9,9 +9,7 @@ import altair as alt
 import pandas as pd
 
 from tastyrec.app.results import MISSING, figure
-
-CHAMPION = "champion"
-METRICS = {"ndcg@10": "NDCG@10", "new_ndcg@10": "new-item NDCG@10"}
+from tastyrec.monitor import METRIC_WORDS as METRICS
 
 
 def method_name(window: dict[str, Any], method: str) -> str:

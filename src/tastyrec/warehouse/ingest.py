@@ -15,7 +15,8 @@ What a delivery may hold:
   facts, never rewritten. A loyalty customer whose id is already there with other content is
   updated in place (an address or an e-mail changes).
 - A key may appear once per delivery; a row without its key is refused.
-- Every order line belongs to an order of the warehouse or of the delivery; every order's
+- Every order line belongs to an order of the warehouse or of the delivery, and a new line never
+  to an order already in the warehouse (that would rewrite the order); every order's
   customer (when it has one: walk-in orders have none) is a loyalty customer of either; trucks,
   locations and menu items are those of the warehouse (dimensions change only with `setup`).
 
@@ -26,6 +27,7 @@ serving keeps the snapshot it has until then (a features run is its own folder, 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -58,6 +60,7 @@ REFERENCES: dict[str, list[tuple[str, str, str, bool]]] = {
 }
 TAG = "_file"  # the staging tables' last column: the position of the row's file in its table's files
 SUFFIXES = (".csv", ".csv.gz")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -210,6 +213,13 @@ def _check(con: duckdb.DuckDBPyConnection, table: str, plan: dict[str, list[Path
                      else "not in the warehouse (ingest takes no dimension tables: they change only with `setup`)")
             what = f"no {column}" if row[1] is None else f"{column} {_plain(row[1])} is {where} ({parent})"
             refuse(row[0], row[2], f"{what}, for {key} {row[0]}")
+    if table == "raw_pos.order_detail":  # a new line on an order already there would rewrite that order
+        row = con.execute(f"SELECT i.{key}, i.order_id, i.{TAG} FROM {incoming} i WHERE i.{key} NOT IN "
+                          f"(SELECT {key} FROM {table}) AND i.order_id IN (SELECT order_id FROM raw_pos.order_header) "
+                          "ORDER BY i.rowid LIMIT 1").fetchone()
+        if row:
+            refuse(row[0], row[2], f"{key} {row[0]} is a new line of order {_plain(row[1])}, which is already in the "
+                                   "warehouse: orders are facts, never rewritten (deliver new orders with their lines)")
     rows, there, changed = con.execute(
         f"SELECT count(*), count(t.{key}), count(t.{key}) FILTER (WHERE NOT ({_same(columns)})) "
         f"FROM {incoming} i LEFT JOIN {table} t ON t.{key} = i.{key}").fetchone()
@@ -279,4 +289,8 @@ def _write(con: duckdb.DuckDBPyConnection, plan: dict[str, list[Path]], staged: 
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("CHECKPOINT")
+    try:
+        con.execute("CHECKPOINT")
+    except duckdb.Error as e:  # committed: the rows are in the WAL, which DuckDB replays on the next open
+        log.warning("the ingest is committed, but writing it into the warehouse file failed (%s): DuckDB "
+                    "applies it from the write-ahead log when the warehouse is next opened", e)

@@ -60,7 +60,7 @@ from tastyrec.warehouse.load import SQL, connect, in_use, write_csv
 from tastyrec.warehouse.synthetic import (EXTRA_LINES, NON_LOYALTY_SHARE, Customers, brand_matrix,
                                           chunk_rng, customer_chunks, draw_customers, draw_loyalty_lines,
                                           in_order_probability, number_orders, order_columns, poisson_orders,
-                                          walk_in_orders)
+                                          walk_in_orders, epoch_day)
 
 DEFAULT_LIFT = 1.0
 CAMPAIGN_EFFECT_DAYS = 28  # the planted effect lasts this long after a campaign's data_end
@@ -101,7 +101,7 @@ class Campaign:
     state: np.ndarray | None = None  # (k, I) purchase counts at data_end
 
     def __post_init__(self) -> None:
-        self.start = _days(self.data_end)
+        self.start = epoch_day(self.data_end)
         self.end = self.start + CAMPAIGN_EFFECT_DAYS
 
 
@@ -122,10 +122,6 @@ class SimulateResult:
     files: dict[str, str]
     seconds: float
     campaigns: list[dict] = field(default_factory=list)  # the truth rows written to synth.campaign_effect
-
-
-def _days(d: date) -> int:
-    return (d - date(1970, 1, 1)).days
 
 
 def _day(days: int) -> date:
@@ -160,13 +156,13 @@ def simulate(ws: Workspace, days: int, lift: float = DEFAULT_LIFT, out: Path | N
         if last_order is None:
             raise SimulateError(f"{ws.warehouse} holds no orders to continue from")
         first_day = last_order + timedelta(days=1)
-        start_day = _days(first_day)
+        start_day = epoch_day(first_day)
         end_day = start_day + days  # [start_day, end_day)
         seed = int(first_day.strftime("%Y%m%d")) if seed is None else seed
         target = Path(out) if out else ws.stage / "simulated" / f"{first_day}_{_day(end_day - 1)}"
         paths = _stage_paths(target)
 
-        gen_start, gen_end = _days(DATA_START), _days(DATA_END) + 1  # the span setup generated
+        gen_start, gen_end = epoch_day(DATA_START), epoch_day(DATA_END) + 1  # the span setup generated
         dims = build_dimensions(synth_seed)
         item_index = np.full(int(dims.item_ids.max()) + 1, -1)
         item_index[dims.item_ids] = np.arange(len(dims.item_ids))

@@ -50,7 +50,7 @@ NON_LOYALTY_SHARE = 0.5  # non-loyalty orders per loyalty order
 EPOCH = np.datetime64("1970-01-01")
 
 
-def _days(d: date) -> int:
+def epoch_day(d: date) -> int:
     return (d - date(1970, 1, 1)).days
 
 
@@ -117,8 +117,8 @@ def customer_chunks(n_customers: int) -> Iterator[tuple[int, int, int]]:
 def draw_customers(rng: np.random.Generator, dims: Dimensions, first_customer_id: int, n: int) -> Customers:
     """Customers [first_customer_id, +n) and their parameters, the first draws of a chunk's stream
     (`setup` and `simulate` both call this on chunk_rng, so both see the same customers)."""
-    start_day = _days(DATA_START)
-    window_start = _days(DATA_END) + 1 - WINDOW_DAYS
+    start_day = epoch_day(DATA_START)
+    window_start = epoch_day(DATA_END) + 1 - WINDOW_DAYS
     n_brands = len(BRANDS)
     ids = np.arange(first_customer_id, first_customer_id + n, dtype=np.int64)
     city = rng.choice(len(dims.city_names), size=n, p=dims.city_weight)
@@ -285,7 +285,7 @@ def generate_chunk(dims: Dimensions, seed: int, chunk: int, first_customer_id: i
     """Customers [first_customer_id, +n), their orders, non-loyalty orders and the truth."""
     rng = chunk_rng(seed, chunk)
     n_items = len(dims.item_ids)
-    start_day, end_day = _days(DATA_START), _days(DATA_END) + 1  # [start, end) in days since epoch
+    start_day, end_day = epoch_day(DATA_START), epoch_day(DATA_END) + 1  # [start, end) in days since epoch
     window_start = end_day - WINDOW_DAYS
     customers = draw_customers(rng, dims, first_customer_id, n)
     ids, city, signup, rate = customers.ids, customers.city, customers.signup, customers.rate
