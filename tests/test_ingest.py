@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from servers import free_port, stop, wait_until
+from test_warehouse import read_lines, write_lines
 from typer.testing import CliRunner
 
 from tastyrec.cli import app
@@ -104,16 +104,6 @@ def latest_customers(ws: Workspace, n: int) -> list[int]:
                                           "GROUP BY 1 ORDER BY max(order_ts) DESC, 1 LIMIT ?", [n]).fetchall()]
     finally:
         con.close()
-
-
-def read_lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", newline="") as f:
-        return f.read().splitlines(keepends=True)
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    with gzip.open(path, "wt", newline="") as f:
-        f.writelines(lines)
 
 
 def set_field(path: Path, line: int, column: int, value: str) -> None:
