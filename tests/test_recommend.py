@@ -257,7 +257,8 @@ def test_recommend_all_with_save_streams_every_customer_into_the_campaign(own_ws
     """`recommend --all --save`: the lists go to the campaign a chunk at a time (not printed), with a
     progress bar; what is saved is what the engine recommends to every customer."""
     monkeypatch.setattr(recommend, "CHUNK_CUSTOMERS", 50)
-    done = CliRunner().invoke(app, ["--home", str(own_ws.home), "recommend", "--all", "--top-k", "2", "--save", "all"])
+    done = CliRunner().invoke(app, ["--home", str(own_ws.home), "recommend", "--all", "--top-k", "2", "--save", "all",
+                                      "--holdout", "0"])  # everyone in the mailing files
     assert done.exit_code == 0, done.output
     assert "scoring customers" in done.stderr and "saved campaign 'all'" in done.stdout
     assert "recommendations (chance" not in done.stdout  # no table of every customer
@@ -551,7 +552,9 @@ def test_markup_like_and_stored_odd_names_are_printed_literally(own_ws) -> None:
     listed = runner.invoke(app, ["--home", str(own_ws.home), "campaigns"])
     assert listed.exit_code == 0, listed.output
     assert "[/]" in listed.output
-    assert squeeze(r"[bold]odd[/bold]\x1b[31m red\nline\x00nul") in squeeze(listed.output)  # escaped, not raw
+    # escaped, not raw (the name column may cut the middle of a long name short)
+    assert squeeze(r"[bold]odd[/bold]\x1b") in squeeze(listed.output)
+    assert squeeze(r"red\nline\x00nul") in squeeze(listed.output)
     assert not {"\x1b", "\x00"} & set(listed.output)
     as_json = json.loads(runner.invoke(app, ["--home", str(own_ws.home), "campaigns", "--json"]).stdout)
     assert {c["name"] for c in as_json} == {"[/]", odd, "z" * 1_000_000}

@@ -68,7 +68,8 @@ def features_interrupted(ws: Workspace, tmp_path, at: str = "feast apply") -> in
 
 def test_an_interrupted_features_run_changes_nothing_a_service_reads(home, served, tmp_path):
     before = ask(served).json()
-    health = httpx.get(f"{served.url}/health").json()
+    # the same model and features; "scores" may move on from "precomputing" meanwhile (its own thread)
+    health = {k: v for k, v in httpx.get(f"{served.url}/health").json().items() if k != "scores"}
     # a run that ends before the signal lands (materialisation is quick on a busy machine) is tried
     # again, stopped earlier: while it computes the feature snapshots
     for at in ("feast apply", "feature snapshots", "feature snapshots"):
@@ -83,7 +84,7 @@ def test_an_interrupted_features_run_changes_nothing_a_service_reads(home, serve
     after = ask(served)
     assert after.status_code == 200, after.text
     assert after.json()["customers"] == before["customers"]
-    assert httpx.get(f"{served.url}/health").json() == health
+    assert {k: v for k, v in httpx.get(f"{served.url}/health").json().items() if k != "scores"} == health
     assert home.features_pointer.read_text() == pointer and (home.feature_repo / "summary.json").read_text() == summary
     assert {p.name: p.stat().st_mtime_ns for p in (home.feature_repo / "data").iterdir()} == data
     assert sorted(p.name for p in home.feature_runs.iterdir()) == runs  # the cut run is gone
