@@ -486,20 +486,6 @@ def monitor(ws: Workspace, progress: Progress | None = None) -> MonitorResult:
 # ---------------------------------------------------------------------------------------------
 # MLflow: one run per call, the series as metrics, the report as an artifact
 # ---------------------------------------------------------------------------------------------
-def _experiment(bound, ws: Workspace) -> str:
-    from tastyrec.registry.tracking import server_uri
-
-    found = bound.get_experiment_by_name(EXPERIMENT)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be logged to it
-            bound.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    if server_uri():
-        return bound.create_experiment(EXPERIMENT)
-    ws.mlartifacts.mkdir(parents=True, exist_ok=True)
-    return bound.create_experiment(EXPERIMENT, artifact_location=ws.mlartifacts.as_uri())
-
-
 def _method_key(w: WindowResult, method: str) -> str:
     return "champion" if method == w.champion else f"baseline.{method}"
 
@@ -508,10 +494,10 @@ def log_report(ws: Workspace, result: MonitorResult) -> dict[str, Any]:
     """Log `result` as one run of the "tastyrec-monitor" experiment; returns its ids."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from tastyrec.registry.tracking import client, flat_metrics, json_safe, mlflow_name
+    from tastyrec.registry.tracking import client, experiment_id, flat_metrics, json_safe, mlflow_name
 
     bound = client(ws)
-    experiment = _experiment(bound, ws)
+    experiment = experiment_id(bound, ws, EXPERIMENT)
     now = int(time.time() * 1000)
     metrics, tags = [], [RunTag("champion_version", str(result.champion["version"]))]
     for w in result.windows:

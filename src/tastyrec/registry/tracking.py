@@ -124,18 +124,18 @@ def not_found(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
 
 
-def experiment_id(mlflow_client: MlflowClient, ws: Workspace) -> str:
-    """The "tastyrec" experiment, created with its artifacts under <home>/mlartifacts (on a
-    tracking server: where the server keeps artifacts)."""
-    exp = mlflow_client.get_experiment_by_name(EXPERIMENT)
+def experiment_id(mlflow_client: MlflowClient, ws: Workspace, name: str = EXPERIMENT) -> str:
+    """The experiment `name` ("tastyrec": the training runs), created with its artifacts under
+    <home>/mlartifacts (on a tracking server: where the server keeps artifacts)."""
+    exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be logged to it
             mlflow_client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     if server_uri():
-        return mlflow_client.create_experiment(EXPERIMENT)
+        return mlflow_client.create_experiment(name)
     ws.mlartifacts.mkdir(parents=True, exist_ok=True)
-    return mlflow_client.create_experiment(EXPERIMENT, artifact_location=ws.mlartifacts.as_uri())
+    return mlflow_client.create_experiment(name, artifact_location=ws.mlartifacts.as_uri())
 
 
 @contextmanager
