@@ -34,8 +34,9 @@ def anchor(command_path: str) -> str:
 
 
 def text(value: str) -> str:
-    """Help text as HTML: Rich's escapes undone (`\\[` is a literal bracket in --help), then escaped."""
-    return html.escape(value.replace("\\[", "["))
+    """Help text as HTML: Rich's escapes undone (`\\[` is a literal bracket in --help), escaped, and
+    `code` in backticks set as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value.replace("\\[", "[")))
 
 
 def render_command(command, ctx) -> str:
