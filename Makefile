@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install run test screenshot lock clean
+.PHONY: install run test image screenshot lock clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,17 +35,27 @@ run: install
 	case $$status in 0|130) echo "stopped: the service and the app";; *) exit $$status;; esac
 
 # The app's browser test drives Debian's Chromium (Playwright cannot download a browser here);
-# the Redis online store tests start Debian's redis-server themselves (nothing runs as a service).
+# the Redis online store tests start Debian's redis-server themselves (nothing runs as a service);
+# the image and compose tests build and run containers with Debian's podman (daemonless: runc,
+# buildah; mmdebstrap makes the base image; uidmap and slirp4netns for podman without root).
 CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
+PODMAN   := /usr/bin/podman /usr/bin/podman-compose /usr/bin/mmdebstrap
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-$(CHROMIUM) $(REDIS) &:
+$(CHROMIUM) $(REDIS) $(PODMAN) &:
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		chromium chromium-driver fonts-liberation redis-server
+		chromium chromium-driver fonts-liberation redis-server \
+		podman buildah runc mmdebstrap uidmap slirp4netns podman-compose
 
-test: install $(CHROMIUM) $(REDIS)
+test: install $(CHROMIUM) $(REDIS) $(PODMAN)
 	$(BIN)/python -m pytest
+
+# The service's container image, localhost/tastyrec:latest, on a Debian bookworm base built here
+# (localhost/tastyrec-base:bookworm): docker where its daemon answers, podman otherwise; the layers
+# are cached, and the build's pip uses this machine's pip settings without keeping them in the image.
+image: $(PODMAN)
+	container/build.sh
 
 # Refresh the README's screenshot, docs/app.png: the browser test saves it there only when asked
 # (TASTYREC_SCREENSHOT); `make test` writes it to a temporary folder and leaves the checkout clean.

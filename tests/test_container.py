@@ -1,5 +1,6 @@
-"""The Dockerfile, checked without a docker daemon: its ENTRYPOINT and HEALTHCHECK commands run
-here with its ENV, and what it installs matches pyproject.toml."""
+"""The Dockerfile, checked without building it (test_image.py builds and runs it): its ENTRYPOINT
+and HEALTHCHECK commands run here with its ENV, what it installs matches pyproject.toml, and the
+build's pip settings reach pip as secrets only (container/pip_settings.py writes them)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,21 @@ def arguments(name: str) -> list[str]:
     return [args for instruction, args in instructions() if instruction == name]
 
 
+def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage (from one FROM to the next)."""
+    found: list[list[tuple[str, str]]] = []
+    for instruction, args in instructions():
+        if instruction == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((instruction, args))
+    return found
+
+
 def image_env() -> dict[str, str]:
-    """The ENV instructions' variables (the `KEY=value ...` form)."""
-    return dict(item.split("=", 1) for args in arguments("ENV") for item in shlex.split(args))
+    """The final stage's ENV variables (the `KEY=value ...` form), $VARIABLES expanded from here."""
+    return dict(os.path.expandvars(item).split("=", 1) for instruction, args in stages()[-1]
+                if instruction == "ENV" for item in shlex.split(args))
 
 
 def build_args() -> dict[str, str]:
@@ -82,10 +95,46 @@ def test_the_image_installs_the_pinned_torch_on_a_slim_python():
     assert base[1] + ".0" in SpecifierSet(project["requires-python"])
     pins = [w for args in arguments("RUN") for w in shlex.split(args) if w.startswith("torch==")]
     assert pins == [f"torch{torch.specifier}"]
-    installs = [args for args in arguments("RUN") if "pip install" in args]
-    assert "torch==" in installs[0] and '--index-url "${TORCH_INDEX}"' in installs[0]
-    assert installs[1].endswith("pip install --no-cache-dir -r requirements.lock")  # after torch: the pin is met
-    assert installs[2].endswith("pip install --no-cache-dir --no-deps .")  # resolves nothing more
+    builder, final = stages()
+    pips = [args for instruction, args in builder if instruction == "RUN" and "python -m pip" in args]
+    assert "torch==" in pips[0] and '${TORCH_INDEX:+--index-url "$TORCH_INDEX"}' in pips[0]
+    assert pips[1].endswith("pip install --no-cache-dir -r requirements.lock")  # after torch: the pin is met
+    assert pips[2].endswith("pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .")  # tastyrec alone
+    # the image: the builder's venv and tastyrec's wheel, installed without resolving or an index
+    assert ("COPY", "--from=builder /opt/tastyrec /opt/tastyrec") in final
+    (install,) = [args for instruction, args in final if instruction == "RUN" and "pip" in args]
+    assert "pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl" in install
+
+
+def test_pip_settings_reach_the_build_as_secrets_only():
+    """Every pip of the builder reads the settings from build secrets (mounted for that command,
+    never in a layer); nothing else in the Dockerfile names them, and the image's pip needs none."""
+    mounts = "--mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-cert "
+    builder, final = stages()
+    for instruction, args in builder:
+        if instruction == "RUN" and "pip " in args:
+            assert args.startswith(mounts), args
+    rest = [args for instruction, args in builder + final if instruction != "RUN" or "--mount" not in args]
+    assert not [args for args in rest if "pip.conf" in args or "pip-cert" in args or "PIP_" in args]
+
+
+def test_the_hosts_pip_settings_are_rewritten_for_the_build(tmp_path):
+    """container/pip_settings.py copies what `pip config list` shows, points the cert at the
+    secret, and names the local paths the build must mount (a file:// index with its parent)."""
+    wheels, index, cert = tmp_path / "wheels", tmp_path / "mirror" / "simple", tmp_path / "ca.pem"
+    for folder in (wheels, index):
+        folder.mkdir(parents=True)
+    cert.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {
+        "PIP_CONFIG_FILE": os.devnull,  # no pip.conf file is read: the settings below only
+        "PIP_CERT": str(cert), "PIP_FIND_LINKS": str(wheels), "PIP_DEFAULT_TIMEOUT": "60",
+        "PIP_EXTRA_INDEX_URL": f"file://{index} https://example.org/simple"}
+    done = subprocess.run([sys.executable, str(ROOT / "container" / "pip_settings.py"), str(tmp_path / "out.conf")],
+                          env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"cert {cert}", f"mount {index.parent}", f"mount {wheels}"]
+    assert (tmp_path / "out.conf").read_text().splitlines() == [
+        "[global]", "cert = /run/secrets/pip-cert", "default-timeout = 60",
+        f"extra-index-url = file://{index} https://example.org/simple", f"find-links = {wheels}"]
 
 
 def test_the_lock_file_pins_every_runtime_dependency_within_pyproject():
