@@ -94,3 +94,15 @@ def test_the_image_serves_its_own_workspace_and_stops_cleanly(image, home) -> No
     engine = Engine(Workspace.from_env(home))
     assert served.json()["customers"]
     same(served.json(), engine.recommend(customer_ids=request["customer_ids"], top_k=request["top_k"]).to_dict())
+
+
+def test_the_image_keeps_no_build_settings_sources_or_caches(image) -> None:
+    """The build's pip settings were secrets and mounts: none is in the image, nor the sources,
+    tastyrec's wheel or a pip cache; tastyrec is installed, the torch the host's settings offered."""
+    script = ("test ! -e /etc/pip.conf && test ! -e /run/secrets/pip-cert && test ! -e /src && test ! -e /tmp/wheels"
+              " && test ! -e /root/.cache/pip && test ! -e /home/tastyrec/.cache/pip"
+              " && python -m pip config list && python -c 'import tastyrec, torch; print(torch.__version__)'")
+    done = podman("run", "--rm", "--network", "none", "--label", LABEL, "--entrypoint", "sh", image, "-c", script,
+                  check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["2.13.0+cpu"], done.stdout  # `pip config list` printed nothing
