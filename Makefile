@@ -37,16 +37,18 @@ run: install
 # The app's browser test drives Debian's Chromium (Playwright cannot download a browser here);
 # the Redis online store tests start Debian's redis-server themselves (nothing runs as a service);
 # the image and compose tests build and run containers with Debian's podman (daemonless: runc,
-# buildah; mmdebstrap makes the base image; uidmap and slirp4netns for podman without root).
+# buildah; mmdebstrap makes the base image; uidmap and slirp4netns for podman without root; the
+# dnsname CNI plugin lets compose's services find each other by name).
 CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
-PODMAN   := /usr/bin/podman /usr/bin/podman-compose /usr/bin/mmdebstrap
+PODMAN   := /usr/bin/podman /usr/bin/podman-compose /usr/bin/mmdebstrap /usr/lib/cni/dnsname
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(CHROMIUM) $(REDIS) $(PODMAN) &:
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		chromium chromium-driver fonts-liberation redis-server \
-		podman buildah runc mmdebstrap uidmap slirp4netns podman-compose
+		podman buildah runc mmdebstrap uidmap slirp4netns podman-compose \
+		golang-github-containernetworking-plugin-dnsname
 
 test: install $(CHROMIUM) $(REDIS) $(PODMAN)
 	$(BIN)/python -m pytest
