@@ -23,7 +23,7 @@ then (`snapshot_table`, the feature view `item_collaborative`, one row per item)
 Why both: on Ta-Feng, whose last month before February is the Chinese New Year, the frozen
 popularity and item-kNN transfer to February better than the same figures as of each snapshot,
 while the point-in-time ones carry what the frozen ones cannot see on short spans (measured,
-README: "What was tried"); the network learns which to trust.
+docs/model.md: "What was tried on Ta-Feng"); the network learns which to trust.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def _new_item_ndcg(scores, batch: Batch, new) -> float:
 # Besides the head on every dense input, heads on one input alone are tried: each the logistic
 # regression of the same rows on that input, so it ranks as the baseline it mirrors (item-kNN,
 # EASE) and still gives probabilities. On Ta-Feng's January cut of 400 items point-in-time
-# item-kNN ranked new items better than the head on every input (README: "What was tried").
+# item-kNN ranked new items better than the head on every input (docs/model.md: "What was tried on Ta-Feng").
 EXPLORE_SINGLE = ("item_cosine_score", "item_ease_score", "item_knn_score")
 
 

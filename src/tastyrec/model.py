@@ -155,7 +155,7 @@ class DLRM(nn.Module):
     parameters, fitted after training on the training rows of items new to the customer
     (`experiment.fit_explore_head`). On Ta-Feng's validation windows it ranked those items
     better than the main head or a second top MLP trained with it, which learn the season of
-    their training windows (see the README). `heads` returns both logits, (B, 2)."""
+    their training windows (see docs/model.md). `heads` returns both logits, (B, 2)."""
 
     def __init__(self, config: DLRMConfig) -> None:
         super().__init__()

@@ -44,7 +44,7 @@ cannot add a bearer header to a cross-site request (it would need CORS, which is
 
 uvicorn has no timeout for a request's line and headers: a client that sends them slowly holds
 its connection and file descriptor. Exposed beyond the machine, the service belongs behind a
-reverse proxy that times them out (README, "Security"); `SERVER_SETTINGS` has what uvicorn does.
+reverse proxy that times them out (docs/serving.md, "Security"); `SERVER_SETTINGS` has what uvicorn does.
 
 POST /admin/reload reaches one worker process; with several, it also touches a stamp file
 (`ReloadSignal`) and every other worker reloads before its next request.
@@ -105,7 +105,7 @@ DOCS_PACKAGE = ("fastapi_offline", "static")
 # uvicorn's settings for `tastyrec serve` (uvicorn 0.54). Not set: limit_concurrency. It counts idle
 # and half-sent connections too, so N slow clients (fewer than it takes to use up the file
 # descriptors) would get everyone a 503; the work itself is bounded by Limits.engine_concurrency,
-# bodies by size and time (RequestGuard), connections by the reverse proxy (README, "Security").
+# bodies by size and time (RequestGuard), connections by the reverse proxy (docs/serving.md, "Security").
 SERVER_SETTINGS: dict[str, Any] = {
     # h11 rather than httptools (uvicorn's choice when installed): httptools took 10 MB of request
     # headers into memory; h11 answers 400 to a request head still incomplete past 16 KiB (one that

@@ -325,7 +325,7 @@ def serve(ctx: typer.Context,
 
     Set TASTYREC_API_TOKEN (printable ASCII, 16 characters or more) to require `Authorization:
     Bearer <token>`; it is required off loopback. Without it, only loopback Host names are answered.
-    Exposed beyond this machine, put a reverse proxy in front (README, "Security")."""
+    Exposed beyond this machine, put a reverse proxy in front (docs/serving.md, "Security")."""
     import tempfile
 
     import uvicorn

@@ -1,6 +1,6 @@
 """The synthetic Tasty Bytes data set, reproducible from its seed and generated in chunks.
 
-The planted purchase model (documented in the README, "The synthetic data"):
+The planted purchase model (documented in docs/data.md, "The synthetic data"):
 
 For loyalty customer c and non-beverage item i of brand b(i), the utility is
 
