@@ -82,6 +82,24 @@ def test_seed_interaction_matches_the_seed_code() -> None:
     assert torch.allclose(SeedFeatureInteraction(17)(x), seed_feature_interaction(x))
 
 
+def test_seed_scoring_equals_its_training_forward() -> None:
+    """Scoring (no autograd) builds the products transposed, without the outer product: the
+    scores must be those of the seed's construction, which training differentiates."""
+    torch.manual_seed(0)
+    model = SeedDLRM(SeedDLRMConfig()).eval()
+    sparse = torch.randint(0, 142, (37, 9), generator=torch.Generator().manual_seed(2))
+    dense = torch.rand(37, 5, generator=torch.Generator().manual_seed(3))
+    trained_way = model(sparse, dense)
+    with torch.no_grad():
+        scored = model(sparse, dense)
+    assert trained_way.requires_grad and not scored.requires_grad
+    assert torch.allclose(scored, trained_way, rtol=1e-5, atol=1e-5)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(4))
+    extra = torch.randn(4, 2)
+    expected = torch.cat([SeedFeatureInteraction(6)(x), extra], dim=1)
+    assert torch.equal(SeedFeatureInteraction.transposed(x, extra).T, expected)
+
+
 def test_seed_dlrm_has_the_published_sizes() -> None:
     model = SeedDLRM(SeedDLRMConfig())
     assert isinstance(model.embeddings, nn.EmbeddingBag) and model.embeddings.mode == "sum"
