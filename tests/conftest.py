@@ -35,3 +35,26 @@ def trained_ws(tmp_path_factory) -> Workspace:
     ws = Workspace.from_env(tmp_path_factory.mktemp("trained"))
     pipeline_job(ws, customers=400, seed=42, opts=TrainOptions(epochs=2, progress=False), seed_samples=0)
     return ws
+
+
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): each test module is
+# one unit of work, so module fixtures are built once; the modules that build and run the image
+# share one unit (the image is built once, and two builds never race for the same tags) and go
+# first, as it is the longest unit (a cold build takes minutes), then the other slow ones.
+PODMAN_MODULES = ("test_image", "test_compose")
+SLOW_MODULES = ("test_tracking_server", "test_bench", "test_multinode", "test_pipeline")
+
+
+@pytest.hookimpl(tryfirst=True)  # after pytest-randomly's shuffle, before xdist reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    def unit(item) -> str:
+        module = item.path.stem
+        return "podman" if module in PODMAN_MODULES else module
+
+    def rank(item) -> int:
+        name = unit(item)
+        return 0 if name == "podman" else 1 if name in SLOW_MODULES else 2
+
+    items.sort(key=rank)  # stable: the shuffled order stays within each rank
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(unit(item)))
