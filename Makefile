@@ -51,7 +51,7 @@ $(CHROMIUM) $(REDIS) $(PODMAN) &:
 		golang-github-containernetworking-plugin-dnsname
 
 test: install $(CHROMIUM) $(REDIS) $(PODMAN)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The service's container image, localhost/tastyrec:latest, on a Debian bookworm base built here
 # (localhost/tastyrec-base:bookworm): docker where its daemon answers, podman otherwise; the layers

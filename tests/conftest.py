@@ -37,24 +37,14 @@ def trained_ws(tmp_path_factory) -> Workspace:
     return ws
 
 
-# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): each test module is
-# one unit of work, so module fixtures are built once; the modules that build and run the image
-# share one unit (the image is built once, and two builds never race for the same tags) and go
-# first, as it is the longest unit (a cold build takes minutes), then the other slow ones.
-PODMAN_MODULES = ("test_image", "test_compose")
-SLOW_MODULES = ("test_tracking_server", "test_bench", "test_multinode", "test_pipeline")
+# `make test` runs the suite on two xdist workers, one test module per unit of work
+# (`-n 2 --dist loadfile`: module fixtures are built once). The longest units go first, so that
+# no worker is left with one at the end: the image's module (a cold build takes minutes), then the
+# other slow ones; the compose stack's after them, when the image it needs is built (podman.py
+# builds it once at a time across workers). Within each rank the order stays pytest-randomly's.
+FIRST = ("test_image", "test_tracking_server", "test_bench", "test_multinode", "test_pipeline", "test_compose")
 
 
-@pytest.hookimpl(tryfirst=True)  # after pytest-randomly's shuffle, before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # after pytest-randomly's shuffle (a wrapper), before xdist reads the order
 def pytest_collection_modifyitems(config, items) -> None:
-    def unit(item) -> str:
-        module = item.path.stem
-        return "podman" if module in PODMAN_MODULES else module
-
-    def rank(item) -> int:
-        name = unit(item)
-        return 0 if name == "podman" else 1 if name in SLOW_MODULES else 2
-
-    items.sort(key=rank)  # stable: the shuffled order stays within each rank
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(unit(item)))
+    items.sort(key=lambda item: FIRST.index(item.path.stem) if item.path.stem in FIRST else len(FIRST))

@@ -3,15 +3,18 @@ allows) and, as root, its own persistent store (/var/tmp/tastyrec-containers, so
 cached between runs). Debian's podman is installed by `make test`.
 
     podman("ps", "-a")     podman with ENV, output captured, a failure raised with its output
-    build_image()          `make image` with podman, once per test session; returns IMAGE
+    build_image()          `make image` with podman, once per test process and one at a time
+                           across processes (xdist workers); returns IMAGE
     ENV                    the environment to run podman (or podman-compose) with
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +49,14 @@ def podman(*args: str, check: bool = True, timeout: float = 600, **kw) -> subpro
 
 def build_image() -> str:
     """Build the base (once per store) and the app image with container/build.sh (podman, layers
-    cached: a rebuild with nothing changed takes seconds); once per test session. Returns IMAGE."""
+    cached: a rebuild with nothing changed takes seconds); once per test process, never two at once
+    (a lock file: xdist workers may reach it together). Returns IMAGE."""
     if not _built:
         binary()
-        done = subprocess.run([str(ROOT / "container" / "build.sh")], env=ENV | {"TASTYREC_ENGINE": "podman"},
-                              capture_output=True, text=True, timeout=3600)
+        with open(Path(tempfile.gettempdir()) / "tastyrec-image-build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another worker's build: wait, then rebuild from its layers
+            done = subprocess.run([str(ROOT / "container" / "build.sh")], env=ENV | {"TASTYREC_ENGINE": "podman"},
+                                  capture_output=True, text=True, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"container/build.sh exited with {done.returncode}:\n{done.stdout[-3000:]}"
                                f"\n{done.stderr[-5000:]}")
