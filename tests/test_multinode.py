@@ -96,8 +96,8 @@ def test_two_nodes_reach_the_weights_of_one_process(home: Path) -> None:
 
 def test_a_node_that_dies_fails_the_run_by_name_and_resume_continues(home: Path) -> None:
     before = set((home / "checkpoints").glob("*/checkpoint.pt"))  # the copied home's own run
-    # every row, in batches of 64: epochs of seconds, so node 1 dies in the middle of epoch 2
-    slow = ("--model", "dlrm", "--epochs", "3", "--max-samples", "1000000", "--batch-size", "64")
+    # every row, in batches of 128: epochs of seconds, so node 1 dies in the middle of epoch 2
+    slow = ("--model", "dlrm", "--epochs", "3", "--max-samples", "1000000", "--batch-size", "128")
     follower, leader = _nodes(home, *slow)
     deadline = time.monotonic() + 600
     while not (done := list(set((home / "checkpoints").glob("*/checkpoint.pt")) - before)):  # epoch 1 ended
