@@ -420,3 +420,46 @@ def test_collaborative_inputs_are_those_of_each_rows_own_snapshot(feat_ws, time_
         seen.append(expected["item_recent_popularity"].sum())
     con.close()
     assert len(set(seen)) == 3  # three different snapshots: each row read its own
+
+
+def test_point_in_time_rows_equal_feasts_historical_features(feat_ws):
+    """Training sets join the feature views as of each timestamp with DuckDB on the views' Parquet
+    files; Feast's get_historical_features on the same entities must give the same rows, at the
+    snapshots, between them and before the first."""
+    import duckdb
+    import pyarrow as pa
+
+    from tastyrec.features.build import built_features
+    from tastyrec.features.training import CUSTOMER_REFS, MENU_REFS, point_in_time
+
+    built = built_features(feat_ws)
+    snapshots = sorted(pd.Timestamp(s) for s in built.snapshots)
+    stamps = [snapshots[0] - timedelta(days=1), *snapshots, snapshots[1] + timedelta(days=3)]
+    con = connect(feat_ws.warehouse, read_only=True)
+    ids = sample_customers(con, 30) + [10**9]  # an unknown customer has no features
+    items = [i for (i,) in con.execute("SELECT DISTINCT menu_item_name FROM raw_pos.menu ORDER BY 1 LIMIT 12").fetchall()]
+    con.close()
+    n = len(stamps) * max(len(ids), len(items))
+    spine = pa.table({CUSTOMER_ID: pa.array([ids[k % len(ids)] for k in range(n)], pa.int64()),
+                      ITEM: pa.array([items[k % len(items)] for k in range(n)], pa.string()),
+                      TIMESTAMP: pa.array([stamps[k % len(stamps)] for k in range(n)], pa.timestamp("us", tz="UTC"))})
+    store = feature_store(feat_ws)
+    with duckdb.connect() as db:
+        db.register("spine_rows", spine)
+        db.execute("CREATE TEMP TABLE spine_all AS SELECT * FROM spine_rows")
+        point_in_time(db, feat_ws.feature_repo / "data")
+        for table, key, refs in (("customers", CUSTOMER_ID, CUSTOMER_REFS), ("items", ITEM, MENU_REFS)):
+            ours = db.execute(f"SELECT * FROM {table}").df().sort_values([key, TIMESTAMP], ignore_index=True)
+            entities = ours[[key, TIMESTAMP]]
+            feasts = store.get_historical_features(entity_df=entities, features=refs).to_df()
+            feasts = feasts[list(ours.columns)].sort_values([key, TIMESTAMP], ignore_index=True)
+            assert len(ours) == len(feasts) == len(set(zip(spine[key].to_pylist(), spine[TIMESTAMP].to_pylist())))
+            assert ours.drop(columns=[TIMESTAMP]).notna().any().all()  # every feature found somewhere
+            for col in ours.columns:
+                if col == TIMESTAMP:
+                    assert (pd.to_datetime(ours[col], utc=True) == pd.to_datetime(feasts[col], utc=True)).all()
+                    continue
+                left = [list(v) if isinstance(v, (list, np.ndarray)) else (None if pd.isna(v) else v) for v in ours[col]]
+                right = [list(v) if isinstance(v, (list, np.ndarray)) else (None if pd.isna(v) else v)
+                         for v in feasts[col]]
+                assert left == right, (table, col)

@@ -1,4 +1,4 @@
-"""Training sets from Feast's point-in-time joins.
+"""Training sets: the point-in-time join of the feature views (Feast's, done by DuckDB).
 
 Training sets end in the SQL of `assemble`: per-pair features from the history lists, defaults
 for "no history yet", and the column order of columns.py. Serving (features.online) builds the
@@ -20,10 +20,9 @@ import pyarrow.compute as pc
 
 from tastyrec.columns import (BAG_SCORES, BRAND, COLLAB_ITEMS, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM,
                               ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
-from tastyrec.config import Progress, Workspace, duckdb_memory
+from tastyrec.config import TRAINING_SET_DUCKDB_MEMORY, Progress, Workspace, duckdb_memory
 from tastyrec.features import definitions
-from tastyrec.features.build import (SQL, FeaturesError, FeaturesResult, current_features, feast_prints, feature_store,
-                                     features_id)
+from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, current_features, features_id
 from tastyrec.parquet_rows import release_memory
 from tastyrec.sqlfiles import run_sql
 
@@ -153,13 +152,14 @@ def _spine(con, built: FeaturesResult, cutoffs: dict[str, list[str]], mode: str,
 
 def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_windows: int | None = None,
                        max_customers: int | None = None, progress: Progress | None = None) -> TrainingSet:
-    """Spine -> Feast get_historical_features -> pair features -> <home>/datasets/<mode>/<split>.parquet.
+    """Spine -> point-in-time features -> pair features -> <home>/datasets/<mode>/<split>.parquet.
 
     train_windows: how many of the training cutoffs `tastyrec features` built to use, newest
     first (None: all of them).
 
-    Each split is written by DuckDB straight to Parquet (COPY), so the per-row history lists are
-    never all in memory at once.
+    All in one DuckDB connection, each split written straight to Parquet (COPY), under DuckDB's
+    memory limit for this stage (TRAINING_SET_DUCKDB_MEMORY): sorting a split's rows with their
+    history bags is what takes memory, and DuckDB sorts what does not fit in parts on disk.
     """
     from tastyrec.warehouse.load import connect
 
@@ -174,18 +174,22 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     if max_customers:
         keep = pc.unique(spine.column(CUSTOMER_ID)).sort()[:max_customers]
         spine = spine.filter(pc.is_in(spine.column(CUSTOMER_ID), value_set=keep))
-    customers, items = point_in_time(feature_store(ws), spine)
     out_dir = ws.home / "datasets" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BUILT_FROM).unlink(missing_ok=True)  # a build cut short is never taken for a current one
-    con = duckdb.connect(config={"memory_limit": duckdb_memory(), "temp_directory": str(ws.home / "duckdb_tmp")})
+    con = duckdb.connect(config={"memory_limit": duckdb_memory(TRAINING_SET_DUCKDB_MEMORY),
+                                 "temp_directory": str(ws.home / "duckdb_tmp")})
     paths, rows, positives = {}, {}, {}
     try:
         con.execute("SET enable_progress_bar = false")
-        con.register("customers", customers)
-        con.register("items", items)
+        con.register("spine_rows", spine)
+        con.execute("CREATE TEMP TABLE spine_all AS SELECT * FROM spine_rows")  # DuckDB's, so it may spill
+        con.unregister("spine_rows")
+        del spine
+        point_in_time(con, ws.feature_repo / "data")
         for name in SPLITS:
-            con.register("spine", spine.filter(pc.equal(spine.column("split"), name)).drop_columns(["split"]))
+            con.execute("CREATE OR REPLACE TEMP TABLE spine AS SELECT * EXCLUDE (split) FROM spine_all "
+                        "WHERE split = $name", {"name": name})
             path = out_dir / f"{name}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
             con.execute(f"COPY ({_assemble_sql([LABEL])}) TO $path (FORMAT parquet, ROW_GROUP_SIZE 256000)",
@@ -194,33 +198,42 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
             n, pos = con.execute(f"SELECT count(*), coalesce(sum({LABEL}), 0) FROM read_parquet(?)",
                                  [str(path)]).fetchone()
             paths[name], rows[name], positives[name] = str(path), int(n), int(pos)
-            con.unregister("spine")
             if progress:
                 progress(f"training set ({mode} split)", len(paths), len(SPLITS))
     finally:
         con.close()
     (out_dir / BUILT_FROM).write_text(json.dumps({"features": features_id(ws), "max_customers": max_customers}))
-    del spine, customers, items
-    release_memory()  # the history lists of every snapshot were in memory
+    release_memory()
     return TrainingSet(mode=mode, paths=paths, rows=rows, positives=positives, cutoffs=cutoffs,
                        seconds=round(time.perf_counter() - started, 2))
 
 
-def point_in_time(store, spine: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Customer and item features as of each spine timestamp, via Feast's point-in-time join.
+def _point_in_time_sql(key: str) -> tuple[str, list[str]]:
+    """SELECT of the `key` entity's features as of each (key, timestamp) of the spine, and the
+    feature views it reads (their Parquet files are the query's parameters $v0, $v1, ...)."""
+    views = [name for name, (entities, _, _) in definitions.VIEWS.items() if entities[0].join_key == key]
+    columns = ", ".join(f"v{k}.{f}" for k, name in enumerate(views) for f, _ in definitions.VIEWS[name][1])
+    joins = " ".join(f"ASOF LEFT JOIN read_parquet($v{k}) v{k} ON e.{key} = v{k}.{key} "
+                     f"AND e.{TIMESTAMP} >= v{k}.{TIMESTAMP}" for k in range(len(views)))
+    return (f"SELECT e.{key}, e.{TIMESTAMP}, {columns} "
+            f"FROM (SELECT DISTINCT {key}, {TIMESTAMP} FROM spine_all) e {joins}"), views
 
-    Features are per customer or per item, so Feast joins the distinct (customer, timestamp) and
-    (item, timestamp) rows (tens of thousands, not millions); `assemble` joins them back.
+
+def point_in_time(con: duckdb.DuckDBPyConnection, data_dir) -> None:
+    """The temp tables `customers` and `items`: the customer and item features as of each
+    timestamp of the temp table `spine_all`, read from the feature views' Parquet files.
+
+    The point-in-time join of Feast's get_historical_features (the newest feature row at or before
+    the timestamp; the views have no TTL) done by DuckDB on the files Feast reads, so the history
+    lists never become Python objects and what does not fit in memory spills to disk;
+    tests/test_features.py checks both joins give the same rows. Features are per customer or per
+    item, so this joins the distinct (customer, timestamp) and (item, timestamp) rows (tens of
+    thousands, not millions); `assemble` joins them back.
     """
-    def historical(key: str, refs: list[str]) -> pd.DataFrame:
-        entities = spine.select([key, TIMESTAMP]).group_by([key, TIMESTAMP]).aggregate([]).to_pandas()
-        with feast_prints():
-            found = store.get_historical_features(entity_df=entities, features=refs).to_df()
-        found[TIMESTAMP] = found[TIMESTAMP].astype("datetime64[us, UTC]")  # Feast may change precision
-        return found
-
-    return historical(CUSTOMER_ID, CUSTOMER_REFS), historical(ITEM, MENU_REFS)
-
+    for table, key in (("customers", CUSTOMER_ID), ("items", ITEM)):
+        sql, views = _point_in_time_sql(key)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}",
+                    {f"v{k}": str(data_dir / f"{name}.parquet") for k, name in enumerate(views)})
 
 
 def is_current(ws: Workspace, mode: str) -> bool:
