@@ -136,7 +136,7 @@ def test_off_a_terminal_each_stage_and_epoch_is_one_plain_line_as_it_happens(hom
     assert sorted((kind, n, of) for _, kind, n, of in epochs) == [(kind, "1", "1") for kind in sorted(AUTO_KINDS)]
     names = [what for _, what, _ in stages]
     order = ["feature snapshots", "feast apply", "materialise", "training set (time split)", "training tensors",
-             "validation tensors", "scoring the test window", "register"]
+             "validation tensors", "scoring the test window", "baselines and oracle", "register"]
     assert [name for name in names if name in order] == order, names
     assert names[-1] == "register"
     first_epoch, last_tensors = min(t for t, *_ in epochs), max(t for t, what, _ in stages if what == "validation tensors")

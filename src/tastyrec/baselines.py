@@ -21,6 +21,7 @@ signal enters its score; see `ItemKNN`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Self
 
@@ -332,25 +333,44 @@ def tifu_vectors(baskets: pd.DataFrame, rb: float, rg: float, m: int) -> tuple[p
     return pd.Index(customers), pd.Index(items), vectors
 
 
+def tifu_neighbours(vectors: np.ndarray, ks: Iterable[int]) -> dict[int, np.ndarray]:
+    """k -> (n_customers, min(k, n - 1)): each customer's k nearest other customers (Euclidean),
+    for each k of `ks` from one search (the k nearest are the first k of the largest k's)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(vectors)
+    ks = sorted({min(k, n - 1) for k in ks})
+    found = NearestNeighbors(n_neighbors=ks[-1] + 1, algorithm="brute").fit(vectors).kneighbors(
+        vectors, return_distance=False)  # (n, k + 1), nearest first, usually self first
+    out = {}
+    for k in ks:
+        first = found[:, :k + 1]
+        is_self = first == np.arange(n)[:, None]
+        # drop self where it was found (equal vectors may put it anywhere), else the farthest
+        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+        keep = np.ones_like(first, dtype=bool)
+        keep[np.arange(n), drop] = False
+        out[k] = first[keep].reshape(n, k)
+    return out
+
+
+def neighbour_mean(vectors: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """(n_customers, n_items): the mean vector of each customer's neighbours (rows of `neighbours`),
+    as one sparse product (gathering n x k vectors first would hold n x k x n_items numbers)."""
+    n, k = neighbours.shape
+    pick = sp.csr_matrix((np.full(n * k, 1.0 / k), neighbours.ravel(), np.arange(0, n * k + 1, k)),
+                         shape=(n, len(vectors)))
+    return pick @ vectors
+
+
 def tifu_blend(vectors: np.ndarray, k: int, alpha: float) -> np.ndarray:
     """alpha x own vector + (1 - alpha) x the mean vector of the k nearest other customers
     (Euclidean): (n_customers, n_items)."""
-    from sklearn.neighbors import NearestNeighbors
-
     n = len(vectors)
     if n < 2 or alpha >= 1:
         return vectors.copy()
     k = min(k, n - 1)
-    found = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(vectors).kneighbors(
-        vectors, return_distance=False)  # (n, k + 1), usually self first
-    me = np.arange(n)[:, None]
-    is_self = found == me
-    # drop self where it was found (equal vectors may put it anywhere), else the farthest
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
-    keep = np.ones_like(found, dtype=bool)
-    keep[np.arange(n), drop] = False
-    neighbours = found[keep].reshape(n, k)
-    return alpha * vectors + (1 - alpha) * vectors[neighbours].mean(axis=1)
+    return alpha * vectors + (1 - alpha) * neighbour_mean(vectors, tifu_neighbours(vectors, [k])[k])
 
 
 @dataclass
@@ -382,6 +402,28 @@ class TifuKNN:
         share = baskets.drop_duplicates([CUSTOMER_ID, ITEM])[ITEM].value_counts(normalize=True)
         self.popularity = share
         return self
+
+    @classmethod
+    def grid(cls, baskets: pd.DataFrame, settings: Iterable[tuple[int, float, float, float]]) -> Iterator[Self]:
+        """Each (k, rb, rg, alpha) of `settings`, in order, fitted on the same baskets: the
+        tables `fit` would give, with the work shared (the vectors once per (rb, rg), one
+        neighbour search per vectors, the neighbours' mean once per k)."""
+        settings = list(settings)
+        share = baskets.drop_duplicates([CUSTOMER_ID, ITEM])[ITEM].value_counts(normalize=True)
+        vectors, means = {}, {}
+        for k, rb, rg, alpha in settings:
+            if (rb, rg) not in vectors:
+                customers, items, v = tifu_vectors(baskets, rb, rg, cls.m)
+                vectors[rb, rg] = customers, items, v.toarray()
+                if len(customers) >= 2:
+                    found = tifu_neighbours(vectors[rb, rg][2], [s[0] for s in settings])
+                    means |= {(rb, rg, n): neighbour_mean(vectors[rb, rg][2], f) for n, f in found.items()}
+            customers, items, v = vectors[rb, rg]
+            tifu = cls(k=k, rb=rb, rg=rg, alpha=alpha)
+            tifu.customers, tifu.items, tifu.popularity = customers, items, share
+            n = min(k, len(customers) - 1)
+            tifu.table = v.copy() if len(customers) < 2 or alpha >= 1 else alpha * v + (1 - alpha) * means[rb, rg, n]
+            yield tifu
 
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
         rows = self.customers.get_indexer(candidates[CUSTOMER_ID])

@@ -159,9 +159,8 @@ def tune_tifu(ws: Workspace, val_path: str | Path, max_customers: int = EVAL_CUS
     frame = val[[CUSTOMER_ID, ITEM, LABEL]].copy()
     new_only = val[ITEM_PURCHASE_COUNT].to_numpy() == 0
     best, best_ndcg = TifuKNN(), -1.0
-    for k, rb, rg, alpha in itertools.product(*TIFU_GRID.values()):
-        tifu = TifuKNN(k=k, rb=rb, rg=rg, alpha=alpha)
-        frame["score"] = tifu.fit(baskets).score(frame)
+    for tifu in TifuKNN.grid(baskets, itertools.product(*TIFU_GRID.values())):
+        frame["score"] = tifu.score(frame)
         ndcg = finite(evaluate_scores(frame, "score", new_only_mask=new_only).get(GATE_METRIC)) or 0.0
         if ndcg > best_ndcg:
             best, best_ndcg = tifu, ndcg
@@ -255,6 +254,8 @@ def evaluate_predictors(ws: Workspace, test_path: str | Path, predictors: dict,
     baskets = baskets_before(ws, test[CUSTOMER_ID].unique(), cutoff) if cutoff is not None else None
     evaluation = evaluate_frame(test, scores, truth_for(ws, test), test_customers_total=total, champion=held,
                                 baskets=baskets, tifu=tifu)
+    if progress:
+        progress("baselines and oracle", 1, 1)
     evaluation.extra["tifu_knn"] = {"k": tifu.k, "rb": tifu.rb, "rg": tifu.rg, "alpha": tifu.alpha, "m": tifu.m,
                                     "chosen_on": "validation" if val_ndcg is not None else "published Ta-Feng setting",
                                     "validation_ndcg@10": val_ndcg}
