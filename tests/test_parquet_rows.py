@@ -57,7 +57,7 @@ def test_chunked_rows_give_the_whole_frames_tensors_and_weights(trained_ws: Work
     assert len(rows) == len(whole) > 3 * 997
     after = _fit_chunked(rows)
     assert after.to_dict() == before.to_dict()
-    batch = after.transform_rows(rows)
+    batch = after.transform_rows(rows, tmp_path / "tensors")
     for name in ("sparse", "dense", "label"):
         assert torch.equal(getattr(batch, name), getattr(expected, name)), name
     sparse, dense, bags = batch.inputs()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tastyrec import columns as C
+from tastyrec import columns as C, preprocess
 from tastyrec.preprocess import Batch, Preprocessor, synthetic_frame
 
 
@@ -119,11 +119,15 @@ def test_batch_file_round_trip(prep: Preprocessor, train_df: pd.DataFrame, tmp_p
     assert len(loaded.slice(10, 20)) == 10
 
 
-def test_a_narrowed_preprocessor_equals_one_fitted_on_the_narrow_set(prep: Preprocessor, train_df: pd.DataFrame) -> None:
+def test_a_narrowed_preprocessor_equals_one_fitted_on_the_narrow_set(prep: Preprocessor, train_df: pd.DataFrame,
+                                                                     tmp_path, monkeypatch) -> None:
     """`--model auto` fits and transforms once and narrows for the dense-items kind: the result
     must be what fitting that kind's preprocessing on the same rows gives."""
+    monkeypatch.setattr(preprocess, "NARROW_ROWS", 7)  # the sparse rows copied in several blocks
     fitted = Preprocessor("dense-items").fit(train_df)
-    narrow, [batch] = prep.narrowed("dense-items", prep.transform(train_df))
+    narrow, keep = prep.narrowed("dense-items")
+    prep.transform(train_df).save(tmp_path / "full")
+    batch = preprocess.narrow_folder(tmp_path / "full", tmp_path / "narrow", keep)
     assert narrow.to_dict() == fitted.to_dict()
     expected = fitted.transform(train_df)
     assert torch.equal(batch.sparse, expected.sparse)

@@ -30,7 +30,7 @@ from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
 from tastyrec.parquet_rows import GROUP_KEYS, ParquetRows, release_memory
 from tastyrec.predictor import Predictor
-from tastyrec.preprocess import Batch, Preprocessor
+from tastyrec.preprocess import Batch, Preprocessor, narrow_folder
 from tastyrec.train import CHECKPOINT_FILE, LOST_FILE, NODES_FILE, TrainConfig, train
 
 RUN_FILE = "run.json"  # {"model": kind, "split": split} of a run folder
@@ -99,33 +99,43 @@ def _read_rows(training_set: TrainingSet, opts: TrainOptions, kind: str) -> tupl
                  for split in ("train", "val"))
 
 
+TENSORS = {"train": "train_tensors", "val": "val_tensors"}  # split -> tensor folder in a run folder
+
+
 @dataclass
 class _Prepared:
-    """A fitted preprocessor and the training and validation tensors it made for a model kind."""
+    """A fitted preprocessor and the training and validation tensors it wrote for a model kind
+    (tensor folders, see preprocess.Batch.save)."""
 
     kind: str
     preprocessor: Preprocessor
-    train: Batch
-    val: Batch
+    folder: Path  # where its tensor folders are (a run folder)
 
     @classmethod
-    def of(cls, kind: str, rows: tuple[ParquetRows, ParquetRows], progress: Progress | None = None) -> _Prepared:
-        """Fit `kind`'s preprocessing on the training rows only (two passes), transform both splits."""
+    def of(cls, kind: str, rows: tuple[ParquetRows, ParquetRows], folder: Path,
+           progress: Progress | None = None) -> _Prepared:
+        """Fit `kind`'s preprocessing on the training rows only (two passes), transform both
+        splits into tensor folders under `folder`."""
         train_rows, val_rows = rows
         passes = iter(("preprocessing: vocabularies", "preprocessing: dense ranges"))
         preprocessor = Preprocessor(MODEL_KINDS[kind].feature_set)
         columns = [*preprocessor.input_columns, *GROUP_KEYS]
         preprocessor.fit_chunks(lambda: (frame for _, frame in train_rows.chunks(columns, progress, next(passes))))
-        return cls(kind, preprocessor, preprocessor.transform_rows(train_rows, progress, "training tensors"),
-                   preprocessor.transform_rows(val_rows, progress, "validation tensors"))
+        for (split, name), (these, what) in zip(TENSORS.items(), ((train_rows, "training tensors"),
+                                                                   (val_rows, "validation tensors"))):
+            preprocessor.transform_rows(these, folder / name, progress, what)
+        return cls(kind, preprocessor, folder)
 
-    def narrowed(self, kind: str) -> _Prepared:
+    def narrowed(self, kind: str, folder: Path) -> _Prepared:
         """The same for a kind that reads fewer sparse columns of the same rows (see
-        Preprocessor.narrowed): one fit and transform serves every kind of `--model auto`."""
+        Preprocessor.narrowed), its tensors copied under `folder` with only its sparse columns:
+        one fit and transform serves every kind of `--model auto`."""
         if MODEL_KINDS[kind].buyers_only != MODEL_KINDS[self.kind].buyers_only:
             raise ValueError(f"{kind!r} trains on other rows than {self.kind!r}")
-        preprocessor, (train, val) = self.preprocessor.narrowed(MODEL_KINDS[kind].feature_set, self.train, self.val)
-        return _Prepared(kind, preprocessor, train, val)
+        preprocessor, keep = self.preprocessor.narrowed(MODEL_KINDS[kind].feature_set)
+        for name in TENSORS.values():
+            narrow_folder(self.folder / name, folder / name, keep)
+        return _Prepared(kind, preprocessor, folder)
 
 
 def explore_head(kind: str, preprocessor: Preprocessor) -> dict[str, int]:
@@ -136,16 +146,17 @@ def explore_head(kind: str, preprocessor: Preprocessor) -> dict[str, int]:
 
 
 def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[ParquetRows, ParquetRows],
-             prepared: _Prepared | None = None, progress: Progress | None = None) -> _Run:
-    """Write the tensors (fitted on the training rows unless `prepared`) and the training config."""
-    run_dir = _run_dir(ws, opts)
+             prepared: _Prepared | None = None, progress: Progress | None = None, run_dir: Path | None = None) -> _Run:
+    """Write the tensors (fitted on the training rows unless `prepared`, whose tensors are in
+    `run_dir` then) and the training config."""
+    run_dir = run_dir or _run_dir(ws, opts)
     kind = MODEL_KINDS[opts.model]
-    prepared = prepared or _Prepared.of(opts.model, rows, progress)
+    prepared = prepared or _Prepared.of(opts.model, rows, run_dir, progress)
+    if prepared.folder != run_dir:
+        raise ValueError(f"the tensors of {prepared.kind!r} are in {prepared.folder}, not in {run_dir}")
     preprocessor = prepared.preprocessor
-    prepared.train.save(run_dir / "train.pt")
-    prepared.val.save(run_dir / "val.pt")
     config = TrainConfig(
-        train_path=str(run_dir / "train.pt"), val_path=str(run_dir / "val.pt"), checkpoint_dir=str(run_dir),
+        train_path=str(run_dir / TENSORS["train"]), val_path=str(run_dir / TENSORS["val"]), checkpoint_dir=str(run_dir),
         model_kind=opts.model,
         model_config=model_config(opts.model, preprocessor.cardinalities, preprocessor.bag_sizes,
                                   len(preprocessor.dense), **explore_head(opts.model, preprocessor)),
@@ -253,13 +264,13 @@ def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0,
 def _finish(run: _Run, training_set: TrainingSet, result: dict, started: float) -> TrainOutcome:
     """The model directory (preprocessing + model file, its explore head fitted); the tensors are
     deleted (rebuilt when needed)."""
-    explore = fit_explore_head(run.run_dir / MODEL_FILE, Batch.load(run.run_dir / "train.pt"),
-                               Batch.load(run.run_dir / "val.pt"), run.opts.seed, run.preprocessor.dense)
+    explore = fit_explore_head(run.run_dir / MODEL_FILE, Batch.load(run.run_dir / TENSORS["train"]),
+                               Batch.load(run.run_dir / TENSORS["val"]), run.opts.seed, run.preprocessor.dense)
     if explore is not None:
         result = {**result, "explore_head": explore}
     model_dir = Predictor.write_dir(run.run_dir / "model", run.preprocessor, run.run_dir / MODEL_FILE)
-    for tensors in ("train.pt", "val.pt"):
-        (run.run_dir / tensors).unlink(missing_ok=True)
+    for tensors in TENSORS.values():
+        shutil.rmtree(run.run_dir / tensors, ignore_errors=True)
     return TrainOutcome(run_dir=str(run.run_dir), model_dir=str(model_dir), options=asdict(run.opts),
                         training_set=asdict(training_set), result=result,
                         seconds=round(time.perf_counter() - started, 2))
@@ -294,11 +305,13 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     started = time.perf_counter()
     training_set = _training_set(ws, opts, training_set, progress)
     rows = _read_rows(training_set, opts, kinds[0])
-    full = _Prepared.of(kinds[0], rows, progress)  # the first kind reads every column the others read
-    runs = {kind: _prepare(ws, replace(opts, model=kind).resolved(), rows,
-                           full if kind == kinds[0] else full.narrowed(kind)) for kind in kinds}
+    options = {kind: replace(opts, model=kind).resolved() for kind in kinds}
+    folders = {kind: _run_dir(ws, options[kind]) for kind in kinds}
+    full = _Prepared.of(kinds[0], rows, folders[kinds[0]], progress)  # the first kind reads every column the others read
+    runs = {kind: _prepare(ws, options[kind], rows, full if kind == kinds[0] else full.narrowed(kind, folders[kind]),
+                           run_dir=folders[kind]) for kind in kinds}
     del full, rows
-    release_memory()  # the tensors are on disk: training maps them
+    release_memory()
     losses = {kind: float(_fit(run, 1, alone=True, role="probe")["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():

@@ -15,6 +15,7 @@ sparse columns, pyarrow list flattening for bags), so a million rows take second
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -126,24 +127,53 @@ class Batch:
             groups=None if self.groups is None else self.groups.to(device),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of tensors, the format of the files `train` reads."""
-        return {"sparse": self.sparse, "dense": self.dense, "bags": dict(self.bags), "label": self.label,
-                "groups": self.groups}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Batch:
-        return cls(sparse=d["sparse"], dense=d["dense"], bags=dict(d.get("bags") or {}), label=d.get("label"),
-                   groups=d.get("groups"))
+    def arrays(self) -> dict[str, torch.Tensor]:
+        """Every tensor by its file name in a tensor folder (see `save`)."""
+        out = {"sparse": self.sparse, "dense": self.dense, "label": self.label, "groups": self.groups}
+        return {k: v for k, v in out.items() if v is not None} | {BAG + name: bag for name, bag in self.bags.items()}
 
     def save(self, path: str | Path) -> None:
-        """torch.save of `to_dict()`."""
-        torch.save(self.to_dict(), path)
+        """A folder of .npy files, one per tensor (what `load` maps and `TensorWriter` writes)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for name, tensor in self.arrays().items():
+            np.save(path / f"{name}.npy", tensor.numpy())
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> Batch:
-        """Load a file written by `save`. mmap lets several training processes share the pages."""
-        return cls.from_dict(torch.load(path, mmap=mmap, weights_only=True))
+        """The tensors of a folder written by `save` or `TensorWriter`. mmap: the files are
+        mapped (copy on write), not read, so several training processes share their pages."""
+        arrays = {f.stem: torch.from_numpy(np.load(f, mmap_mode="c" if mmap else None))
+                  for f in sorted(Path(path).glob("*.npy"))}
+        return cls(sparse=arrays["sparse"], dense=arrays["dense"], label=arrays.get("label"),
+                   groups=arrays.get("groups"),
+                   bags={name.removeprefix(BAG): bag for name, bag in arrays.items() if name.startswith(BAG)})
+
+
+BAG = "bag."  # the file name prefix of a bag's tensor in a tensor folder
+
+
+class TensorWriter:
+    """One .npy file of a known shape, its rows written as they come: a tensor built chunk by
+    chunk never has to be in memory whole (at N = 222,000 the training tensors are gigabytes)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype) -> None:
+        self.path, self.shape, self.dtype, self.rows = path, shape, np.dtype(dtype), 0
+        self.file = open(path, "wb")
+        np.lib.format.write_array_header_1_0(self.file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape})
+
+    def write(self, rows) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"{self.path.name}: rows of shape {rows.shape} do not fit {self.shape} after {self.rows}")
+        self.file.write(rows.data)
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} rows written of {self.shape[0]}")
 
 
 def _strings(series: pd.Series) -> np.ndarray:
@@ -164,6 +194,28 @@ def _list_array(series: pd.Series) -> pa.ListArray:
     """A column of lists / arrays of strings (None allowed) as one arrow list array."""
     arr = pa.array(series, type=pa.list_(pa.string()), from_pandas=True)
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+NARROW_ROWS = 1_000_000  # rows copied at a time by narrow_folder
+
+
+def narrow_folder(source: str | Path, folder: str | Path, keep: torch.Tensor) -> Batch:
+    """A copy of the tensor folder `source` with only the sparse columns `keep` (see
+    Preprocessor.narrowed): the other files copied as they are, the sparse rows a block at a time."""
+    source, folder = Path(source), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in source.glob("*.npy"):
+        if file.name != "sparse.npy":
+            shutil.copyfile(file, folder / file.name)
+    sparse = np.load(source / "sparse.npy", mmap_mode="r")
+    writer = TensorWriter(folder / "sparse.npy", (len(sparse), len(keep)), sparse.dtype)
+    try:
+        for start in range(0, len(sparse), NARROW_ROWS):
+            writer.write(sparse[start:start + NARROW_ROWS][:, keep.numpy()])
+    finally:
+        writer.file.close()
+    writer.close()
+    return Batch.load(folder)
 
 
 class Preprocessor:
@@ -256,25 +308,36 @@ class Preprocessor:
         batch.bags = {name: torch.from_numpy(self._bag(df[name], name)) for name in self.multi_hot}
         return batch
 
-    def transform_rows(self, rows: ParquetRows, progress: Progress | None = None, what: str = "tensors") -> Batch:
-        """`transform` of the chosen rows of a Parquet file, a chunk at a time, each group's bags
-        stored once (see Batch.groups): memory follows the rows' own columns, not their bags."""
+    def transform_rows(self, rows: ParquetRows, folder: str | Path, progress: Progress | None = None,
+                       what: str = "tensors") -> Batch:
+        """`transform` of the chosen rows of a Parquet file into a tensor folder (see Batch.save),
+        a chunk at a time, each chunk's rows written as they are made; each group's bags stored
+        once (see Batch.groups). Memory follows a chunk and the bags, not the rows. Returns the
+        folder's tensors, mapped."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
         n = len(rows)
-        out = Batch(sparse=torch.empty((n, len(self.sparse)), dtype=torch.int32),
-                    dense=torch.empty((n, len(self.dense)), dtype=torch.float32),
-                    bags={name: torch.zeros((rows.n_groups, self.bag_lens[name]), dtype=torch.int32)
-                          for name in self.multi_hot},
-                    label=torch.empty(n, dtype=torch.float32), groups=torch.from_numpy(rows.group))
-        done = 0
-        for group, df in rows.chunks([*self.input_columns, C.LABEL], progress, what):
-            part = self._row_tensors(df)
-            for mine, theirs in ((out.sparse, part.sparse), (out.dense, part.dense), (out.label, part.label)):
-                mine[done:done + len(df)] = theirs
-            groups, first = np.unique(group, return_index=True)  # a group split across chunks is written twice
-            for name in self.multi_hot:
-                out.bags[name][groups] = torch.from_numpy(self._bag(df[name].iloc[first], name))
-            done += len(df)
-        return out
+        writers = {"sparse": TensorWriter(folder / "sparse.npy", (n, len(self.sparse)), np.int32),
+                   "dense": TensorWriter(folder / "dense.npy", (n, len(self.dense)), np.float32),
+                   "label": TensorWriter(folder / "label.npy", (n,), np.float32)}
+        bags = {name: np.zeros((rows.n_groups, self.bag_lens[name]), dtype=np.int32) for name in self.multi_hot}
+        try:
+            for group, df in rows.chunks([*self.input_columns, C.LABEL], progress, what):
+                part = self._row_tensors(df)
+                for name, tensor in (("sparse", part.sparse), ("dense", part.dense), ("label", part.label)):
+                    writers[name].write(tensor.numpy())
+                groups, first = np.unique(group, return_index=True)  # a group split across chunks is written twice
+                for name in self.multi_hot:
+                    bags[name][groups] = self._bag(df[name].iloc[first], name)
+        finally:
+            for writer in writers.values():
+                writer.file.close()
+        for writer in writers.values():
+            writer.close()
+        np.save(folder / "groups.npy", np.asarray(rows.group, dtype=np.int64))
+        for name, bag in bags.items():
+            np.save(folder / f"{BAG}{name}.npy", bag)
+        return Batch.load(folder)
 
     def _row_tensors(self, df: pd.DataFrame) -> Batch:
         """The per-row tensors of `df` (sparse, dense, label), without bags."""
@@ -351,11 +414,12 @@ class Preprocessor:
     def fit_transform(self, df: pd.DataFrame) -> Batch:
         return self.fit(df).transform(df)
 
-    def narrowed(self, feature_set: str, *batches: Batch) -> tuple[Preprocessor, list[Batch]]:
+    def narrowed(self, feature_set: str) -> tuple[Preprocessor, torch.Tensor]:
         """This fitted preprocessor for a feature set that reads fewer sparse columns and the same
-        dense and multi-hot ones (e.g. "dense-items" from "full"), and `batches` (transformed by
-        this one) with only those sparse columns: what fitting and transforming the same rows
-        again would give, without the cost. `--model auto` prepares its kinds this way."""
+        dense and multi-hot ones (e.g. "dense-items" from "full"), and the positions of its sparse
+        columns among this one's: tensors transformed by this one, with only those sparse columns,
+        are what fitting and transforming the same rows again would give (see `narrow_folder`).
+        `--model auto` prepares its kinds this way."""
         features = FEATURE_SETS[feature_set]
         same = (features.dense, features.multi_hot, features.log1p) == (self.dense, self.multi_hot, self.features.log1p)
         if not same or not set(features.sparse) <= set(self.sparse):
@@ -363,8 +427,7 @@ class Preprocessor:
         narrow = Preprocessor.from_dict(self.to_dict() | {"feature_set": feature_set,
                                                           "features": dataclasses.asdict(features)})
         narrow.vocabs = {name: self.vocabs[name] for name in features.sparse}
-        keep = torch.tensor([self.sparse.index(name) for name in features.sparse], dtype=torch.long)
-        return narrow, [dataclasses.replace(b, sparse=b.sparse.index_select(1, keep)) for b in batches]
+        return narrow, torch.tensor([self.sparse.index(name) for name in features.sparse], dtype=torch.long)
 
     @property
     def _collaborative(self) -> tuple[str, ...]:
