@@ -116,7 +116,7 @@ def home_copy(trained_ws, tmp_path) -> Path:
 
 def test_off_a_terminal_each_stage_and_epoch_is_one_plain_line_as_it_happens(home_copy) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "tastyrec.cli", "--home", str(home_copy), "pipeline",
-                             "--epochs", "1", "--seed-samples", "0"], env=cli_env(), text=True,
+                             "--epochs", "1", "--seed-samples", "0", "--reprobe"], env=cli_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: list[tuple[float, str]] = []
     reader = timed_lines(proc.stderr, lines)
@@ -152,7 +152,7 @@ def test_ctrl_c_in_pipeline_is_one_plain_line(home_copy) -> None:
     # SIGINT's default action in the child: a test run in the background (CI, nohup) passes it on as
     # ignored, and an ignored SIGINT never becomes a KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "tastyrec.cli", "--home", str(home_copy), "pipeline",
-                             "--epochs", "1", "--seed-samples", "0"], env=cli_env(), text=True,
+                             "--epochs", "1", "--seed-samples", "0", "--reprobe"], env=cli_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[tuple[float, str]] = []

@@ -97,3 +97,36 @@ def test_resume_is_advised_only_when_a_run_was_interrupted(tmp_path) -> None:
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"")  # as if an epoch had completed before the failure
     with pytest.raises(TrainError, match="start again with --resume"):
         _torchrun(TrainOptions(nproc=1), tmp_path / "train_config.json", tmp_path)
+
+
+def test_auto_carries_its_decision_over_on_the_same_data_until_reprobe(trained_ws, tmp_path) -> None:
+    """--model auto probes each kind for an epoch once per data: a second run on the same data
+    trains the kind chosen then, without probes; other rows or --reprobe compare again."""
+    import shutil
+
+    from tastyrec.experiment import CHOICE_FILE, train_best
+    from tastyrec.model import AUTO_KINDS
+
+    ws = Workspace.from_env(shutil.copytree(trained_ws.home, tmp_path / "home"))
+    (ws.home / CHOICE_FILE).unlink(missing_ok=True)
+    opts = TrainOptions(epochs=1, max_samples=3000, progress=False)
+
+    def run(**changes) -> tuple[dict, dict[str, float], set]:
+        before = set(ws.checkpoints.iterdir())
+        outcome, losses = train_best(ws, TrainOptions(**{**opts.__dict__, **changes}), AUTO_KINDS)
+        return outcome.result, losses, set(ws.checkpoints.iterdir()) - before
+
+    first, losses, made = run()
+    assert first["model_choice"] == "probed" and set(losses) == set(AUTO_KINDS) and len(made) == 1
+    chosen = json.loads((ws.home / CHOICE_FILE).read_text())
+    assert chosen["kind"] == min(losses, key=losses.get) and chosen["losses"] == losses
+    kind = json.loads((next(iter(made)) / RUN_FILE).read_text())["model"]
+    assert kind == chosen["kind"]
+
+    again, carried, made = run()  # no probes: one run folder, of the chosen kind, and the same losses
+    assert again["model_choice"] == f"carried over from {chosen['at']}" and carried == losses
+    assert [json.loads((m / RUN_FILE).read_text())["model"] for m in made] == [kind]
+    assert again["epochs_run"] == 1
+
+    assert run(max_samples=2500)[0]["model_choice"] == "probed"  # other rows: compared again
+    assert run(max_samples=2500, reprobe=True)[0]["model_choice"] == "probed"

@@ -71,7 +71,7 @@ def test_two_nodes_reach_the_weights_of_one_process(home: Path) -> None:
     assert one.returncode == 0, one.stderr[-3000:]
     single = _last_json(one.stdout)
 
-    follower, leader = _nodes(home)
+    follower, leader = _nodes(home, "--reprobe")  # probes again, as the one-process run did
     (out1, err1), (out0, err0) = follower.communicate(timeout=900), leader.communicate(timeout=900)
     assert leader.returncode == 0, err0[-3000:]
     assert follower.returncode == 0, err1[-3000:]

@@ -200,7 +200,7 @@ def test_the_cli_prints_tables_and_no_third_party_noise(own_home):
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 
-    trained = cli("train", "--epochs", "1", "--seed-samples", "0")
+    trained = cli("train", "--epochs", "1", "--seed-samples", "0", "--reprobe")
     evaluated = cli("evaluate", "--version", "2")
     features = cli("features")
     assert "tastyrec dlrm" in trained.stdout and "oracle (truth)" in trained.stdout and "tifu_knn" in trained.stdout

@@ -24,7 +24,7 @@ import numpy as np
 from tastyrec.columns import ITEM_PURCHASE_COUNT
 from tastyrec.config import Progress, Workspace
 from tastyrec.distributed import NODE_RANK_ENV
-from tastyrec.features.build import FeaturesError
+from tastyrec.features.build import FeaturesError, built_features
 from tastyrec.features.training import TrainingSet, build_training_set
 from tastyrec.model import AUTO_KINDS, MODEL_FILE, MODEL_KINDS, model_config
 from tastyrec.options import TrainError, TrainOptions
@@ -304,6 +304,14 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     opts = opts.resolved()
     started = time.perf_counter()
     training_set = _training_set(ws, opts, training_set, progress)
+    key = _choice_key(ws, opts, kinds, training_set)
+    if not opts.reprobe and (carried := _carried_choice(ws, key)):
+        if progress:
+            progress(f"--model auto: {carried['kind']}, as chosen on the same data on {carried['at']} "
+                     "(--reprobe compares again)", 1, 1)
+        outcome = train_model(ws, replace(opts, model=carried["kind"]), training_set, progress)
+        outcome.result["model_choice"] = f"carried over from {carried['at']}"
+        return outcome, carried["losses"]
     rows = _read_rows(training_set, opts, kinds[0])
     options = {kind: replace(opts, model=kind).resolved() for kind in kinds}
     folders = {kind: _run_dir(ws, options[kind]) for kind in kinds}
@@ -317,7 +325,37 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     for kind, run in runs.items():
         if kind != best:
             shutil.rmtree(run.run_dir)  # a one-epoch probe, not a model anyone will use
-    return _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started), losses
+    choice = ws.home / CHOICE_FILE
+    choice.with_suffix(".tmp").write_text(json.dumps(
+        {"key": key, "kind": best, "losses": losses, "at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+    os.replace(choice.with_suffix(".tmp"), choice)
+    outcome = _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started)
+    outcome.result["model_choice"] = "probed"
+    return outcome, losses
+
+
+# `--model auto`'s last decision and what it was made on, in the home: a later run on the same
+# data (the same warehouse, windows and cutoffs, the same rows and seed) trains the kind chosen
+# then without the probes (one epoch of each kind), unless --reprobe.
+CHOICE_FILE = "model_choice.json"
+
+
+def _choice_key(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...], training_set: TrainingSet) -> dict:
+    """What a `--model auto` decision depends on, as JSON would give it back."""
+    built = built_features(ws)
+    key = {"warehouse": built.warehouse, "until": built.until, "windows": built.windows,
+           "cutoffs": training_set.cutoffs, "split": opts.split, "train_windows": opts.train_windows,
+           "max_samples": opts.max_samples, "seed": opts.seed, "kinds": list(kinds)}
+    return json.loads(json.dumps(key))
+
+
+def _carried_choice(ws: Workspace, key: dict) -> dict | None:
+    """The recorded decision when it was made on `key`'s data, else None."""
+    try:
+        recorded = json.loads((ws.home / CHOICE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if recorded.get("key") == key and recorded.get("kind") in key["kinds"] else None
 
 
 def follow(opts: TrainOptions, wait_s: float = 3600) -> None:

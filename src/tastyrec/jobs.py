@@ -116,12 +116,13 @@ def train_job(ws: Workspace, opts: TrainOptions, seed_samples: int = SEED_SAMPLE
     evaluation = evaluate_predictors(ws, test, predictors, progress=progress, champion=_champion(ws),
                                      window=window_label(ws))
     evaluation.extra["training_split"] = opts.split
-    params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume")}
+    params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "resume", "reprobe")}
     windows = built_features(ws).windows  # the time windows the model was trained with
     params |= {**windows, **{f"val_loss_{kind}": loss for kind, loss in selection.items()}, "train_cutoffs": ",".join(training_set.cutoffs["train"]),
                "train_rows": training_set.rows["train"], "seed_baseline_samples": seed_samples,
                "world_size": outcome.result.get("world_size"), "device": outcome.result.get("device"),
-               "explore_head": explore_label(outcome.result.get("explore_head"))}
+               "explore_head": explore_label(outcome.result.get("explore_head")),
+               "model_choice": outcome.result.get("model_choice", "given")}
     lineage = collect(ws, training_set, test)
     registered = log_and_register(
         ws, outcome.model_dir, params=params, history=outcome.result.get("history", []), evaluation=evaluation,

@@ -44,6 +44,7 @@ class TrainOptions:
     patience: int = 2
     train_windows: int | None = None  # newest training cutoffs to use; None: all that `features` built
     resume: bool = False
+    reprobe: bool = False  # --model auto: compare the kinds again even on data a decision was made on
     progress: bool = True
     nnodes: int = 1  # machines; each runs `tastyrec train` with its --node-rank (see experiment.follow)
     node_rank: int = 0

@@ -48,6 +48,8 @@ def train_options(**given) -> TrainOptions:
 EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation loss).")]
 NprocOpt = Annotated[int, typer.Option(help="torchrun processes (DDP; gloo on CPU, nccl on GPUs).")]
 SeedSamplesOpt = Annotated[int, typer.Option(help="Training rows for the seed's DLRM baseline (0 = skip it).")]
+ReprobeOpt = Annotated[bool, typer.Option(
+    help="--model auto: train each kind one epoch and compare again, even on data a decision was made on.")]
 
 
 @app.command()
@@ -62,6 +64,7 @@ def train(ctx: typer.Context,
               help="time (default) or random (the seed's; leaky, kept for comparison).")] = SplitChoice(TrainOptions.split),
           model: Annotated[ModelChoice, typer.Option(help="dlrm or the seed's seed-dlrm.")] = ModelChoice(TrainOptions.model),
           resume: Annotated[bool, typer.Option(help="Continue the last unfinished run.")] = False,
+          reprobe: ReprobeOpt = False,
           train_windows: Annotated[Optional[int], typer.Option(
               help="Use the newest N training cutoffs that `tastyrec features` built (default: all).")] = None,
           seed_samples: SeedSamplesOpt = SEED_SAMPLES,
@@ -77,7 +80,7 @@ def train(ctx: typer.Context,
     from tastyrec.jobs import train_job
 
     opts = train_options(epochs=epochs, nproc=nproc, batch_size=batch_size, lr=lr, max_samples=max_samples,
-                         split=split.value, model=model.value, resume=resume, train_windows=train_windows,
+                         split=split.value, model=model.value, resume=resume, reprobe=reprobe, train_windows=train_windows,
                          progress=not as_json, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     if node_rank > 0:
         err.print(f"node {node_rank} of {nnodes}: waiting for node 0 at {rdzv_endpoint}")
@@ -132,7 +135,7 @@ def pipeline(ctx: typer.Context,
              customers: Annotated[int, typer.Option(help="Loyalty customers to generate.")] = 20_000,
              seed: Annotated[int, typer.Option(help="Seed of the synthetic data set.")] = 42,
              epochs: EpochsOpt = TrainOptions.epochs, nproc: NprocOpt = TrainOptions.nproc,
-             seed_samples: SeedSamplesOpt = SEED_SAMPLES,
+             seed_samples: SeedSamplesOpt = SEED_SAMPLES, reprobe: ReprobeOpt = False,
              window_days: WindowDaysOpt = None, train_windows: TrainWindowsOpt = None, step_days: StepDaysOpt = None,
              force: Annotated[bool, typer.Option(
                  help="Rebuild an existing warehouse (saved recommendations are kept).")] = False,
@@ -144,7 +147,7 @@ def pipeline(ctx: typer.Context,
     from tastyrec.registry import RegistryError
     from tastyrec.warehouse.load import WarehouseError
 
-    opts = train_options(epochs=epochs, nproc=nproc, progress=not as_json)
+    opts = train_options(epochs=epochs, nproc=nproc, reprobe=reprobe, progress=not as_json)
     ws: Workspace = ctx.obj
     if not as_json:  # said first, as what follows is built on it (the test of jobs.pipeline_job)
         err.print(f"reusing the warehouse at {ws.warehouse} (--force rebuilds it from --customers/--seed)"
