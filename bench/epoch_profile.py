@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def main() -> None:
     rows = timed("choose rows (buyers only)", lambda: ParquetRows.open(path, buyers_only=kind.buyers_only))
     prep = timed("fit preprocessing (two passes over the chunks)", lambda: Preprocessor(kind.feature_set).fit_chunks(
         lambda: (frame for _, frame in rows.chunks())))
-    data = timed("transform (bags once per customer and snapshot)", lambda: prep.transform_rows(rows))
+    data = timed("transform (bags once per customer and snapshot)", lambda: prep.transform_rows(rows, Path(tempfile.mkdtemp(prefix="tastyrec-profile-")) / "tensors"))
     order = torch.randperm(len(data))
 
     torch.manual_seed(0)

@@ -45,10 +45,9 @@ def tastyrec_loop(path: Path, workdir: Path) -> tuple[float, float, int]:
     tastyrec loop with the DLRM, on every row of the training set, prepared as training does."""
     rows = ParquetRows.open(path)
     prep = Preprocessor("full").fit_chunks(lambda: (frame for _, frame in rows.chunks()))
-    data = prep.transform_rows(rows)
-    data.save(workdir / "train.pt")
-    data.slice(0, 50_000).save(workdir / "val.pt")
-    config = TrainConfig(train_path=str(workdir / "train.pt"), val_path=str(workdir / "val.pt"),
+    data = prep.transform_rows(rows, workdir / "train_tensors")
+    data.slice(0, 50_000).save(workdir / "val_tensors")
+    config = TrainConfig(train_path=str(workdir / "train_tensors"), val_path=str(workdir / "val_tensors"),
                          checkpoint_dir=str(workdir / "ckpt"), model_kind="dlrm", epochs=2,
                          batch_size=MODEL_KINDS["dlrm"].batch_size, lr=MODEL_KINDS["dlrm"].lr, progress=False,
                          model_config=model_config("dlrm", prep.cardinalities, prep.bag_sizes, len(prep.dense)))

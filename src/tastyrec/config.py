@@ -56,11 +56,20 @@ WINDOW_DAYS = 91
 # training sets. The feature build of 222,000 customers needs about 6 GB (one snapshot's history
 # lists). Set the environment variable TASTYREC_DUCKDB_MEMORY (a DuckDB size, e.g. "3GB") to change it.
 DEFAULT_DUCKDB_MEMORY = "6GB"
-# Building a training set sorts each split's rows with their history bags; more memory does not
-# make it faster (N = 20,000 on 2 cores, the stage alone: 34 s and 2.1 GiB peak RSS under 1.5 GB,
-# 36 s and 2.5 GiB under 2 GB, 31 s and 3.5 GiB under 3 GB, 29 s and 5.0 GiB under 6 GB), so
-# the stage has a limit of its own (TASTYREC_DUCKDB_MEMORY, when set, applies to it too).
-TRAINING_SET_DUCKDB_MEMORY = "1.5GB"
+# Building a training set joins and sorts each split's rows with their history bags. More memory
+# than it needs does not make it faster (N = 20,000 on 2 cores, the stage alone: 34 s and 2.1 GiB
+# peak RSS under 1.5 GB, 31 s and 3.5 GiB under 3 GB, 29 s and 5.0 GiB under 6 GB), but its hash
+# joins cannot all spill: at N = 222,000 (46M spine rows) 1.5 GB ran out and 4 GB did not. So the
+# stage's limit grows with its spine rows, between these bounds (TASTYREC_DUCKDB_MEMORY, when set,
+# applies instead).
+TRAINING_SET_GB = (1.5, 4.0)
+TRAINING_SET_BYTES_PER_ROW = 90
+
+
+def training_set_memory(spine_rows: int) -> str:
+    """The DuckDB memory limit of a training set build over `spine_rows` spine rows."""
+    low, high = TRAINING_SET_GB
+    return duckdb_memory(f"{min(high, max(low, spine_rows * TRAINING_SET_BYTES_PER_ROW / 1e9)):.2f}GB")
 
 
 def duckdb_memory(default: str = DEFAULT_DUCKDB_MEMORY) -> str:

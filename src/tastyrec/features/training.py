@@ -16,15 +16,14 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tastyrec.columns import (BAG_SCORES, BRAND, COLLAB_ITEMS, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM,
                               ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
-from tastyrec.config import TRAINING_SET_DUCKDB_MEMORY, Progress, Workspace, duckdb_memory
+from tastyrec.config import Progress, Workspace, training_set_memory
 from tastyrec.features import definitions
 from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, current_features, features_id
 from tastyrec.parquet_rows import release_memory
-from tastyrec.sqlfiles import run_sql
+from tastyrec.sqlfiles import quote_path, read_sql
 
 SPLITS = ("train", "val", "test")
 BUILT_FROM = "built_from.json"  # beside the splits: the features run they were built from (features_id)
@@ -82,9 +81,10 @@ def _assemble_sql(extra: list[str]) -> str:
             f"ORDER BY {TIMESTAMP}, {CUSTOMER_ID}, {ITEM}")
 
 
-# The BAG_SCORES of every spine customer x item: the item's weights (its item_collaborative lists
-# as of the timestamp) summed over the customer's history bag, each times its bag weight, as a join
-# of the unnested lists (collaborative.bag_scores sums the same lists in numpy). Each term is
+# The BAG_SCORES of every spine customer x item (only those: a customer's candidates are about a
+# tenth of the menu, and the sums for every item were most of this join's memory): the item's
+# weights (its item_collaborative lists as of the timestamp) summed over the customer's history
+# bag, each times its bag weight, as a join of the unnested lists (collaborative.bag_scores sums the same lists in numpy). Each term is
 # rounded to 6 decimals: so is the sum, rounded, whatever order the additions took.
 def _term(column: str, bag_weight: str | None) -> str:
     return f"w.{column}" if bag_weight is None else f"round(w.{column} * ln(1 + b.{bag_weight}), 6)"
@@ -101,6 +101,8 @@ _COLLAB_SQL = f"""
     collab AS (SELECT b.{CUSTOMER_ID}, b.{TIMESTAMP}, w.{ITEM},
                       {", ".join(f"round(sum({_term(*how)}), 6) AS {name}" for name, how in BAG_SCORES.items())}
                FROM bag b JOIN weights w USING ({TIMESTAMP}, {COLLAB_ITEMS})
+               SEMI JOIN spine s ON s.{CUSTOMER_ID} = b.{CUSTOMER_ID} AND s.{TIMESTAMP} = b.{TIMESTAMP}
+                                AND s.{ITEM} = w.{ITEM}
                GROUP BY b.{CUSTOMER_ID}, b.{TIMESTAMP}, w.{ITEM})"""
 
 
@@ -133,21 +135,29 @@ def chosen_cutoffs(built: FeaturesResult, mode: str, train_windows: int | None) 
     return {**built.cutoffs, "train": train[-train_windows:] if train_windows else train}
 
 
-def _spine(con, built: FeaturesResult, cutoffs: dict[str, list[str]], mode: str, seed: int) -> pa.Table:
-    """(customer_id, menu_item_name, event_timestamp, label, split) rows for these cutoffs.
+def _spine(con: duckdb.DuckDBPyConnection, built: FeaturesResult, cutoffs: dict[str, list[str]], mode: str,
+           seed: int, max_customers: int | None) -> None:
+    """The temp table `spine_all`: (customer_id, menu_item_name, event_timestamp, label, split)
+    rows for these cutoffs (the first `max_customers` customers only, when given), from the
+    warehouse attached to `con` as its default database.
 
-    Arrow, not pandas: at N = 222,000 the spine has tens of millions of rows.
+    DuckDB's own table, not a frame: at N = 222,000 the spine has tens of millions of rows.
     """
     if mode == "time":
         days = [(pd.Timestamp(d).to_pydatetime(), name) for name in SPLITS for d in cutoffs[name]]
-        params = {"cutoffs": [d for d, _ in days], "splits": [n for _, n in days],
-                  "window_days": built.windows["window_days"]}
-        spine = run_sql(con, SQL, "spine_time.sql", params, views=["candidates.sql"]).to_arrow_table()
+        name, params = "spine_time.sql", {"cutoffs": [d for d, _ in days], "splits": [n for _, n in days],
+                                          "window_days": built.windows["window_days"]}
+        con.execute(f"CREATE OR REPLACE TEMP VIEW candidates AS {read_sql(SQL, 'candidates.sql').rstrip().rstrip(';')}")
     else:
-        params = {"as_of": pd.Timestamp(cutoffs["test"][0]).to_pydatetime(), "seed": seed}
-        spine = run_sql(con, SQL, "spine_random.sql", params).to_arrow_table()
-    i = spine.schema.get_field_index(TIMESTAMP)
-    return spine.set_column(i, TIMESTAMP, spine.column(i).cast(pa.timestamp("us", tz="UTC")))
+        name, params = "spine_random.sql", {"as_of": pd.Timestamp(cutoffs["test"][0]).to_pydatetime(), "seed": seed}
+    body = read_sql(SQL, name).rstrip().rstrip(";")
+    con.execute(f"CREATE TEMP TABLE spine_rows AS {body}", params)
+    # the cutoffs are days in UTC (the session's time zone is UTC), as the feature views' timestamps
+    con.execute(f"CREATE TEMP TABLE spine_all AS SELECT * REPLACE ({TIMESTAMP}::TIMESTAMPTZ AS {TIMESTAMP}) "
+                "FROM spine_rows" + (f" WHERE {CUSTOMER_ID} IN (SELECT DISTINCT {CUSTOMER_ID} FROM spine_rows "
+                                     f"ORDER BY 1 LIMIT $n)" if max_customers else ""),
+                {"n": max_customers} if max_customers else None)
+    con.execute("DROP TABLE spine_rows")
 
 
 def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_windows: int | None = None,
@@ -157,35 +167,27 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
     train_windows: how many of the training cutoffs `tastyrec features` built to use, newest
     first (None: all of them).
 
-    All in one DuckDB connection, each split written straight to Parquet (COPY), under DuckDB's
-    memory limit for this stage (TRAINING_SET_DUCKDB_MEMORY): sorting a split's rows with their
-    history bags is what takes memory, and DuckDB sorts what does not fit in parts on disk.
+    All in one DuckDB connection, each split written straight to Parquet (COPY), under a memory
+    limit that grows with the spine's rows (config.training_set_memory): joining and sorting a
+    split's rows with their history bags is what takes memory; what does not fit spills to disk.
     """
-    from tastyrec.warehouse.load import connect
-
     started = time.perf_counter()
     built = current_features(ws)  # features of another warehouse would not match its labels
     cutoffs = chosen_cutoffs(built, mode, train_windows)
-    con = connect(ws.warehouse, read_only=True)
-    try:
-        spine = _spine(con, built, cutoffs, mode, seed)
-    finally:
-        con.close()
-    if max_customers:
-        keep = pc.unique(spine.column(CUSTOMER_ID)).sort()[:max_customers]
-        spine = spine.filter(pc.is_in(spine.column(CUSTOMER_ID), value_set=keep))
     out_dir = ws.home / "datasets" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BUILT_FROM).unlink(missing_ok=True)  # a build cut short is never taken for a current one
-    con = duckdb.connect(config={"memory_limit": duckdb_memory(TRAINING_SET_DUCKDB_MEMORY),
-                                 "temp_directory": str(ws.home / "duckdb_tmp")})
+    release_memory()  # what the stages before this one freed
+    con = duckdb.connect(config={"memory_limit": training_set_memory(0), "temp_directory": str(ws.home / "duckdb_tmp")})
     paths, rows, positives = {}, {}, {}
     try:
         con.execute("SET enable_progress_bar = false")
-        con.register("spine_rows", spine)
-        con.execute("CREATE TEMP TABLE spine_all AS SELECT * FROM spine_rows")  # DuckDB's, so it may spill
-        con.unregister("spine_rows")
-        del spine
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"ATTACH {quote_path(ws.warehouse)} AS warehouse (READ_ONLY)")
+        con.execute("USE warehouse")
+        _spine(con, built, cutoffs, mode, seed, max_customers)
+        (n_spine,) = con.execute("SELECT count(*) FROM spine_all").fetchone()
+        con.execute("SET memory_limit = $limit", {"limit": training_set_memory(n_spine)})
         point_in_time(con, ws.feature_repo / "data")
         for name in SPLITS:
             con.execute("CREATE OR REPLACE TEMP TABLE spine AS SELECT * EXCLUDE (split) FROM spine_all "
