@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/epoch_profile.py --home H [--kind dlrm] [--steps 1
 
 Reads the time split's training rows of a home where `tastyrec train` (or `pipeline`) has run,
 prepares them as training does (buyers only, preprocessing fitted on them), then times `--steps`
-mini-batches of the kind's batch size: forward only, and forward + backward + Adam with the
+mini-batches of the kind's batch size: forward only, and forward + backward + Adam (as training makes it) with the
 training wrapper (`train.DLRMTrain`), and prints torch.profiler's operators by self CPU time.
 """
 
@@ -26,7 +26,7 @@ from common import machine  # noqa: E402
 from tastyrec.parquet_rows import ParquetRows  # noqa: E402
 from tastyrec.model import MODEL_KINDS, build_model, model_config  # noqa: E402
 from tastyrec.preprocess import Preprocessor  # noqa: E402
-from tastyrec.train import DLRMTrain  # noqa: E402
+from tastyrec.train import DLRMTrain, adam  # noqa: E402
 
 
 def timed(label: str, fn):
@@ -54,38 +54,39 @@ def main() -> None:
     rows = timed("choose rows (buyers only)", lambda: ParquetRows.open(path, buyers_only=kind.buyers_only))
     prep = timed("fit preprocessing (two passes over the chunks)", lambda: Preprocessor(kind.feature_set).fit_chunks(
         lambda: (frame for _, frame in rows.chunks())))
-    data = timed("transform (bags once per customer and snapshot)", lambda: prep.transform_rows(rows, Path(tempfile.mkdtemp(prefix="tastyrec-profile-")) / "tensors"))
-    order = torch.randperm(len(data))
+    with tempfile.TemporaryDirectory(prefix="tastyrec-profile-") as tmp:  # the tensors, gone after
+        data = timed("transform (bags once per customer and snapshot)", lambda: prep.transform_rows(rows, Path(tmp) / "tensors"))
+        order = torch.randperm(len(data))
 
-    torch.manual_seed(0)
-    model = build_model(args.kind, model_config(args.kind, prep.cardinalities, prep.bag_sizes, len(prep.dense)))
-    wrapped, optimizer = DLRMTrain(model), torch.optim.Adam(model.parameters(), lr=kind.lr)
-    size = min(kind.batch_size, len(data))  # a small home has less than one batch
-    # each step gathers its rows, as train.py does
-    batches = [data.take(order[i * size:(i + 1) * size]) for i in range(min(args.steps, len(data) // size))]
+        torch.manual_seed(0)
+        model = build_model(args.kind, model_config(args.kind, prep.cardinalities, prep.bag_sizes, len(prep.dense)))
+        wrapped, optimizer = DLRMTrain(model), adam(model, kind.lr)
+        size = min(kind.batch_size, len(data))  # a small home has less than one batch
+        # each step gathers its rows, as train.py does
+        batches = [data.take(order[i * size:(i + 1) * size]) for i in range(min(args.steps, len(data) // size))]
 
-    def step(batch) -> None:
-        loss, _ = wrapped(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        def step(batch) -> None:
+            loss, _ = wrapped(batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    with torch.no_grad():
+        with torch.no_grad():
+            started = time.perf_counter()
+            for b in batches:
+                model(*b.inputs())
+            forward = (time.perf_counter() - started) / len(batches)
         started = time.perf_counter()
         for b in batches:
-            model(*b.inputs())
-        forward = (time.perf_counter() - started) / len(batches)
-    started = time.perf_counter()
-    for b in batches:
-        step(b)
-    full = (time.perf_counter() - started) / len(batches)
-    steps = -(-len(data) // size)
-    print(f"{len(data):,} rows, batch {size}: {steps} steps per epoch; forward {forward * 1e3:.1f} ms/step, "
-          f"forward + backward + Adam {full * 1e3:.1f} ms/step -> {full * steps:.1f} s of training per epoch")
-    with profile() as prof:
-        for b in batches[:min(30, args.steps)]:
             step(b)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        full = (time.perf_counter() - started) / len(batches)
+        steps = -(-len(data) // size)
+        print(f"{len(data):,} rows, batch {size}: {steps} steps per epoch; forward {forward * 1e3:.1f} ms/step, "
+              f"forward + backward + Adam {full * 1e3:.1f} ms/step -> {full * steps:.1f} s of training per epoch")
+        with profile() as prof:
+            for b in batches[:min(30, args.steps)]:
+                step(b)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 if __name__ == "__main__":

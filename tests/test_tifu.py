@@ -50,20 +50,27 @@ def test_alpha_one_is_the_own_vector_and_m_one_is_plain_decay():
     assert np.allclose(a, [(0.25 + 0.5) / 3, (0.5 + 1) / 3], atol=1e-6)
 
 
-def test_a_grid_gives_what_fitting_each_setting_gives():
-    """`TifuKNN.grid` shares the vectors, the neighbour search and the neighbours' mean between
-    settings (evaluate tunes TIFU-KNN on it); each of its tables must be the one `fit` makes."""
+def test_a_grid_gives_the_blend_of_each_setting():
+    """`TifuKNN.grid` (which `fit` and evaluate's tuning use) shares the vectors, the neighbour
+    search and the neighbours' mean between settings; each table must still be alpha x own
+    vector + (1 - alpha) x the mean of the k nearest other customers, computed here directly."""
     rng = np.random.default_rng(7)
     lines = pd.DataFrame({"customer_id": rng.integers(0, 60, 900), "order_id": rng.integers(0, 300, 900),
                           "menu_item_name": rng.choice([f"item {i}" for i in range(25)], 900)})
     lines["customer_id"] = lines["order_id"] % 60  # an order belongs to one customer
     lines["order_ts"] = lines["order_id"]
     settings = [(k, rb, rg, alpha) for k in (3, 10, 100) for rb in (0.9, 1.0) for rg in (0.7,) for alpha in (0.5, 1.0)]
-    grid = list(TifuKNN.grid(lines, settings))
-    assert [(t.k, t.rb, t.rg, t.alpha) for t in grid] == settings
+    grid = list(TifuKNN.grid(lines, settings, m=5))
+    assert [(t.k, t.rb, t.rg, t.alpha, t.m) for t in grid] == [(*s, 5) for s in settings]
     for tifu, (k, rb, rg, alpha) in zip(grid, settings):
-        alone = TifuKNN(k=k, rb=rb, rg=rg, alpha=alpha).fit(lines)
-        assert list(tifu.customers) == list(alone.customers) and list(tifu.items) == list(alone.items)
-        assert np.allclose(tifu.table, alone.table, rtol=0, atol=1e-12), (k, rb, alpha)
-        assert tifu.popularity.equals(alone.popularity)
+        customers, items, v = tifu_vectors(lines, rb, rg, 5)
+        v = v.toarray()
+        distances = ((v[:, None, :] - v[None, :, :]) ** 2).sum(axis=2)
+        np.fill_diagonal(distances, np.inf)
+        nearest = np.argsort(distances, axis=1, kind="stable")[:, :min(k, len(v) - 1)]
+        expected = alpha * v + (1 - alpha) * v[nearest].mean(axis=1)
+        assert list(tifu.customers) == list(customers) and list(tifu.items) == list(items)
+        assert np.allclose(tifu.table, expected, rtol=0, atol=1e-12), (k, rb, alpha)
+        fitted = TifuKNN(k=k, rb=rb, rg=rg, alpha=alpha, m=5).fit(lines)
+        assert np.array_equal(fitted.table, tifu.table) and fitted.popularity.equals(tifu.popularity)
     assert not np.allclose(grid[0].table, grid[4].table)  # k = 3 and k = 10 blend other neighbours

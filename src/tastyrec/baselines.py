@@ -363,16 +363,6 @@ def neighbour_mean(vectors: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return pick @ vectors
 
 
-def tifu_blend(vectors: np.ndarray, k: int, alpha: float) -> np.ndarray:
-    """alpha x own vector + (1 - alpha) x the mean vector of the k nearest other customers
-    (Euclidean): (n_customers, n_items)."""
-    n = len(vectors)
-    if n < 2 or alpha >= 1:
-        return vectors.copy()
-    k = min(k, n - 1)
-    return alpha * vectors + (1 - alpha) * neighbour_mean(vectors, tifu_neighbours(vectors, [k])[k])
-
-
 @dataclass
 class TifuKNN:
     """TIFU-KNN (Hu, He, Vehling, Wang & Gao, SIGIR 2020): time-decayed personal item frequency
@@ -397,29 +387,31 @@ class TifuKNN:
     popularity: pd.Series = field(init=False, repr=False)
 
     def fit(self, baskets: pd.DataFrame) -> Self:
-        self.customers, self.items, vectors = tifu_vectors(baskets, self.rb, self.rg, self.m)
-        self.table = tifu_blend(vectors.toarray(), self.k, self.alpha)
-        share = baskets.drop_duplicates([CUSTOMER_ID, ITEM])[ITEM].value_counts(normalize=True)
-        self.popularity = share
+        fitted = next(self.grid(baskets, [(self.k, self.rb, self.rg, self.alpha)], self.m))
+        self.customers, self.items, self.table, self.popularity = (
+            fitted.customers, fitted.items, fitted.table, fitted.popularity)
         return self
 
     @classmethod
-    def grid(cls, baskets: pd.DataFrame, settings: Iterable[tuple[int, float, float, float]]) -> Iterator[Self]:
-        """Each (k, rb, rg, alpha) of `settings`, in order, fitted on the same baskets: the
-        tables `fit` would give, with the work shared (the vectors once per (rb, rg), one
-        neighbour search per vectors, the neighbours' mean once per k)."""
+    def grid(cls, baskets: pd.DataFrame, settings: Iterable[tuple[int, float, float, float]],
+             m: int | None = None) -> Iterator[Self]:
+        """Each (k, rb, rg, alpha) of `settings` (and group size m, default the class's), in
+        order, fitted on the same baskets, with the work shared: the vectors once per (rb, rg),
+        one neighbour search per vectors, the neighbours' mean once per k. Own vector x alpha +
+        the mean vector of the k nearest other customers (Euclidean) x (1 - alpha)."""
+        m = cls.m if m is None else m
         settings = list(settings)
         share = baskets.drop_duplicates([CUSTOMER_ID, ITEM])[ITEM].value_counts(normalize=True)
         vectors, means = {}, {}
         for k, rb, rg, alpha in settings:
             if (rb, rg) not in vectors:
-                customers, items, v = tifu_vectors(baskets, rb, rg, cls.m)
+                customers, items, v = tifu_vectors(baskets, rb, rg, m)
                 vectors[rb, rg] = customers, items, v.toarray()
                 if len(customers) >= 2:
                     found = tifu_neighbours(vectors[rb, rg][2], [s[0] for s in settings])
                     means |= {(rb, rg, n): neighbour_mean(vectors[rb, rg][2], f) for n, f in found.items()}
             customers, items, v = vectors[rb, rg]
-            tifu = cls(k=k, rb=rb, rg=rg, alpha=alpha)
+            tifu = cls(k=k, rb=rb, rg=rg, alpha=alpha, m=m)
             tifu.customers, tifu.items, tifu.popularity = customers, items, share
             n = min(k, len(customers) - 1)
             tifu.table = v.copy() if len(customers) < 2 or alpha >= 1 else alpha * v + (1 - alpha) * means[rb, rg, n]

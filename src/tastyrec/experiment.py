@@ -203,7 +203,7 @@ EXPLORE_SINGLE = ("item_cosine_score", "item_ease_score", "item_knn_score")
 
 
 def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0,
-                     dense: list[str] | None = None) -> dict[str, Any] | None:
+                     dense: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any] | None:
     """Fit the explore head of a trained DLRM (model.DLRM) and keep it if the validation window
     says so: a logistic regression (scikit-learn, L-BFGS) on the scaled dense inputs of the
     training rows of items new to the customer, on all of them and on each EXPLORE_SINGLE input
@@ -231,22 +231,21 @@ def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0,
         inputs = {"every input": list(range(x.shape[1]))} | {
             name: [dense.index(name)] for name in EXPLORE_SINGLE if dense and name in dense}
         new = val.dense[:, column].numpy() <= 0
-        main = None
+        model = build_model(kind, config)
+        model.load_state_dict(state)
+        with torch.no_grad():  # the main head, once: the explore heads are dense @ weight + bias
+            main_scores = torch.cat([model.eval()(*val.slice(i, i + 65_536).inputs())
+                                     for i in range(0, len(val), 65_536)]).numpy()
+        main = _new_item_ndcg(main_scores, val, new)
         scores, heads = {}, {}
         for name, columns in inputs.items():
             fitted = LogisticRegression(C=1.0, max_iter=500).fit(x[rows][:, columns], labels)
             weight = np.zeros(x.shape[1], np.float32)
             weight[columns] = fitted.coef_[0]
-            state["explore_weight"] = torch.as_tensor(weight)
-            state["explore_bias"] = torch.as_tensor(fitted.intercept_[0], dtype=torch.float32)
-            model = build_model(kind, config)
-            model.load_state_dict(state)
-            with torch.no_grad():
-                both = torch.cat([model.eval().heads(*val.slice(i, i + 65_536).inputs())
-                                  for i in range(0, len(val), 65_536)]).numpy()
-            main = _new_item_ndcg(both[:, 0], val, new) if main is None else main
-            scores[name] = _new_item_ndcg(both[:, 1], val, new)
-            heads[name] = (state["explore_weight"], state["explore_bias"])
+            heads[name] = (torch.as_tensor(weight), torch.as_tensor(fitted.intercept_[0], dtype=torch.float32))
+            scores[name] = _new_item_ndcg((val.dense @ heads[name][0] + heads[name][1]).numpy(), val, new)
+            if progress:
+                progress("explore head", len(scores), len(inputs))
         best = max(scores, key=scores.get)
         state["explore_weight"], state["explore_bias"] = heads[best]
         out["validation_new_ndcg@10"] = {"main": main, "explore": scores[best], "heads": scores}
@@ -261,11 +260,12 @@ def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0,
     return out
 
 
-def _finish(run: _Run, training_set: TrainingSet, result: dict, started: float) -> TrainOutcome:
+def _finish(run: _Run, training_set: TrainingSet, result: dict, started: float,
+            progress: Progress | None = None) -> TrainOutcome:
     """The model directory (preprocessing + model file, its explore head fitted); the tensors are
     deleted (rebuilt when needed)."""
     explore = fit_explore_head(run.run_dir / MODEL_FILE, Batch.load(run.run_dir / TENSORS["train"]),
-                               Batch.load(run.run_dir / TENSORS["val"]), run.opts.seed, run.preprocessor.dense)
+                               Batch.load(run.run_dir / TENSORS["val"]), run.opts.seed, run.preprocessor.dense, progress)
     if explore is not None:
         result = {**result, "explore_head": explore}
     model_dir = Predictor.write_dir(run.run_dir / "model", run.preprocessor, run.run_dir / MODEL_FILE)
@@ -287,7 +287,7 @@ def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | N
     training_set = _training_set(ws, opts, training_set, progress)
     run = _prepare(ws, opts, _read_rows(training_set, opts, opts.model), progress=progress)
     release_memory()  # the tensors are on disk: training maps them
-    return _finish(run, training_set, _fit(run, opts.epochs), started)
+    return _finish(run, training_set, _fit(run, opts.epochs), started, progress)
 
 
 def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
@@ -329,7 +329,7 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     choice.with_suffix(".tmp").write_text(json.dumps(
         {"key": key, "kind": best, "losses": losses, "at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
     os.replace(choice.with_suffix(".tmp"), choice)
-    outcome = _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started)
+    outcome = _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started, progress)
     outcome.result["model_choice"] = "probed"
     return outcome, losses
 

@@ -236,6 +236,13 @@ class _RunState:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+def adam(model: nn.Module, lr: float) -> torch.optim.Adam:
+    """The optimizer of every kind: Adam, fused (one kernel for all parameters, on CPU too): the
+    same update as the per-parameter loop, about 14 x faster on the embedding tables' dense
+    gradients (bench/epoch_profile.py)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
 def _train_epoch(
     wrapped: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -311,7 +318,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
     model = build_model(config.model_kind, config.model_config).to(d.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model, config.lr)
     ckpt_dir = Path(config.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, model_path = ckpt_dir / CHECKPOINT_FILE, ckpt_dir / MODEL_FILE
