@@ -52,10 +52,10 @@ def main() -> None:
 
     path = Path(args.home) / "datasets" / "time" / "train.parquet"
     rows = timed("choose rows (buyers only)", lambda: ParquetRows.open(path, buyers_only=kind.buyers_only))
-    prep = timed("fit preprocessing (two passes over the chunks)", lambda: Preprocessor(kind.feature_set).fit_chunks(
-        lambda: (frame for _, frame in rows.chunks())))
+    prep = Preprocessor(kind.feature_set)
     with tempfile.TemporaryDirectory(prefix="tastyrec-profile-") as tmp:  # the tensors, gone after
-        data = timed("transform (bags once per customer and snapshot)", lambda: prep.transform_rows(rows, Path(tmp) / "tensors"))
+        data = timed("fit preprocessing and transform (two passes; bags once per customer and snapshot)",
+                     lambda: prep.fit_transform_rows(rows, Path(tmp) / "tensors"))
         order = torch.randperm(len(data))
 
         torch.manual_seed(0)

@@ -44,8 +44,8 @@ def tastyrec_loop(path: Path, workdir: Path) -> tuple[float, float, int]:
     """(samples/s, epoch seconds, rows) of the second epoch (the first warms caches) of the
     tastyrec loop with the DLRM, on every row of the training set, prepared as training does."""
     rows = ParquetRows.open(path)
-    prep = Preprocessor("full").fit_chunks(lambda: (frame for _, frame in rows.chunks()))
-    data = prep.transform_rows(rows, workdir / "train_tensors")
+    prep = Preprocessor("full")
+    data = prep.fit_transform_rows(rows, workdir / "train_tensors")
     data.slice(0, 50_000).save(workdir / "val_tensors")
     config = TrainConfig(train_path=str(workdir / "train_tensors"), val_path=str(workdir / "val_tensors"),
                          checkpoint_dir=str(workdir / "ckpt"), model_kind="dlrm", epochs=2,

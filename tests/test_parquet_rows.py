@@ -60,6 +60,15 @@ def test_chunked_rows_give_the_whole_frames_tensors_and_weights(trained_ws: Work
     batch = after.transform_rows(rows, tmp_path / "tensors")
     for name in ("sparse", "dense", "label"):
         assert torch.equal(getattr(batch, name), getattr(expected, name)), name
+    # what training runs: the fit's second pass and the transform in one (the dense ranges from the
+    # unscaled tensor), the same state and tensors, the unscaled file gone
+    fused = Preprocessor("full")
+    written = fused.fit_transform_rows(rows, tmp_path / "fused")
+    assert fused.to_dict() == before.to_dict()
+    for name in ("sparse", "dense", "label", "groups"):
+        assert torch.equal(getattr(written, name), getattr(batch, name)), name
+    assert all(torch.equal(written.bags[name], bag) for name, bag in batch.bags.items())
+    assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == sorted(p.name for p in (tmp_path / "tensors").iterdir())
     sparse, dense, bags = batch.inputs()
     for name, bag in expected.bags.items():
         assert torch.equal(bags[name], bag), name

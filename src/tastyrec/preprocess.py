@@ -30,7 +30,7 @@ from sklearn.preprocessing import MinMaxScaler
 from tastyrec import collaborative, columns as C
 from tastyrec.collaborative import ItemSimilarity, SimilarityFit
 from tastyrec.config import Progress
-from tastyrec.parquet_rows import ParquetRows
+from tastyrec.parquet_rows import GROUP_KEYS, ParquetRows
 
 PAD, UNKNOWN_ITEM = 0, 1  # reserved indices of every multi-hot vocabulary
 UNKNOWN = 0  # reserved index of every sparse vocabulary
@@ -151,6 +151,7 @@ class Batch:
 
 
 BAG = "bag."  # the file name prefix of a bag's tensor in a tensor folder
+RAW_DENSE = "dense.unscaled.npy"  # while fit_transform_rows runs: the dense columns before scaling
 
 
 class TensorWriter:
@@ -272,11 +273,18 @@ class Preprocessor:
         """`fit` over training rows that come in chunks: `chunks()` is read twice (vocabularies,
         bags and item similarity; then the dense ranges, which need the similarity). Any split
         of the same rows into chunks gives the same fitted state."""
+        self._fit_vocabularies(chunks())
+        lows, highs = zip(*[(x.min(axis=0), x.max(axis=0)) for df in chunks() if len(x := self._dense_raw(df))])
+        self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
+        return self
+
+    def _fit_vocabularies(self, chunks: Iterable[pd.DataFrame]) -> None:
+        """The first pass of `fit_chunks`: vocabularies, bag widths and item similarity."""
         self._lookups, self._codes, self._items_encoded = {}, {}, None
         seen: dict[str, set[str]] = {name: set() for name in (*self.sparse, *self.multi_hot)}
         longest = dict.fromkeys(self.multi_hot, 0)
         similarity = SimilarityFit()
-        for df in chunks():
+        for df in chunks:
             self._check_columns(df)
             for name in self.sparse:
                 seen[name].update(df[name].astype("string").dropna().unique())
@@ -290,9 +298,37 @@ class Preprocessor:
         self.bag_vocabs = {name: sorted(seen[name]) for name in self.multi_hot}
         self.bag_lens = {name: max(1, min(n, self.max_bag_len)) for name, n in longest.items()}  # as wide as needed
         self.similarity = similarity.result() if self._collaborative else None
-        lows, highs = zip(*[(x.min(axis=0), x.max(axis=0)) for df in chunks() if len(x := self._dense_raw(df))])
+        self.scaler = None
+
+    def fit_transform_rows(self, rows: ParquetRows, folder: str | Path, progress: Progress | None = None,
+                           what: str = "tensors") -> Batch:
+        """`fit_chunks` on the chosen rows, then `transform_rows` of them, in two passes instead
+        of three: the vocabularies, then the tensors with the dense columns unscaled (float64, in
+        a file beside them) and their ranges; the scaler fitted on those ranges then scales that
+        file into the dense tensor, with `transform`'s arithmetic: the same tensors."""
+        folder = Path(folder)
+        self._fit_vocabularies(frame for _, frame in rows.chunks([*self.input_columns, *GROUP_KEYS], progress,
+                                                                 "preprocessing: vocabularies"))
+        self.transform_rows(rows, folder, progress, what, scaled=False)
+        return self._scale_file(folder)
+
+    def _scale_file(self, folder: Path) -> Batch:
+        """Fit the scaler on the unscaled dense rows of folder/RAW_DENSE and write them scaled as
+        the folder's dense tensor, a block at a time; the unscaled file goes."""
+        raw, block = np.load(folder / RAW_DENSE, mmap_mode="r"), 1 << 20
+        lows, highs = zip(*[(part.min(axis=0), part.max(axis=0)) for i in range(0, len(raw), block)
+                            if len(part := raw[i:i + block])])
         self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
-        return self
+        writer = TensorWriter(folder / "dense.npy", raw.shape, np.float32)
+        try:
+            for i in range(0, len(raw), block):
+                writer.write(self._scaled(raw[i:i + block]))
+        finally:
+            writer.file.close()
+        writer.close()
+        del raw
+        (folder / RAW_DENSE).unlink()
+        return Batch.load(folder)
 
     def _lookup(self, name: str) -> pd.Index | pa.Array:
         """The vocabulary of a sparse (pd.Index) or multi-hot (pa.Array) feature, built on first use:
@@ -309,21 +345,23 @@ class Preprocessor:
         return batch
 
     def transform_rows(self, rows: ParquetRows, folder: str | Path, progress: Progress | None = None,
-                       what: str = "tensors") -> Batch:
+                       what: str = "tensors", scaled: bool = True) -> Batch | None:
         """`transform` of the chosen rows of a Parquet file into a tensor folder (see Batch.save),
         a chunk at a time, each chunk's rows written as they are made; each group's bags stored
         once (see Batch.groups). Memory follows a chunk and the bags, not the rows. Returns the
-        folder's tensors, mapped."""
+        folder's tensors, mapped. scaled=False (fit_transform_rows): the dense columns unscaled,
+        float64, in folder/RAW_DENSE instead, and nothing returned."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         n = len(rows)
+        dense = ("dense.npy", np.float32) if scaled else (RAW_DENSE, np.float64)
         writers = {"sparse": TensorWriter(folder / "sparse.npy", (n, len(self.sparse)), np.int32),
-                   "dense": TensorWriter(folder / "dense.npy", (n, len(self.dense)), np.float32),
+                   "dense": TensorWriter(folder / dense[0], (n, len(self.dense)), dense[1]),
                    "label": TensorWriter(folder / "label.npy", (n,), np.float32)}
         bags = {name: np.zeros((rows.n_groups, self.bag_lens[name]), dtype=np.int32) for name in self.multi_hot}
         try:
             for group, df in rows.chunks([*self.input_columns, C.LABEL], progress, what):
-                part = self._row_tensors(df)
+                part = self._row_tensors(df, scaled)
                 for name, tensor in (("sparse", part.sparse), ("dense", part.dense), ("label", part.label)):
                     writers[name].write(tensor.numpy())
                 groups, first = np.unique(group, return_index=True)  # a group split across chunks is written twice
@@ -337,11 +375,12 @@ class Preprocessor:
         np.save(folder / "groups.npy", np.asarray(rows.group, dtype=np.int64))
         for name, bag in bags.items():
             np.save(folder / f"{BAG}{name}.npy", bag)
-        return Batch.load(folder)
+        return Batch.load(folder) if scaled else None
 
-    def _row_tensors(self, df: pd.DataFrame) -> Batch:
-        """The per-row tensors of `df` (sparse, dense, label), without bags."""
-        if self.scaler is None:
+    def _row_tensors(self, df: pd.DataFrame, scaled: bool = True) -> Batch:
+        """The per-row tensors of `df` (sparse, dense, label), without bags; scaled=False: the
+        dense columns unscaled (float64), before the scaler is fitted."""
+        if self.scaler is None and scaled:
             raise RuntimeError("Preprocessor is not fitted")
         self._check_columns(df)
         n = len(df)
@@ -351,7 +390,8 @@ class Preprocessor:
         label = None
         if C.LABEL in df.columns:
             label = torch.from_numpy(df[C.LABEL].to_numpy(dtype=np.float32))  # (N,)
-        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(self._scaled(self._dense_raw(df))),
+        raw = self._dense_raw(df)
+        return Batch(sparse=torch.from_numpy(sparse), dense=torch.from_numpy(self._scaled(raw) if scaled else raw),
                      label=label)
 
     def _scaled(self, raw: np.ndarray) -> np.ndarray:
