@@ -85,19 +85,6 @@ def test_loss_falls_and_result_is_written(data_dir: Path, tmp_path: Path) -> Non
     assert_same_weights(model.state_dict(), result.state_dict)
 
 
-def test_a_probe_trains_on_its_rows_and_leaves_no_epoch_behind(data_dir: Path, tmp_path: Path) -> None:
-    """--model auto's probe: one pass over the first probe_rows rows of the first epoch's order,
-    scored on as many validation rows; no checkpoint or model, so a run in the same folder starts
-    from the initial weights, as if there had been no probe."""
-    probe = train(make_config(data_dir, tmp_path / "ckpt", epochs=1, probe_rows=700))
-    assert [h["rows"] for h in probe.history] == [700] and not any((tmp_path / "ckpt").glob("*.pt"))
-    whole = train(make_config(data_dir, tmp_path / "whole", epochs=1))
-    assert whole.history[0]["rows"] == 3001 and probe.history[0]["val_loss"] != whole.history[0]["val_loss"]
-    assert any(not torch.equal(probe.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)  # fewer steps
-    after = train(make_config(data_dir, tmp_path / "ckpt", epochs=1))
-    assert_same_weights(after.state_dict, whole.state_dict)
-
-
 def test_training_in_process_leaves_the_callers_thread_count(data_dir: Path, tmp_path: Path) -> None:
     """A service engine in the same process scores with one thread; training in-process must
     not leave the process on the thread count it trained with."""

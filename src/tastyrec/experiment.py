@@ -162,12 +162,12 @@ def _prepare(ws: Workspace, opts: TrainOptions, rows: tuple[ParquetRows, Parquet
     return _Run(opts, run_dir, config, preprocessor)
 
 
-def _fit(run: _Run, epochs: int, alone: bool = False, probe_rows: int = 0) -> dict:
+def _fit(run: _Run, epochs: int, alone: bool = False, role: str = "") -> dict:
     """Train up to `epochs` (continuing from the run's checkpoint, if any); the result dict.
     alone: on this machine only, even when the run spans several (`--model auto`'s probes).
-    probe_rows > 0: a probe on that many rows (TrainConfig.probe_rows), "probe" in its epoch lines."""
+    role: named in the epoch lines ("probe")."""
     opts = replace(run.opts, nnodes=1, rdzv_endpoint=None) if alone else run.opts
-    config = replace(run.config, epochs=epochs, role="probe" if probe_rows else "", probe_rows=probe_rows)
+    config = replace(run.config, epochs=epochs, role=role)
     config_path = run.run_dir / "train_config.json"
     config.to_json(config_path)
     if opts.world_size == 1:
@@ -287,21 +287,13 @@ def train_model(ws: Workspace, opts: TrainOptions, training_set: TrainingSet | N
     return _finish(run, training_set, _fit(run, opts.epochs), started, progress)
 
 
-# `--model auto`'s probes: each kind trained on the first PROBE_ROWS rows of the first epoch's
-# order (at most 1/PROBE_SHARE of the epoch) and scored on as many validation rows; the kind with
-# the lowest validation loss then trains its epochs from the start. On the default data a probe of
-# a quarter epoch chose as the whole epoch did (docs/model.md); at N = 222,000 a whole epoch is
-# about 4.5 minutes per kind.
-PROBE_ROWS, PROBE_SHARE = 2_000_000, 4
-
-
 def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
                training_set: TrainingSet | None = None,
                progress: Progress | None = None) -> tuple[TrainOutcome, dict[str, float]]:
-    """Prepare every model kind on the same rows, probe each (PROBE_ROWS) and train only the one
-    with the lowest validation loss (the validation window is the judge). Returns the kept run
-    and {kind: validation loss of its probe}. With --resume, an unfinished run of one of the
-    kinds (the one chosen before the run was killed) is continued instead."""
+    """Prepare every model kind on the same rows, train each for one epoch and continue only the
+    one with the lowest validation loss (the validation window is the judge). Returns the kept
+    run and {kind: validation loss after one epoch}. With --resume, an unfinished run of one of
+    the kinds (the one chosen before the run was killed) is continued instead."""
     if opts.resume:
         for kind in kinds:
             if _unfinished(ws, replace(opts, model=kind)):
@@ -323,26 +315,25 @@ def train_best(ws: Workspace, opts: TrainOptions, kinds: tuple[str, ...],
     full = _Prepared.of(kinds[0], rows, folders[kinds[0]], progress)  # the first kind reads every column the others read
     runs = {kind: _prepare(ws, options[kind], rows, full if kind == kinds[0] else full.narrowed(kind, folders[kind]),
                            run_dir=folders[kind]) for kind in kinds}
-    probe = max(1, min(PROBE_ROWS, len(rows[0]) // PROBE_SHARE))
     del full, rows
     release_memory()
-    losses = {kind: float(_fit(run, 1, alone=True, probe_rows=probe)["best_val_loss"]) for kind, run in runs.items()}
+    losses = {kind: float(_fit(run, 1, alone=True, role="probe")["best_val_loss"]) for kind, run in runs.items()}
     best = min(losses, key=losses.__getitem__)
     for kind, run in runs.items():
         if kind != best:
-            shutil.rmtree(run.run_dir)  # a probe, not a model anyone will use
+            shutil.rmtree(run.run_dir)  # a one-epoch probe, not a model anyone will use
     choice = ws.home / CHOICE_FILE
     choice.with_suffix(".tmp").write_text(json.dumps(
         {"key": key, "kind": best, "losses": losses, "at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
     os.replace(choice.with_suffix(".tmp"), choice)
     outcome = _finish(runs[best], training_set, _fit(runs[best], opts.epochs), started, progress)
-    outcome.result["model_choice"] = f"probed on {probe:,} rows"
+    outcome.result["model_choice"] = "probed"
     return outcome, losses
 
 
 # `--model auto`'s last decision and what it was made on, in the home: a later run on the same
 # data (the same warehouse, windows and cutoffs, the same rows and seed) trains the kind chosen
-# then without the probes, unless --reprobe.
+# then without the probes (one epoch of each kind), unless --reprobe.
 CHOICE_FILE = "model_choice.json"
 
 
@@ -366,7 +357,7 @@ def _carried_choice(ws: Workspace, key: dict) -> dict | None:
 
 def follow(opts: TrainOptions, wait_s: float = 3600) -> None:
     """`tastyrec train --node-rank R` with R > 0: wait until node 0 opens the rendezvous (node 0
-    first prepares the data and, with --model auto, runs the probes by itself), then
+    first prepares the data and, with --model auto, runs the one-epoch probes by itself), then
     train with it. Node 0 reads and writes the run folder on the shared home, evaluates and
     registers; this node only trains."""
     opts = opts.resolved()

@@ -81,11 +81,7 @@ class TrainConfig:
     num_threads: int | None = None
     eval_batch_size: int = 65536
     progress: bool = True
-    role: str = ""  # what the run is for, named in its epoch lines: "probe" (`--model auto`'s trial)
-    # > 0: a probe (`--model auto`): one pass over the first probe_rows rows of the first epoch's
-    # order, the validation loss over probe_rows validation rows (a seeded draw); no checkpoint or
-    # model is written, so the run folder's first real epoch starts from the initial weights
-    probe_rows: int = 0
+    role: str = ""  # what the run is for, named in its epoch lines: "probe" (`--model auto`'s one-epoch trial)
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -317,12 +313,8 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
     if train_data.label is None or val_data.label is None:
         raise ValueError("training and validation files need labels")
     n_train, n_val = len(train_data), len(val_data)
-    probe = config.probe_rows > 0
-    n_rows = min(n_train, config.probe_rows) if probe else n_train  # rows per epoch
-    scored = (torch.sort(epoch_permutation(n_val, config.seed, 0)[:config.probe_rows]).values if probe
-              else torch.arange(n_val))
-    val_rows, n_scored = scored[d.rank :: d.world_size], len(scored)  # each rank scores every N-th validation row
-    sizes = global_batch_sizes(n_rows, config.batch_size)
+    val_rows = torch.arange(d.rank, n_val, d.world_size)  # each rank scores every N-th validation row
+    sizes = global_batch_sizes(n_train, config.batch_size)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
     model = build_model(config.model_kind, config.model_config).to(d.device)
@@ -334,7 +326,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
         (ckpt_dir / LOST_FILE).unlink(missing_ok=True)
         _write_json({str(node): v for node, v in d.nodes.items()}, ckpt_dir / NODES_FILE)
     state = _RunState(best_state=_clone_state(model))
-    if not probe and (ckpt := _load_checkpoint(ckpt_path, config)) is not None:
+    if (ckpt := _load_checkpoint(ckpt_path, config)) is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = _RunState(**{f.name: ckpt[f.name] for f in dataclasses.fields(_RunState)})
@@ -357,7 +349,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
         while state.epoch < config.epochs and not state.stopped:
             bar.reset(task, total=len(sizes), epoch=state.epoch + 1, loss=float("nan"))
             t0 = time.perf_counter()
-            shard = epoch_permutation(n_train, config.seed, state.epoch)[:n_rows][d.rank :: d.world_size]
+            shard = epoch_permutation(n_train, config.seed, state.epoch)[d.rank :: d.world_size]
             loss_sum = _train_epoch(
                 wrapped, optimizer, train_data, shard, sizes, config.batch_size // d.world_size, d.world_size,
                 d.device, on_step if show else None,
@@ -366,15 +358,15 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
             train_total, val_total = all_sum(
                 [float(loss_sum), _loss_sum(model, val_data, val_rows, config.eval_batch_size, d.device)], d
             )
-            train_seconds, rows_trained = train_seconds + t_train, rows_trained + n_rows
+            train_seconds, rows_trained = train_seconds + t_train, rows_trained + n_train
             entry = {
-                "epoch": state.epoch + 1, "rows": n_rows, "train_loss": train_total / n_rows, "val_loss": val_total / n_scored,
-                "seconds": time.perf_counter() - t0, "samples_per_s": n_rows / t_train,
+                "epoch": state.epoch + 1, "train_loss": train_total / n_train, "val_loss": val_total / n_val,
+                "seconds": time.perf_counter() - t0, "samples_per_s": n_train / t_train,
             }
             state.end_epoch(entry, model, config.patience)
             if d.is_leader:
                 log_progress(f"epoch {config.model_kind}", state.epoch, config.epochs)
-            if d.is_leader and not probe:
+            if d.is_leader:
                 _atomic_save({
                     **state.to_dict(), "model": _clone_state(model), "optimizer": optimizer.state_dict(),
                     "model_kind": config.model_kind, "model_config": config.model_config,
@@ -386,7 +378,7 @@ def _train(config: TrainConfig, d: Dist, started: float) -> TrainResult:
                 dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
 
     model.load_state_dict(state.best_state)
-    if d.is_leader and not probe:
+    if d.is_leader:
         save_model(model_path, state.best_state, config.model_kind, config.model_config)
     result = TrainResult(
         history=state.history,

@@ -49,7 +49,7 @@ EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on 
 NprocOpt = Annotated[int, typer.Option(help="torchrun processes (DDP; gloo on CPU, nccl on GPUs).")]
 SeedSamplesOpt = Annotated[int, typer.Option(help="Training rows for the seed's DLRM baseline (0 = skip it).")]
 ReprobeOpt = Annotated[bool, typer.Option(
-    help="--model auto: probe each kind and compare again, even on data a decision was made on.")]
+    help="--model auto: train each kind one epoch and compare again, even on data a decision was made on.")]
 
 
 @app.command()
