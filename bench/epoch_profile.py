@@ -5,8 +5,8 @@ Usage: .venv/bin/python bench/epoch_profile.py --home H [--kind dlrm] [--steps 1
 
 Reads the time split's training rows of a home where `tastyrec train` (or `pipeline`) has run,
 prepares them as training does (buyers only, preprocessing fitted on them), then times `--steps`
-mini-batches of the kind's batch size: forward only, and forward + backward + Adam (as training makes it) with the
-training wrapper (`train.DLRMTrain`), and prints torch.profiler's operators by self CPU time.
+mini-batches of the kind's batch size: forward only, and forward + backward + Adam (`train.adam`)
+with the training wrapper (`train.DLRMTrain`), and prints torch.profiler's operators by self CPU time.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0,
     rows = np.flatnonzero(x[:, column] <= 0)
     if len(rows) > EXPLORE_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(rows, EXPLORE_ROWS, replace=False))
-    labels = train.label.numpy()[rows]
+    labels, x = train.label.numpy()[rows], x[rows]  # the chosen rows, gathered once for every head
     out: dict[str, Any] = {"rows": int(len(rows)), "positives": int(labels.sum())}
     if len(np.unique(labels)) == 2:
         inputs = {"every input": list(range(x.shape[1]))} | {
@@ -236,7 +236,7 @@ def fit_explore_head(model_file: Path, train: Batch, val: Batch, seed: int = 0,
         main = _new_item_ndcg(main_scores, val, new)
         scores, heads = {}, {}
         for name, columns in inputs.items():
-            fitted = LogisticRegression(C=1.0, max_iter=500).fit(x[rows][:, columns], labels)
+            fitted = LogisticRegression(C=1.0, max_iter=500).fit(x[:, columns], labels)
             weight = np.zeros(x.shape[1], np.float32)
             weight[columns] = fitted.coef_[0]
             heads[name] = (torch.as_tensor(weight), torch.as_tensor(fitted.intercept_[0], dtype=torch.float32))

@@ -274,9 +274,13 @@ class Preprocessor:
         bags and item similarity; then the dense ranges, which need the similarity). Any split
         of the same rows into chunks gives the same fitted state."""
         self._fit_vocabularies(chunks())
-        lows, highs = zip(*[(x.min(axis=0), x.max(axis=0)) for df in chunks() if len(x := self._dense_raw(df))])
-        self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
+        self._fit_scaler(self._dense_raw(df) for df in chunks())
         return self
+
+    def _fit_scaler(self, parts: Iterable[np.ndarray]) -> None:
+        """The scaler of the unscaled dense rows that come in `parts`, from their ranges."""
+        lows, highs = zip(*[(x.min(axis=0), x.max(axis=0)) for x in parts if len(x)])
+        self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
 
     def _fit_vocabularies(self, chunks: Iterable[pd.DataFrame]) -> None:
         """The first pass of `fit_chunks`: vocabularies, bag widths and item similarity."""
@@ -316,9 +320,7 @@ class Preprocessor:
         """Fit the scaler on the unscaled dense rows of folder/RAW_DENSE and write them scaled as
         the folder's dense tensor, a block at a time; the unscaled file goes."""
         raw, block = np.load(folder / RAW_DENSE, mmap_mode="r"), 1 << 20
-        lows, highs = zip(*[(part.min(axis=0), part.max(axis=0)) for i in range(0, len(raw), block)
-                            if len(part := raw[i:i + block])])
-        self.scaler = _scaler(np.min(lows, axis=0), np.max(highs, axis=0))
+        self._fit_scaler(raw[i:i + block] for i in range(0, len(raw), block))
         writer = TensorWriter(folder / "dense.npy", raw.shape, np.float32)
         try:
             for i in range(0, len(raw), block):
