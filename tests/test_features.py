@@ -463,3 +463,22 @@ def test_point_in_time_rows_equal_feasts_historical_features(feat_ws):
                 right = [list(v) if isinstance(v, (list, np.ndarray)) else (None if pd.isna(v) else v)
                          for v in feasts[col]]
                 assert left == right, (table, col)
+
+
+def test_a_training_set_that_outgrows_its_memory_estimate_is_built_under_a_larger_limit(
+        feat_ws, time_split, tmp_path, monkeypatch) -> None:
+    """The DuckDB limit comes from the spine's rows; where the history lists are longer than the
+    estimate assumed (Ta-Feng, 400 items), a split that runs out of memory is built again under
+    twice the limit: the same rows as under a limit that was big enough from the start."""
+    from tastyrec.features import training
+
+    ws = Workspace.from_env(shutil.copytree(feat_ws.home, tmp_path / "home"))
+    monkeypatch.delenv("TASTYREC_DUCKDB_MEMORY", raising=False)
+    limits = []
+    monkeypatch.setattr(training, "training_set_memory", lambda rows: "1.5GB" if rows == 0 else "0.01GB")
+    real = training._execute
+    monkeypatch.setattr(training, "_execute", lambda *a: limits.append(real(*a)) or limits[-1])
+    built = build_training_set(ws, mode="time", train_windows=2)
+    assert float(limits[0].removesuffix("GB")) > 0.01  # it ran out under 10 MB, then grew
+    for split in training.SPLITS:
+        pd.testing.assert_frame_equal(pd.read_parquet(built.paths[split]), pd.read_parquet(time_split.paths[split]))

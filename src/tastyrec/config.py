@@ -63,6 +63,7 @@ DEFAULT_DUCKDB_MEMORY = "6GB"
 # stage's limit grows with its spine rows, between these bounds (TASTYREC_DUCKDB_MEMORY, when set,
 # applies instead).
 TRAINING_SET_GB = (1.5, 4.0)
+TRAINING_SET_MAX_GB = 8.0  # the most a build grows its limit to where the estimate was short
 TRAINING_SET_BYTES_PER_ROW = 90
 
 

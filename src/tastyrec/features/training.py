@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from tastyrec.columns import (BAG_SCORES, BRAND, COLLAB_ITEMS, CUSTOMER_ID, DENSE, DENSE_DEFAULTS, ITEM,
                               ITEM_PURCHASE_COUNT, ITEM_RECENT_ORDERS, LABEL, MULTI_HOT, SPARSE, TIMESTAMP)
-from tastyrec.config import Progress, Workspace, training_set_memory
+from tastyrec.config import TRAINING_SET_MAX_GB, Progress, Workspace, training_set_memory
 from tastyrec.features import definitions
 from tastyrec.features.build import SQL, FeaturesError, FeaturesResult, current_features, features_id
 from tastyrec.parquet_rows import release_memory
@@ -187,15 +187,16 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
         con.execute("USE warehouse")
         _spine(con, built, cutoffs, mode, seed, max_customers)
         (n_spine,) = con.execute("SELECT count(*) FROM spine_all").fetchone()
-        con.execute("SET memory_limit = $limit", {"limit": training_set_memory(n_spine)})
-        point_in_time(con, ws.feature_repo / "data")
+        limit = training_set_memory(n_spine)
+        con.execute("SET memory_limit = $limit", {"limit": limit})
+        limit = point_in_time(con, ws.feature_repo / "data", limit)
         for name in SPLITS:
             con.execute("CREATE OR REPLACE TEMP TABLE spine AS SELECT * EXCLUDE (split) FROM spine_all "
                         "WHERE split = $name", {"name": name})
             path = out_dir / f"{name}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
-            con.execute(f"COPY ({_assemble_sql([LABEL])}) TO $path (FORMAT parquet, ROW_GROUP_SIZE 256000)",
-                        {"path": str(tmp)})
+            limit = _execute(con, f"COPY ({_assemble_sql([LABEL])}) TO $path (FORMAT parquet, ROW_GROUP_SIZE 256000)",
+                             {"path": str(tmp)}, limit)
             os.replace(tmp, path)
             n, pos = con.execute(f"SELECT count(*), coalesce(sum({LABEL}), 0) FROM read_parquet(?)",
                                  [str(path)]).fetchone()
@@ -210,6 +211,24 @@ def build_training_set(ws: Workspace, mode: str = "time", seed: int = 42, train_
                        seconds=round(time.perf_counter() - started, 2))
 
 
+def _execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict, limit: str | None) -> str | None:
+    """Run `sql` under the memory limit `limit` (already set on `con`; None: plain execute). The
+    limit estimated from the spine's rows is short where the customers' history lists are longer
+    than the synthetic data's (Ta-Feng with 400 items ran out of 1.5 GB): then again under twice
+    the limit, up to TRAINING_SET_MAX_GB. A limit set by TASTYREC_DUCKDB_MEMORY is kept as it is.
+    Returns the limit it ran under."""
+    while True:
+        try:
+            con.execute(sql, params)
+            return limit
+        except duckdb.OutOfMemoryException:
+            if limit is None or os.environ.get("TASTYREC_DUCKDB_MEMORY") or \
+                    (gb := float(limit.removesuffix("GB"))) >= TRAINING_SET_MAX_GB:
+                raise
+            limit = f"{min(TRAINING_SET_MAX_GB, 2 * gb):.2f}GB"
+            con.execute("SET memory_limit = $limit", {"limit": limit})
+
+
 def _point_in_time_sql(key: str) -> tuple[str, list[str]]:
     """SELECT of the `key` entity's features as of each (key, timestamp) of the spine, and the
     feature views it reads (their Parquet files are the query's parameters $v0, $v1, ...)."""
@@ -221,7 +240,7 @@ def _point_in_time_sql(key: str) -> tuple[str, list[str]]:
             f"FROM (SELECT DISTINCT {key}, {TIMESTAMP} FROM spine_all) e {joins}"), views
 
 
-def point_in_time(con: duckdb.DuckDBPyConnection, data_dir) -> None:
+def point_in_time(con: duckdb.DuckDBPyConnection, data_dir, limit: str | None = None) -> str | None:
     """The temp tables `customers` and `items`: the customer and item features as of each
     timestamp of the temp table `spine_all`, read from the feature views' Parquet files.
 
@@ -230,12 +249,14 @@ def point_in_time(con: duckdb.DuckDBPyConnection, data_dir) -> None:
     lists never become Python objects and what does not fit in memory spills to disk;
     tests/test_features.py checks both joins give the same rows. Features are per customer or per
     item, so this joins the distinct (customer, timestamp) and (item, timestamp) rows (tens of
-    thousands, not millions); `assemble` joins them back.
+    thousands, not millions); `assemble` joins them back. `limit`: see `_execute`; returns the
+    limit it ran under.
     """
     for table, key in (("customers", CUSTOMER_ID), ("items", ITEM)):
         sql, views = _point_in_time_sql(key)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}",
-                    {f"v{k}": str(data_dir / f"{name}.parquet") for k, name in enumerate(views)})
+        limit = _execute(con, f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}",
+                         {f"v{k}": str(data_dir / f"{name}.parquet") for k, name in enumerate(views)}, limit)
+    return limit
 
 
 def is_current(ws: Workspace, mode: str) -> bool:
