@@ -16,7 +16,9 @@ from tastyrec.model import (
     SeedDLRMConfig,
     SeedFeatureInteraction,
     build_model,
+    looked_up,
     model_config,
+    pooled,
 )
 from tastyrec.preprocess import Preprocessor, synthetic_frame
 
@@ -64,6 +66,27 @@ def test_empty_bag_embeds_to_zero_and_bags_matter() -> None:
     sparse, dense, bags = random_inputs(batch=4)
     changed = {"h": torch.zeros_like(bags["h"])}
     assert not torch.allclose(model(sparse, dense, bags), model(sparse, dense, changed))
+
+
+@pytest.mark.parametrize("rows", [9, 57, 600])  # a product with the table below COUNTS_MAX_ROWS, a lookup above
+def test_small_tables_as_products_give_the_lookups_values_and_gradients(rows: int) -> None:
+    """pooled / looked_up replace EmbeddingBag / Embedding on small tables: the same vectors and
+    the same gradients (padding left out of the means, an empty bag 0, a repeated item twice)."""
+    g = torch.Generator().manual_seed(rows)
+    bag, table = nn.EmbeddingBag(rows, 6, mode="mean", padding_idx=0), nn.Embedding(rows, 6)
+    width = torch.randint(0, 8, (50,), generator=g)
+    bags = torch.where(torch.arange(8) < width[:, None], torch.randint(1, rows, (50, 8), generator=g), 0).int()
+    bags[0, :2] = bags[0, 2]  # the same item three times
+    index = torch.randint(0, rows, (50,), generator=g).int()
+    upstream = torch.randn(50, 6, generator=g)
+    for product, lookup, inputs in ((pooled, bag, bags), (looked_up, table, index)):
+        out = product(lookup, inputs)
+        (out * upstream).sum().backward()
+        grad, lookup.weight.grad = lookup.weight.grad, None
+        expected = lookup(inputs)
+        (expected * upstream).sum().backward()
+        assert torch.allclose(out, expected, atol=1e-6) and torch.allclose(grad, lookup.weight.grad, atol=1e-5)
+    assert pooled(bag, torch.zeros(3, 8, dtype=torch.int32)).abs().sum() == 0
 
 
 def test_seed_interaction_matches_the_seed_code() -> None:

@@ -90,12 +90,41 @@ class SparseArch(nn.Module):
                 bag_vectors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """sparse (B, F) int64, bags name -> (B, L) int64  ->  (B, F + K, D); bag_vectors, name ->
         (B, D): the bags already embedded (`embed_bags`), used instead of bags."""
-        vectors = [table(sparse[:, j]) for j, table in enumerate(self.embeddings.values())]  # F x (B, D)
+        vectors = [looked_up(table, sparse[:, j]) for j, table in enumerate(self.embeddings.values())]  # F x (B, D)
         if bag_vectors is not None:
             vectors += [bag_vectors[name] for name in self.bags]
         else:
-            vectors += [bag(bags[name]) for name, bag in self.bags.items()]  # K x (B, D); empty bag -> 0
+            vectors += [pooled(bag, bags[name]) for name, bag in self.bags.items()]  # K x (B, D); empty bag -> 0
         return torch.stack(vectors, dim=1)
+
+
+# Small tables are looked up as products with the table: (each row's item counts) @ table for a
+# bag table of at most COUNTS_MAX_ROWS rows, one-hot rows @ table for a sparse feature's of at most
+# ONE_HOT_MAX_ROWS. Forward + backward of 4,096 rows on CPU: a bag of the default data's 57 items
+# 0.9 ms against EmbeddingBag's 4.5 ms (EmbeddingBag is faster past ~700 rows); a table of 8 rows
+# 0.21 ms against nn.Embedding's 0.34 ms (the same at ~60 rows).
+COUNTS_MAX_ROWS = 512
+ONE_HOT_MAX_ROWS = 48
+
+
+def looked_up(table: nn.Embedding, index: torch.Tensor) -> torch.Tensor:
+    """table(index) for (B,) indices; on a small table (ONE_HOT_MAX_ROWS) as one-hot rows @ table."""
+    if table.num_embeddings > ONE_HOT_MAX_ROWS:
+        return table(index)
+    one_hot = torch.zeros(index.shape[0], table.num_embeddings, dtype=table.weight.dtype, device=index.device)
+    return one_hot.scatter_(1, index.long().unsqueeze(1), 1.0) @ table.weight
+
+
+def pooled(bag: nn.EmbeddingBag, rows: torch.Tensor) -> torch.Tensor:
+    """(B, L) bag rows padded with 0 -> (B, D): what bag(rows) gives (the mean of each row's
+    items, padding left out, 0 for an empty row), as a product of item counts and the table on
+    small tables (COUNTS_MAX_ROWS): the bags' lookups were a quarter of a training step."""
+    if bag.num_embeddings > COUNTS_MAX_ROWS:
+        return bag(rows)
+    counts = torch.zeros(rows.shape[0], bag.num_embeddings, dtype=bag.weight.dtype, device=rows.device)
+    counts.scatter_add_(1, rows.long(), torch.ones((), dtype=counts.dtype, device=rows.device).expand(rows.shape))
+    counts[:, 0] = 0  # the padding
+    return counts @ bag.weight / counts.sum(1, keepdim=True).clamp(min=1)
 
 
 class DenseArch(nn.Module):
@@ -182,7 +211,7 @@ class DLRM(nn.Module):
     def embed_bags(self, bags: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """name -> (G, L) bags  ->  name -> (G, D): what forward computes of each bag. Rows that
         share a bag (a customer's ~40 candidates) embed it once this way (Predictor)."""
-        return {name: bag(bags[name]) for name, bag in self.sparse_arch.bags.items()}
+        return {name: pooled(bag, bags[name]) for name, bag in self.sparse_arch.bags.items()}
 
     def heads(self, sparse: torch.Tensor, dense: torch.Tensor, bags: dict[str, torch.Tensor] | None = None,
               bag_vectors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
