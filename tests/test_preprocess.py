@@ -73,6 +73,26 @@ def test_unseen_missing_and_unknown_values(prep: Preprocessor, train_df: pd.Data
     assert batch.label is None
 
 
+def test_arrow_backed_rows_fit_and_encode_as_python_rows(train_df: pd.DataFrame) -> None:
+    """Rows read from Parquet are Arrow-backed and their sparse columns are encoded by Arrow's hash
+    lookup: the same vocabularies and codes as Python strings, an unseen or missing value -> 0."""
+    import pyarrow as pa
+
+    fit_df = train_df.copy()
+    fit_df.loc[fit_df.index[0], "gender"] = None  # a missing value is no category
+    arrow_df = pa.Table.from_pandas(fit_df, preserve_index=False).to_pandas(types_mapper=pd.ArrowDtype)
+    assert isinstance(arrow_df["city"].dtype, pd.ArrowDtype)
+    python, arrow = Preprocessor().fit(fit_df), Preprocessor().fit(arrow_df)
+    assert arrow.vocabs == python.vocabs
+    new = train_df.head(4).copy()
+    new.loc[new.index[0], "city"], new.loc[new.index[1], "city"] = "Atlantis", None
+    arrow_new = pa.Table.from_pandas(new, preserve_index=False).to_pandas(types_mapper=pd.ArrowDtype)
+    expected, got = python.transform(new), python.transform(arrow_new)
+    assert torch.equal(got.sparse, expected.sparse) and torch.equal(got.dense, expected.dense)
+    assert got.sparse[0, C.SPARSE.index("city")] == 0 == got.sparse[1, C.SPARSE.index("city")]
+    assert int(got.sparse[2:].min()) >= 1
+
+
 def test_vocab_comes_from_training_rows_only(train_df: pd.DataFrame) -> None:
     other = synthetic_frame(50, seed=1)
     other["gender"] = "Only In Validation"
