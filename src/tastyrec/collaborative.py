@@ -89,7 +89,8 @@ class ItemSimilarity:
     def features(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """item_popularity and item_knn_score of every row, from its item and its history bag
         alone (0 for items unseen in training), so a row scores the same in any frame."""
-        item = pd.Index(self.items).get_indexer(df[ITEM].astype(str))
+        item = pc.fill_null(pc.index_in(_strings(df[ITEM]), value_set=pa.array(self.items, pa.string())), -1)
+        item = item.to_numpy(zero_copy_only=False)
         bags = pa.array(df[HISTORY], type=pa.list_(pa.string()), from_pandas=True)
         bags = bags.combine_chunks() if isinstance(bags, pa.ChunkedArray) else bags
         bought = self._bought(bags).tocoo()  # (rows, items): one entry per distinct item of a bag
@@ -109,6 +110,12 @@ class ItemSimilarity:
         return cls(list(d["items"]), np.asarray(d["popularity"]), np.asarray(d["similarity"]))
 
 
+def _strings(series: pd.Series) -> pa.Array:
+    """A column of item names as Arrow strings (zero copy when read from Parquet)."""
+    arr = pa.array(series, type=pa.string(), from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
 class SimilarityFit:
     """`ItemSimilarity.fit` over rows that come in chunks (in any order): the items of the rows,
     and one history bag per customer at the newest timestamp seen (the rows of a customer and
@@ -122,7 +129,7 @@ class SimilarityFit:
     def add(self, df: pd.DataFrame) -> SimilarityFit:
         if len(df) == 0:
             return self
-        self.items.update(df[ITEM].astype(str))
+        self.items.update(pc.unique(pc.drop_null(_strings(df[ITEM]))).to_pylist())
         newest = df[TIMESTAMP].max()
         if self.newest is None or newest > self.newest:
             self.newest, self.parts = newest, []
