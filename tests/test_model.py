@@ -106,7 +106,7 @@ def test_seed_interaction_matches_the_seed_code() -> None:
 
 
 def test_seed_scoring_equals_its_training_forward() -> None:
-    """Scoring (no autograd) builds the products transposed, without the outer product: the
+    """Scoring (no autograd) computes the first top layer without building the products: the
     scores must be those of the seed's construction, which training differentiates."""
     torch.manual_seed(0)
     model = SeedDLRM(SeedDLRMConfig()).eval()
@@ -117,10 +117,11 @@ def test_seed_scoring_equals_its_training_forward() -> None:
         scored = model(sparse, dense)
     assert trained_way.requires_grad and not scored.requires_grad
     assert torch.allclose(scored, trained_way, rtol=1e-5, atol=1e-5)
-    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(4))
-    extra = torch.randn(4, 2)
-    expected = torch.cat([SeedFeatureInteraction(6)(x), extra], dim=1)
-    assert torch.equal(SeedFeatureInteraction.transposed(x, extra).T, expected)
+    x, extra = torch.randn(4, 6, generator=torch.Generator().manual_seed(4)), torch.randn(4, 2)
+    layer = nn.Linear(6 * 7 // 2 + 2, 3)
+    with torch.no_grad():
+        expected = layer(torch.cat([SeedFeatureInteraction(6)(x), extra], dim=1))
+        assert torch.allclose(SeedFeatureInteraction.first_layer(x, extra, layer), expected, atol=1e-5)
 
 
 def test_seed_dlrm_has_the_published_sizes() -> None:
