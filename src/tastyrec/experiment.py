@@ -185,11 +185,13 @@ def _new_item_ndcg(scores, batch: Batch, new) -> float:
     import pandas as pd
 
     from tastyrec.columns import CUSTOMER_ID, ITEM, LABEL
-    from tastyrec.metrics import evaluate_scores
+    from tastyrec.metrics import ranking_metrics
 
-    groups = batch.groups.numpy() if batch.groups is not None else np.zeros(len(batch), dtype=np.int64)
-    frame = pd.DataFrame({CUSTOMER_ID: groups, ITEM: np.arange(len(batch)), LABEL: batch.label.numpy(), "score": scores})
-    return float(evaluate_scores(frame, "score", new_only_mask=new).get("new_ndcg@10") or 0.0)
+    rows = np.flatnonzero(new)  # only these are ranked: evaluate_scores' new_ndcg@10, without the rest
+    groups = batch.groups.numpy()[rows] if batch.groups is not None else np.zeros(len(rows), dtype=np.int64)
+    frame = pd.DataFrame({CUSTOMER_ID: groups, ITEM: rows, LABEL: batch.label.numpy()[rows],
+                          "score": np.asarray(scores)[rows]})
+    return float(ranking_metrics(frame, "score", ks=(10,))["ndcg@10"] or 0.0)
 
 
 # Besides the head on every dense input, heads on one input alone are tried: each the logistic
