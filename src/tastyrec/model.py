@@ -344,7 +344,7 @@ class ModelKind:
     buyers_only: train on the rows of the (customer, cutoff) pairs that bought something in the
     label window: the model learns which items, not whether the customer comes back (the
     ranking metrics rank items within buyers). The seed's model trains on every row, as it did.
-    score_batch: rows per forward pass when scoring. The seed's model costs 8 MFLOP a row
+    score_batch: rows per forward pass when scoring. The seed's model costs 4 million multiply-adds a row
     (32,896 pairwise products into a layer of 128), so its batches are smaller.
     batch_size / lr: training defaults; the seed's are the seed notebook's own.
     """
