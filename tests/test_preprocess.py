@@ -80,6 +80,7 @@ def test_arrow_backed_rows_fit_and_encode_as_python_rows(train_df: pd.DataFrame)
 
     fit_df = train_df.copy()
     fit_df.loc[fit_df.index[0], "gender"] = None  # a missing value is no category
+    fit_df["marital_status"] = None  # nor a column of them (Ta-Feng has no marital status): no vocabulary
     arrow_df = pa.Table.from_pandas(fit_df, preserve_index=False).to_pandas(types_mapper=pd.ArrowDtype)
     assert isinstance(arrow_df["city"].dtype, pd.ArrowDtype)
     python, arrow = Preprocessor().fit(fit_df), Preprocessor().fit(arrow_df)
@@ -90,7 +91,8 @@ def test_arrow_backed_rows_fit_and_encode_as_python_rows(train_df: pd.DataFrame)
     expected, got = python.transform(new), python.transform(arrow_new)
     assert torch.equal(got.sparse, expected.sparse) and torch.equal(got.dense, expected.dense)
     assert got.sparse[0, C.SPARSE.index("city")] == 0 == got.sparse[1, C.SPARSE.index("city")]
-    assert int(got.sparse[2:].min()) >= 1
+    assert int(got.sparse[2:, C.SPARSE.index("city")].min()) >= 1
+    assert (got.sparse[:, C.SPARSE.index("marital_status")] == 0).all()
 
 
 def test_vocab_comes_from_training_rows_only(train_df: pd.DataFrame) -> None:

@@ -349,8 +349,8 @@ class Preprocessor:
         rebuilding it would cost the most."""
         key = f"{name}/arrow" if arrow and name in self.vocabs else name
         if key not in self._lookups:
-            self._lookups[key] = (pd.Index(self.vocabs[name]) if key in self.vocabs
-                                  else pa.array(self.vocabs.get(name) or self.bag_vocabs[name], type=pa.string()))
+            vocab = self.vocabs[name] if name in self.vocabs else self.bag_vocabs[name]
+            self._lookups[key] = pd.Index(vocab) if key in self.vocabs else pa.array(vocab, type=pa.string())
         return self._lookups[key]
 
     def transform(self, df: pd.DataFrame) -> Batch:
