@@ -378,6 +378,17 @@ def test_score_is_the_models_forward(api, engine) -> None:
     assert np.allclose(got.json()["scores"], engine.score(frame), atol=1e-6)
 
 
+def test_score_reads_a_number_or_false_as_a_name_and_a_row_of_nulls(api, engine) -> None:
+    """Schemathesis's case: an item name that JSON gives as a number or false (pydantic's 0), the
+    other columns null: an unknown item, scored, not a 500."""
+    row = rows_of(engine.online.for_customers([5]).head(1))[0]
+    nulls = {k: ([] if k in MULTI_HOT else None) for k in row}
+    for name in (0, False, 7):
+        got = api.post("/score", json={"rows": [row | {"menu_item_name": name}, nulls | {"menu_item_name": name}]})
+        assert got.status_code == 200, got.text
+        assert all(np.isfinite(got.json()["scores"]))
+
+
 def test_score_names_missing_columns_and_refuses_wrong_types(api, engine) -> None:
     rows = rows_of(engine.online.for_customers([5]).head(2))
     lacking = [{k: v for k, v in row.items() if k not in ("age", "history_items")} for row in rows]

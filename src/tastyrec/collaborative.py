@@ -111,7 +111,10 @@ class ItemSimilarity:
 
 
 def _strings(series: pd.Series) -> pa.Array:
-    """A column of item names as Arrow strings (zero copy when read from Parquet)."""
+    """A column of item names as Arrow strings (zero copy when read from Parquet); other values
+    (a served row's 0 or False) as their text, as the sparse columns' encoding reads them."""
+    if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+        series = series.astype("string")
     arr = pa.array(series, type=pa.string(), from_pandas=True)
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
